@@ -1,0 +1,112 @@
+"""Input checks shared by the public API.
+
+Every check raises ``ValueError`` (or ``TypeError``) with a message that shows
+the offending value and says how to fix it, *before* any long computation starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "check_finite",
+    "check_ndim",
+    "check_positive",
+    "check_in_range",
+    "check_choice",
+    "check_positive_int",
+]
+
+
+def _describe(array: Any) -> str:
+    shape = tuple(getattr(array, "shape", ()))
+    dtype = getattr(array, "dtype", type(array).__name__)
+    return f"shape={shape}, dtype={dtype}"
+
+
+def check_ndim(array: Any, ndim: int | Sequence[int], name: str, expected: str) -> None:
+    """Raise if ``array.ndim`` is not one of ``ndim``.
+
+    ``expected`` describes the wanted layout in words, e.g. ``"(n_tilts, y, x)"``.
+    """
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    got = getattr(array, "ndim", None)
+    if got not in allowed:
+        raise ValueError(
+            f"{name} must be a {' or '.join(f'{n}D' for n in allowed)} array {expected}, "
+            f"got {got}D ({_describe(array)}). See docs/conventions.md for axis order."
+        )
+
+
+def check_finite(array: Any, name: str) -> None:
+    """Raise if ``array`` contains NaN or Inf, naming how many and where the first one is."""
+    try:
+        import torch
+
+        if isinstance(array, torch.Tensor):
+            finite = torch.isfinite(array)
+            if bool(finite.all()):
+                return
+            bad = (~finite).nonzero()
+            n_bad = int(bad.shape[0])
+            first = tuple(int(i) for i in bad[0])
+            value = array[first].item()
+            raise ValueError(
+                f"{name} contains {n_bad} non-finite value(s) (first: {value} at index {first}). "
+                "Replace or mask them (e.g. numpy.nan_to_num) before reconstructing."
+            )
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    arr = np.asarray(array)
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)
+    first = tuple(int(i) for i in bad[0])
+    raise ValueError(
+        f"{name} contains {len(bad)} non-finite value(s) (first: {arr[first]} at index {first}). "
+        "Replace or mask them (e.g. numpy.nan_to_num) before reconstructing."
+    )
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None:
+    """Raise unless ``value > 0`` (or ``>= 0`` with ``allow_zero``)."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not np.isfinite(value) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+
+
+def check_positive_int(value: int, name: str) -> None:
+    """Raise unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {value!r}.")
+
+
+def check_in_range(
+    value: float,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_inclusive: bool = False,
+    high_inclusive: bool = False,
+) -> None:
+    """Raise unless ``low < value < high`` (inclusive ends on request)."""
+    lo_ok = value >= low if low_inclusive else value > low
+    hi_ok = value <= high if high_inclusive else value < high
+    if not (np.isfinite(value) and lo_ok and hi_ok):
+        lb = "[" if low_inclusive else "("
+        hb = "]" if high_inclusive else ")"
+        raise ValueError(f"{name} must lie in {lb}{low}, {high}{hb}, got {value!r}.")
+
+
+def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    """Return ``value`` lower-cased if it is one of ``choices``; raise otherwise."""
+    normalised = str(value).lower()
+    if normalised not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}.")
+    return normalised
