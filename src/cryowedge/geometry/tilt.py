@@ -1,0 +1,366 @@
+"""Single-axis tilt-series geometry.
+
+:class:`TiltGeometry` is an immutable value: tilt angles (degrees), the raw detector
+shape, pixel size (Å), the in-plane tilt-axis angle (degrees) and optional per-tilt
+shifts (pixels). It knows nothing about projectors; operators are built *from* it.
+Conventions (angle sign, centre pixel, axis directions) are in docs/conventions.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TiltGeometry", "angular_weights_rad"]
+
+
+def _as_angles(values: Any) -> np.ndarray:
+    angles = np.asarray(values, dtype=np.float64)
+    if angles.ndim != 1 or angles.size == 0:
+        raise ValueError(
+            f"tilt_angles_deg must be a non-empty 1D sequence of degrees, got shape {angles.shape}."
+        )
+    bad = ~np.isfinite(angles)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"tilt_angles_deg[{i}] = {angles[i]} is not finite; remove that tilt.")
+    out_of_range = np.abs(angles) > 90.0
+    if out_of_range.any():
+        i = int(np.argmax(out_of_range))
+        raise ValueError(
+            f"tilt_angles_deg[{i}] = {angles[i]} lies outside [-90, 90] degrees; "
+            "single-axis tilt angles are in degrees (did you pass radians, or an offset angle?)."
+        )
+    uniq, counts = np.unique(np.round(angles, 6), return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        idx = [int(i) for i in np.flatnonzero(np.isin(np.round(angles, 6), dup))]
+        raise ValueError(
+            f"duplicate tilt angle(s) {dup.tolist()} at indices {idx}; every tilt must be unique "
+            "(drop or average repeated exposures first)."
+        )
+    return angles
+
+
+@dataclass(frozen=True, eq=False)
+class TiltGeometry:
+    """Geometry of a single-axis tilt series.
+
+    Parameters
+    ----------
+    tilt_angles_deg
+        ``(n_tilts,)`` tilt angles in degrees, in stack order. Unique, within [-90, 90].
+    detector_shape
+        ``(ny, nx)`` shape of one raw image in pixels.
+    pixel_size_angstrom
+        Detector pixel size in Å (= voxel size of the reconstruction).
+    tilt_axis_angle_deg
+        In-plane angle of the tilt axis on the raw image, degrees counter-clockwise from the
+        image ``+Y`` axis (0 for aligned IMOD stacks; 90 for an axis along ``X``).
+    shifts_px
+        Optional ``(n_tilts, 2)`` per-tilt ``(dy, dx)`` shifts in raw-detector pixels: the
+        projection of the volume centre lands at ``(ny//2 + dy, nx//2 + dx)``.
+
+    Notes
+    -----
+    Build subsets with indexing: ``geom[::2]`` (even tilts), ``geom[1::2]`` (odd tilts),
+    ``geom[mask]``, or :meth:`angle_range`. See docs/conventions.md.
+    """
+
+    tilt_angles_deg: np.ndarray
+    detector_shape: tuple[int, int]
+    pixel_size_angstrom: float = 1.0
+    tilt_axis_angle_deg: float = 0.0
+    shifts_px: np.ndarray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        angles = _as_angles(self.tilt_angles_deg)
+        angles.setflags(write=False)
+        object.__setattr__(self, "tilt_angles_deg", angles)
+        shape = tuple(int(s) for s in np.atleast_1d(self.detector_shape))
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(
+                f"detector_shape must be (ny, nx) with positive sizes, got {self.detector_shape!r}."
+            )
+        object.__setattr__(self, "detector_shape", shape)
+        px = float(self.pixel_size_angstrom)
+        if not np.isfinite(px) or px <= 0:
+            raise ValueError(f"pixel_size_angstrom must be > 0 (Å), got {self.pixel_size_angstrom!r}.")
+        object.__setattr__(self, "pixel_size_angstrom", px)
+        axis = float(self.tilt_axis_angle_deg)
+        if not np.isfinite(axis):
+            raise ValueError(f"tilt_axis_angle_deg must be finite, got {self.tilt_axis_angle_deg!r}.")
+        object.__setattr__(self, "tilt_axis_angle_deg", axis)
+        if self.shifts_px is not None:
+            shifts = np.asarray(self.shifts_px, dtype=np.float64)
+            if shifts.shape != (angles.size, 2):
+                raise ValueError(
+                    f"shifts_px must have shape (n_tilts, 2) = ({angles.size}, 2) as (dy, dx) "
+                    f"pixels, got {shifts.shape}."
+                )
+            if not np.isfinite(shifts).all():
+                raise ValueError("shifts_px contains non-finite values.")
+            if not shifts.any():
+                shifts = None
+            else:
+                shifts.setflags(write=False)
+            object.__setattr__(self, "shifts_px", shifts)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_tilts(self) -> int:
+        """Number of tilts."""
+        return int(self.tilt_angles_deg.size)
+
+    @property
+    def tilt_angles_rad(self) -> np.ndarray:
+        """``(n_tilts,)`` tilt angles in radians."""
+        return np.deg2rad(self.tilt_angles_deg)
+
+    @property
+    def tilt_range_deg(self) -> tuple[float, float]:
+        """``(min, max)`` tilt angle in degrees."""
+        return float(self.tilt_angles_deg.min()), float(self.tilt_angles_deg.max())
+
+    @property
+    def tilt_series_shape(self) -> tuple[int, int, int]:
+        """``(n_tilts, ny, nx)`` shape of the raw tilt series."""
+        return (self.n_tilts, *self.detector_shape)
+
+    @property
+    def quarter_turns(self) -> int | None:
+        """The tilt-axis angle as a number of 90° turns (0–3), or None if not a multiple of 90°."""
+        turns = self.tilt_axis_angle_deg / 90.0
+        k = int(round(turns))
+        return k % 4 if abs(turns - k) < 1e-9 else None
+
+    @property
+    def aligned_detector_shape(self) -> tuple[int, int]:
+        """``(n_axis, n_perp)`` detector shape with the tilt axis along ``Y``.
+
+        Equal to :attr:`detector_shape` unless the tilt axis is an odd number of quarter
+        turns, in which case ``ny`` and ``nx`` swap.
+        """
+        k = self.quarter_turns
+        if k is not None and k % 2 == 1:
+            return (self.detector_shape[1], self.detector_shape[0])
+        return self.detector_shape
+
+    def default_volume_shape(self, thickness: int | None = None) -> tuple[int, int, int]:
+        """``(z, y, x)`` volume matching the aligned detector; ``thickness`` defaults to ``x``."""
+        n_axis, n_perp = self.aligned_detector_shape
+        return (int(thickness) if thickness else n_perp, n_axis, n_perp)
+
+    # ------------------------------------------------------------------ subsets
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> TiltGeometry:
+        """Subset of tilts (an int keeps one tilt; boolean masks and index arrays work)."""
+        idx = np.arange(self.n_tilts)[index]
+        idx = np.atleast_1d(idx)
+        if idx.size == 0:
+            raise IndexError(f"tilt selection {index!r} selects no tilts out of {self.n_tilts}.")
+        return TiltGeometry(
+            tilt_angles_deg=self.tilt_angles_deg[idx],
+            detector_shape=self.detector_shape,
+            pixel_size_angstrom=self.pixel_size_angstrom,
+            tilt_axis_angle_deg=self.tilt_axis_angle_deg,
+            shifts_px=None if self.shifts_px is None else self.shifts_px[idx],
+        )
+
+    def angle_range_indices(self, min_deg: float, max_deg: float) -> np.ndarray:
+        """Indices of the tilts with ``min_deg <= angle <= max_deg``."""
+        if min_deg > max_deg:
+            raise ValueError(f"min_deg={min_deg} must not exceed max_deg={max_deg}.")
+        sel = np.flatnonzero(
+            (self.tilt_angles_deg >= min_deg - 1e-9) & (self.tilt_angles_deg <= max_deg + 1e-9)
+        )
+        if sel.size == 0:
+            raise ValueError(
+                f"no tilt lies in [{min_deg}, {max_deg}] degrees; this series covers "
+                f"[{self.tilt_range_deg[0]}, {self.tilt_range_deg[1]}]."
+            )
+        return sel
+
+    def angle_range(self, min_deg: float, max_deg: float) -> TiltGeometry:
+        """The sub-series with tilts in ``[min_deg, max_deg]`` degrees."""
+        return self[self.angle_range_indices(min_deg, max_deg)]
+
+    def even(self) -> TiltGeometry:
+        """Tilts 0, 2, 4, ... in stack order (for even/odd self-supervision)."""
+        return self[0::2]
+
+    def odd(self) -> TiltGeometry:
+        """Tilts 1, 3, 5, ... in stack order."""
+        return self[1::2]
+
+    def sorted(self) -> tuple[TiltGeometry, np.ndarray]:
+        """Geometry with ascending angles, and the permutation that sorts the stack."""
+        order = np.argsort(self.tilt_angles_deg, kind="stable")
+        return self[order], order
+
+    def with_(self, **changes: Any) -> TiltGeometry:
+        """Copy with some fields replaced (e.g. ``geom.with_(pixel_size_angstrom=2.0)``)."""
+        fields = {
+            "tilt_angles_deg": self.tilt_angles_deg,
+            "detector_shape": self.detector_shape,
+            "pixel_size_angstrom": self.pixel_size_angstrom,
+            "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
+            "shifts_px": self.shifts_px,
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown TiltGeometry field(s): {sorted(unknown)}")
+        fields.update(changes)
+        return TiltGeometry(**fields)
+
+    # ------------------------------------------------------------------ Fourier coverage
+    def missing_wedge_mask(
+        self, volume_shape: Sequence[int], *, centered: bool = False, rfft: bool = False
+    ) -> np.ndarray:
+        """Boolean mask of the **unmeasured** Fourier points of a ``(z, y, x)`` volume.
+
+        A point ``(kz, ky, kx)`` (cycles/pixel) is missing when ``kx² + kz² > 0`` and its
+        direction ``atan2(kz, kx)``, folded into ``(-90°, 90°]``, lies outside the tilt range
+        ``[min(angle), max(angle)]``; asymmetric ranges are handled. See docs/conventions.md.
+
+        Parameters
+        ----------
+        volume_shape
+            ``(nz, ny, nx)``.
+        centered
+            Zero frequency at index ``N // 2`` (as after ``fftshift``) instead of NumPy order.
+        rfft
+            Return the half grid of ``numpy.fft.rfftn`` (last axis ``nx // 2 + 1``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(nz, ny, nx)`` (or ``(nz, ny, nx//2+1)``) bool, True where missing.
+        """
+        return missing_wedge_mask(
+            volume_shape, self.tilt_range_deg, centered=centered, rfft=rfft
+        )
+
+    # ------------------------------------------------------------------ value semantics
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TiltGeometry):
+            return NotImplemented
+        same_shifts = (self.shifts_px is None and other.shifts_px is None) or (
+            self.shifts_px is not None
+            and other.shifts_px is not None
+            and np.allclose(self.shifts_px, other.shifts_px, atol=1e-6)
+        )
+        return (
+            self.detector_shape == other.detector_shape
+            and self.n_tilts == other.n_tilts
+            and np.allclose(self.tilt_angles_deg, other.tilt_angles_deg, atol=1e-6)
+            and np.isclose(self.pixel_size_angstrom, other.pixel_size_angstrom)
+            and np.isclose(self.tilt_axis_angle_deg, other.tilt_axis_angle_deg)
+            and same_shifts
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.detector_shape, self.n_tilts, round(self.tilt_angles_deg.sum(), 4)))
+
+    def __repr__(self) -> str:
+        angles = np.array2string(self.tilt_angles_deg, separator=", ", threshold=10**6)
+        shifts = (
+            "None" if self.shifts_px is None else f"np.array({self.shifts_px.tolist()!r})"
+        )
+        return (
+            f"TiltGeometry(tilt_angles_deg=np.array({angles}), detector_shape={self.detector_shape}, "
+            f"pixel_size_angstrom={self.pixel_size_angstrom!r}, "
+            f"tilt_axis_angle_deg={self.tilt_axis_angle_deg!r}, shifts_px={shifts})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python description (for YAML run records)."""
+        return {
+            "tilt_angles_deg": self.tilt_angles_deg.tolist(),
+            "detector_shape": list(self.detector_shape),
+            "pixel_size_angstrom": self.pixel_size_angstrom,
+            "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
+            "shifts_px": None if self.shifts_px is None else self.shifts_px.tolist(),
+        }
+
+    @classmethod
+    def from_range(
+        cls,
+        min_deg: float,
+        max_deg: float,
+        step_deg: float,
+        detector_shape: Sequence[int],
+        **kwargs: Any,
+    ) -> TiltGeometry:
+        """Uniform tilt scheme ``min_deg:step_deg:max_deg`` (both ends included)."""
+        if step_deg <= 0:
+            raise ValueError(f"step_deg must be > 0, got {step_deg}.")
+        n = int(np.floor((max_deg - min_deg) / step_deg + 1e-9)) + 1
+        angles = min_deg + step_deg * np.arange(n)
+        return cls(tilt_angles_deg=angles, detector_shape=tuple(detector_shape), **kwargs)
+
+
+def missing_wedge_mask(
+    volume_shape: Sequence[int],
+    tilt_range_deg: tuple[float, float],
+    *,
+    centered: bool = False,
+    rfft: bool = False,
+) -> np.ndarray:
+    """Missing-wedge mask for a tilt range; see :meth:`TiltGeometry.missing_wedge_mask`."""
+    shape = tuple(int(s) for s in volume_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}.")
+    lo, hi = (float(a) for a in tilt_range_deg)
+    nz, _, nx = shape
+    kz = np.fft.fftfreq(nz)
+    kx = np.fft.rfftfreq(nx) if rfft else np.fft.fftfreq(nx)
+    if centered:
+        kz = np.fft.fftshift(kz)
+        if not rfft:
+            kx = np.fft.fftshift(kx)
+    angle = np.degrees(np.arctan2(kz[:, None], kx[None, :]))  # (-180, 180]
+    angle = np.where(angle <= -90.0, angle + 180.0, angle)
+    angle = np.where(angle > 90.0, angle - 180.0, angle)
+    tol = 1e-9
+    missing_zx = (angle < lo - tol) | (angle > hi + tol)
+    missing_zx &= (kz[:, None] ** 2 + kx[None, :] ** 2) > 0
+    return np.broadcast_to(missing_zx[:, None, :], (nz, shape[1], missing_zx.shape[1])).copy()
+
+
+def angular_weights_rad(tilt_angles_deg: np.ndarray) -> np.ndarray:
+    """Per-tilt angular integration weights ``Δθ`` (radians) for back-projection.
+
+    Each tilt gets half the gap to each neighbour (sorted by angle); the end tilts get
+    their one inner half-gap doubled, so a uniform scheme with step ``Δ`` gives ``Δ``
+    everywhere. A scheme covering ±90° sums to π.
+
+    Parameters
+    ----------
+    tilt_angles_deg
+        ``(n_tilts,)`` degrees, any order.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_tilts,)`` float64 radians, in the input order.
+    """
+    angles = np.asarray(tilt_angles_deg, dtype=np.float64)
+    if angles.size == 1:
+        return np.array([np.pi])
+    order = np.argsort(angles)
+    a = np.deg2rad(angles[order])
+    gaps = np.diff(a)
+    w = np.empty_like(a)
+    w[1:-1] = 0.5 * (gaps[:-1] + gaps[1:])
+    w[0], w[-1] = gaps[0], gaps[-1]
+    span = a[-1] - a[0]
+    if span >= np.pi - 1e-6:
+        # ±90° covers the half-circle; the two end views are (mirror) duplicates.
+        w[0] *= 0.5
+        w[-1] *= 0.5
+    out = np.empty_like(w)
+    out[order] = w
+    return out

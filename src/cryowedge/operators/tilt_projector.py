@@ -1,0 +1,249 @@
+"""Parallel-beam single-axis tilt projector with an exact adjoint.
+
+Every voxel along the tilt axis (``y``) shares the same interpolation weights, so ``y`` is a
+batch dimension: the projection is one sparse ``(n_tilts·n_perp, nz·nx)`` matrix ``A`` times
+a dense ``(nz·nx, y)`` block, and the back-projection is ``Aᵀ`` (stored as its own CSR
+matrix, so both directions stream contiguous rows with no atomics). Columns are processed
+in chunks that fit in cache (CPU) or in bounded memory (GPU). The model is linear
+interpolation on the detector: a voxel's unit mass is split between the two nearest detector
+columns. Geometry and sign conventions: docs/conventions.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from cryowedge.geometry.tilt import TiltGeometry
+from cryowedge.operators._sparse import csr_matmul, to_torch_csr
+from cryowedge.operators.base import LinearOperator
+from cryowedge.operators.detector import DetectorWarp, needs_detector_warp
+
+__all__ = ["TiltProjector", "build_projection_matrix"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns (y rows × batch) per sparse product on CPU. 16–32 keeps the dense block of a
+#: 256² slice (256·256·32·4 B = 8 MiB) in the last-level cache; measured best on 2 cores.
+_CPU_CHUNK_COLUMNS = 32
+#: Upper bound on the dense working block on GPU, in elements.
+_GPU_CHUNK_ELEMENTS = 2**28
+
+_MATRIX_CACHE: OrderedDict[Any, tuple[sp.csr_matrix, sp.csr_matrix]] = OrderedDict()
+_MATRIX_CACHE_SIZE = 4
+
+
+def build_projection_matrix(
+    tilt_angles_deg: np.ndarray,
+    n_perp: int,
+    nz: int,
+    nx: int,
+    shifts_x_px: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """Sparse matrix of one XZ slice's projection, ``(n_tilts·n_perp, nz·nx)``, float64.
+
+    Voxel ``(z, x)`` (centred coordinates) lands at detector column
+    ``u = x·cos θ + z·sin θ + shift_x`` (centred); its unit mass is split linearly between
+    columns ``floor(u)`` and ``floor(u) + 1``. Row index ``t·n_perp + u``, column ``z·nx + x``.
+    """
+    angles = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64))
+    shifts = np.zeros(angles.size) if shifts_x_px is None else np.asarray(shifts_x_px, float)
+    zc = (np.arange(nz) - nz // 2).astype(np.float64)[:, None]
+    xc = (np.arange(nx) - nx // 2).astype(np.float64)[None, :]
+    voxel = np.arange(nz * nx)
+    blocks = []
+    for t, theta in enumerate(angles):
+        u = (np.cos(theta) * xc + np.sin(theta) * zc).ravel() + (n_perp // 2 + shifts[t])
+        i0 = np.floor(u).astype(np.int64)
+        frac = u - i0
+        rows, cols, vals = [], [], []
+        for di, w in ((0, 1.0 - frac), (1, frac)):
+            i = i0 + di
+            ok = (i >= 0) & (i < n_perp) & (w != 0)
+            rows.append(i[ok])
+            cols.append(voxel[ok])
+            vals.append(w[ok])
+        blocks.append(
+            sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(n_perp, nz * nx),
+            )
+        )
+    return sp.vstack(blocks, format="csr")
+
+
+def _cached_matrices(
+    angles: np.ndarray, n_perp: int, nz: int, nx: int, shifts_x: np.ndarray | None
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    key = (
+        angles.tobytes(),
+        n_perp,
+        nz,
+        nx,
+        None if shifts_x is None else np.asarray(shifts_x, float).tobytes(),
+    )
+    if key in _MATRIX_CACHE:
+        _MATRIX_CACHE.move_to_end(key)
+        return _MATRIX_CACHE[key]
+    a = build_projection_matrix(angles, n_perp, nz, nx, shifts_x)
+    at = a.T.tocsr()
+    _MATRIX_CACHE[key] = (a, at)
+    while len(_MATRIX_CACHE) > _MATRIX_CACHE_SIZE:
+        _MATRIX_CACHE.popitem(last=False)
+    return a, at
+
+
+class TiltProjector(LinearOperator):
+    """Project a ``(z, y, x)`` volume to a ``(n_tilts, ny, nx)`` tilt series, and back.
+
+    Parameters
+    ----------
+    geometry
+        The tilt geometry (angles in degrees, detector shape, tilt-axis angle, shifts).
+    volume_shape
+        ``(nz, ny, nx)`` of the volume; ``ny`` must equal the detector length along the tilt
+        axis. Default: :meth:`TiltGeometry.default_volume_shape` (thickness = ``nx``).
+    chunk_columns
+        Dense columns (tilt-axis rows × batch) per sparse product; the default suits the device.
+
+    Notes
+    -----
+    ``forward`` accepts ``(..., nz, ny, nx)`` and returns ``(..., n_tilts, ny_det, nx_det)``;
+    ``adjoint`` is its exact transpose. Any float dtype and device work; the sparse matrices
+    are built once per geometry (and cached) and moved to the input's dtype/device on demand.
+    Use :func:`cryowedge.operators.autograd.as_autograd` for a differentiable version.
+    """
+
+    def __init__(
+        self,
+        geometry: TiltGeometry,
+        volume_shape: tuple[int, int, int] | None = None,
+        *,
+        chunk_columns: int | None = None,
+    ) -> None:
+        if not isinstance(geometry, TiltGeometry):
+            raise TypeError(f"geometry must be a TiltGeometry, got {type(geometry).__name__}.")
+        n_axis, n_perp = geometry.aligned_detector_shape
+        shape = geometry.default_volume_shape() if volume_shape is None else tuple(volume_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"volume_shape must be (nz, ny, nx), got {volume_shape!r}.")
+        nz, ny, nx = (int(s) for s in shape)
+        if ny != n_axis:
+            raise ValueError(
+                f"volume y size {ny} must equal the detector length along the tilt axis "
+                f"({n_axis} px for detector {geometry.detector_shape} with tilt axis at "
+                f"{geometry.tilt_axis_angle_deg}°); pass volume_shape=(nz, {n_axis}, nx)."
+            )
+        self.geometry = geometry
+        self.domain_shape = (nz, ny, nx)
+        self.range_shape = geometry.tilt_series_shape
+        self.aligned_shape = (geometry.n_tilts, n_axis, n_perp)
+        self.chunk_columns = chunk_columns
+        self.warp = DetectorWarp(geometry) if needs_detector_warp(geometry) else None
+        shifts_x = None
+        if self.warp is None and geometry.shifts_px is not None:
+            shifts_x = geometry.shifts_px[:, 1]
+        self._a, self._at = _cached_matrices(geometry.tilt_angles_deg, n_perp, nz, nx, shifts_x)
+        self._torch: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def nnz(self) -> int:
+        """Stored non-zeros of the slice matrix ``A``."""
+        return int(self._a.nnz)
+
+    def _matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if not dtype.is_floating_point:
+            raise TypeError(f"projector input must be a floating-point tensor, got {dtype}.")
+        key = (dtype, device)
+        if key not in self._torch:
+            self._torch[key] = (
+                to_torch_csr(self._a, dtype=dtype, device=device),
+                to_torch_csr(self._at, dtype=dtype, device=device),
+            )
+        return self._torch[key]
+
+    def _chunk(self, device: torch.device, n_rows: int) -> int:
+        if self.chunk_columns is not None:
+            return max(1, int(self.chunk_columns))
+        if device.type == "cpu":
+            return _CPU_CHUNK_COLUMNS
+        return max(1, _GPU_CHUNK_ELEMENTS // max(n_rows, 1))
+
+    def _slice_product(
+        self, matrix: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
+    ) -> None:
+        """``dst[b, r, y, c] = Σ_k matrix[r·C + c, k] · src[b, k // K, y, k % K]``.
+
+        ``src`` is ``(B, R_in, ny, C_in)`` and ``dst`` is ``(B, R_out, ny, C_out)``; the
+        matrix acts on the flattened ``(R, C)`` plane and ``y`` is the batch dimension.
+        """
+        n_b, r_in, ny, c_in = src.shape
+        _, r_out, _, c_out = dst.shape
+        chunk = self._chunk(src.device, max(r_in * c_in, r_out * c_out))
+        src_cols = src.permute(0, 2, 1, 3)  # (B, ny, R_in, C_in) view
+        dst_cols = dst.permute(0, 2, 1, 3)  # (B, ny, R_out, C_out) view
+        buf = torch.empty((r_in, c_in, chunk), dtype=src.dtype, device=src.device)
+        for b in range(n_b):
+            for y0 in range(0, ny, chunk):
+                y1 = min(ny, y0 + chunk)
+                block = buf[..., : y1 - y0]
+                block.copy_(src_cols[b, y0:y1].permute(1, 2, 0))  # (R_in, C_in, cols)
+                out = csr_matmul(matrix, block.reshape(r_in * c_in, y1 - y0))
+                dst_cols[b, y0:y1].copy_(out.reshape(r_out, c_out, y1 - y0).permute(2, 0, 1))
+
+    def forward_aligned(self, volume: torch.Tensor) -> torch.Tensor:
+        """Project into the aligned frame: ``(..., nz, ny, nx)`` → ``(..., n_tilts, ny, n_perp)``."""
+        self._check_domain(volume, "volume")
+        lead = volume.shape[:-3]
+        vol = volume.reshape(-1, *self.domain_shape)
+        a, _ = self._matrices(vol.dtype, vol.device)
+        out = torch.empty((vol.shape[0], *self.aligned_shape), dtype=vol.dtype, device=vol.device)
+        self._slice_product(a, vol, out)
+        return out.reshape(*lead, *self.aligned_shape)
+
+    def adjoint_aligned(self, projections: torch.Tensor) -> torch.Tensor:
+        """Back-project aligned-frame ``(..., n_tilts, ny, n_perp)`` → ``(..., nz, ny, nx)``."""
+        n = len(self.aligned_shape)
+        if tuple(projections.shape[projections.ndim - n :]) != self.aligned_shape:
+            raise ValueError(
+                f"aligned projections must end in shape {self.aligned_shape}, "
+                f"got {tuple(projections.shape)}."
+            )
+        lead = projections.shape[:-3]
+        proj = projections.reshape(-1, *self.aligned_shape)
+        _, at = self._matrices(proj.dtype, proj.device)
+        out = torch.empty((proj.shape[0], *self.domain_shape), dtype=proj.dtype, device=proj.device)
+        self._slice_product(at, proj, out)
+        return out.reshape(*lead, *self.domain_shape)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """Project ``(..., nz, ny, nx)`` → raw tilt series ``(..., n_tilts, ny_det, nx_det)``."""
+        aligned = self.forward_aligned(volume)
+        return aligned if self.warp is None else self.warp.forward(aligned)
+
+    def adjoint(self, tilt_series: torch.Tensor) -> torch.Tensor:
+        """Exact transpose: raw ``(..., n_tilts, ny_det, nx_det)`` → ``(..., nz, ny, nx)``."""
+        self._check_range(tilt_series, "tilt_series")
+        aligned = tilt_series if self.warp is None else self.warp.adjoint(tilt_series)
+        return self.adjoint_aligned(aligned)
+
+    def to_aligned(self, tilt_series: torch.Tensor) -> torch.Tensor:
+        """Resample a raw tilt series into the aligned frame (tilt axis along ``Y``).
+
+        Exact for quarter-turn axes and integer shifts; bilinear (adjoint-normalised)
+        otherwise. Used by FBP, which filters perpendicular to the axis.
+        """
+        self._check_range(tilt_series, "tilt_series")
+        if self.warp is None:
+            return tilt_series
+        ones = torch.ones(self.range_shape, dtype=tilt_series.dtype, device=tilt_series.device)
+        weight = self.warp.adjoint(ones)
+        return self.warp.adjoint(tilt_series) / weight.clamp_min(1e-6)
+
+    def __repr__(self) -> str:
+        return f"TiltProjector(volume_shape={self.domain_shape}, geometry={self.geometry!r})"
