@@ -1,0 +1,151 @@
+"""One-call comparison of a reconstruction with a reference, and a Markdown table of results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+from .._validation import check_ndim, check_positive, check_positive_int
+from .fourier import fourier_shell_correlation, missing_wedge_correlations
+from .image import (
+    _as_bool_mask,
+    _prepare_pair,
+    normalized_cross_correlation,
+    pearson_correlation,
+    psnr,
+    rmse,
+    ssim,
+)
+
+__all__ = ["compare_volumes", "metrics_table_markdown"]
+
+
+def compare_volumes(
+    x: Any,
+    reference: Any,
+    *,
+    pixel_size_angstrom: float = 1.0,
+    mask: Any = None,
+    wedge_mask: Any = None,
+    data_range: float | None = None,
+) -> dict[str, float]:
+    """Compute the standard metric set of ``x`` against ``reference``.
+
+    Parameters
+    ----------
+    x, reference : array_like or torch.Tensor, shape (z, y, x) or (y, x)
+        Reconstruction and ground truth of identical shape.
+    pixel_size_angstrom : float
+        Pixel size in Å (> 0), used for the FSC resolutions.
+    mask : bool array, same shape, optional
+        Real-space mask: restricts PSNR, SSIM (map average), Pearson, NCC and RMSE to
+        ``True`` voxels and is multiplied into both maps before the FSC.
+    wedge_mask : bool array, shape (z, y, x), optional
+        Missing wedge (``True`` = unmeasured, unshifted FFT order). When given, the
+        correlations inside and outside the wedge are added (3D inputs only).
+    data_range : float, optional
+        Data range for PSNR and SSIM; default ``reference.max() - reference.min()``
+        (over the mask).
+
+    Returns
+    -------
+    dict[str, float]
+        Keys ``psnr`` (dB), ``ssim``, ``pearson``, ``ncc``, ``rmse`` (data units),
+        ``fsc05_angstrom`` and ``fsc0143_angstrom`` (resolution in Å at FSC = 0.5 and
+        0.143), and with ``wedge_mask`` also ``inside_wedge`` and ``outside_wedge``.
+
+    Notes
+    -----
+    SSIM averages its map away from the borders (:func:`~cryowedge.metrics.ssim` with
+    ``crop_border=True``), so every axis must be at least 11 voxels long.
+    """
+    x_np, ref_np = _prepare_pair(x, reference)
+    check_ndim(x_np, (2, 3), "x", "(y, x) or (z, y, x)")
+    pixel_size_angstrom = float(pixel_size_angstrom)
+    check_positive(pixel_size_angstrom, "pixel_size_angstrom")
+    m = None if mask is None else _as_bool_mask(mask, x_np.shape)
+
+    fsc = fourier_shell_correlation(x_np, ref_np, mask=m)
+    out: dict[str, float] = {
+        "psnr": psnr(x_np, ref_np, data_range=data_range, mask=m),
+        "ssim": ssim(x_np, ref_np, data_range=data_range, mask=m),
+        "pearson": pearson_correlation(x_np, ref_np, mask=m),
+        "ncc": normalized_cross_correlation(x_np, ref_np, mask=m),
+        "rmse": rmse(x_np, ref_np, mask=m),
+        "fsc05_angstrom": fsc.resolution_angstrom(0.5, pixel_size_angstrom),
+        "fsc0143_angstrom": fsc.resolution_angstrom(0.143, pixel_size_angstrom),
+    }
+    if wedge_mask is not None:
+        out.update(missing_wedge_correlations(x_np, ref_np, wedge_mask))
+    return out
+
+
+def _format_value(value: Any, digits: int) -> str:
+    if value is None:
+        return ""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value).replace("|", "\\|")
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.{digits}g}"
+
+
+def metrics_table_markdown(
+    rows: Mapping[str, Mapping[str, float]],
+    *,
+    columns: Sequence[str] | None = None,
+    significant_digits: int = 4,
+) -> str:
+    """Render metric dictionaries as a Markdown table, one row per method.
+
+    Parameters
+    ----------
+    rows : mapping of str to mapping of str to float
+        ``{method_name: {metric_key: value}}``, e.g. ``{"WBP": compare_volumes(...)}``.
+    columns : sequence of str, optional
+        Metric keys to show, in order. Default: every key, in first-seen order.
+        A method without a key gets an empty cell.
+    significant_digits : int
+        Significant digits per value (``format(v, ".4g")`` by default); ``inf``/``nan``
+        are written as such.
+
+    Returns
+    -------
+    str
+        The table (header, separator, one line per method), ending with a newline.
+    """
+    if not isinstance(rows, Mapping) or len(rows) == 0:
+        raise ValueError(
+            "rows must be a non-empty mapping {method_name: {metric: value}}, got "
+            f"{type(rows).__name__} of length {len(rows) if hasattr(rows, '__len__') else '?'}."
+        )
+    check_positive_int(significant_digits, "significant_digits")
+    for name, metrics in rows.items():
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                f"rows[{name!r}] must be a mapping of metric name to value, "
+                f"got {type(metrics).__name__}."
+            )
+    if columns is None:
+        columns = list(dict.fromkeys(k for metrics in rows.values() for k in metrics))
+    else:
+        columns = [str(c) for c in columns]
+    if not columns:
+        raise ValueError("no metric columns to show: every row in rows is empty.")
+
+    def esc(text: Any) -> str:
+        return str(text).replace("|", "\\|")
+
+    header = "| method | " + " | ".join(esc(c) for c in columns) + " |"
+    sep = "| --- | " + " | ".join("---:" for _ in columns) + " |"
+    lines = [header, sep]
+    for name, metrics in rows.items():
+        cells = [_format_value(metrics.get(c), significant_digits) for c in columns]
+        lines.append(f"| {esc(name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
