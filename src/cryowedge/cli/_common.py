@@ -1,0 +1,58 @@
+"""Shared CLI plumbing: logging set-up, rich progress bars, error reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def setup_logging(verbosity: int) -> None:
+    """Only the CLI configures logging (the library just uses ``getLogger(__name__)``)."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    root = logging.getLogger("cryowedge")
+    root.handlers[:] = [RichHandler(console=console, show_path=False, rich_tracebacks=False)]
+    root.setLevel(level)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar with ETA, exposed as a ``progress(step, fraction)`` callback."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=1.0)
+
+        def update(step: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=f"{description}: {step}")
+
+        yield update
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a clear error and return the exit to raise (exit code 2)."""
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn bad-input exceptions into a one-line error and exit code 2 (no traceback)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, TypeError) as exc:
+        raise fail(str(exc)) from None

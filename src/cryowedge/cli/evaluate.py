@@ -1,0 +1,37 @@
+"""``cryowedge evaluate``: compare tomograms with a reference.
+
+Example::
+
+    cryowedge evaluate fbp.mrc wbp.mrc --reference ground_truth.mrc --out eval/ --tilt-range -60 60
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cryowedge.cli._common import console, user_errors
+
+
+def evaluate(
+    volumes: list[Path] = typer.Argument(..., help="MRC volumes to score"),
+    reference: Path = typer.Option(..., help="ground-truth / reference MRC"),
+    out: Path = typer.Option(Path("evaluation"), help="directory for metrics.md/.json and fsc.png"),
+    tilt_range: tuple[float, float] | None = typer.Option(None, help="tilt range (deg) for the missing-wedge correlations"),
+) -> None:
+    """Metrics table (PSNR, SSIM, CC, FSC resolution, wedge CC) and an FSC plot."""
+    from cryowedge.metrics import metrics_table_markdown
+    from cryowedge.workflows.evaluate import evaluate_files
+
+    with user_errors():
+        for path in [*volumes, reference]:
+            if not path.exists():
+                raise FileNotFoundError(f"{path} does not exist.")
+        rows = evaluate_files(volumes, reference, out, tilt_range_deg=tilt_range)
+    console.print(metrics_table_markdown(rows))
+    console.print(f"wrote {out / 'metrics.md'}, {out / 'metrics.json'}, {out / 'fsc.png'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help=evaluate.__doc__)(evaluate)

@@ -1,0 +1,113 @@
+"""Load a tilt series and its geometry in one call (MRC stack + IMOD angles or SerialEM mdoc)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cryowedge._validation import check_finite, check_ndim
+from cryowedge.geometry.tilt import TiltGeometry
+from cryowedge.io.mrc import read_mrc
+from cryowedge.io.tilt_files import read_mdoc, read_tilt_angles
+
+__all__ = ["TiltSeriesData", "load_tilt_series", "find_angle_file"]
+
+logger = logging.getLogger(__name__)
+
+_ANGLE_SUFFIXES = (".tlt", ".rawtlt", ".mrc.mdoc", ".mdoc", ".st.mdoc")
+
+
+@dataclass(frozen=True)
+class TiltSeriesData:
+    """A tilt series ``(n_tilts, y, x)`` float32 with its :class:`TiltGeometry`."""
+
+    data: np.ndarray
+    geometry: TiltGeometry
+    source: Path
+
+
+def find_angle_file(stack_path: str | Path) -> Path | None:
+    """The ``.tlt``/``.rawtlt``/``.mdoc`` next to a stack with the same stem, if any."""
+    stack = Path(stack_path)
+    for suffix in _ANGLE_SUFFIXES:
+        for candidate in (stack.with_suffix(suffix), Path(str(stack) + ".mdoc")):
+            if candidate.exists() and candidate != stack:
+                return candidate
+    return None
+
+
+def load_tilt_series(
+    stack_path: str | Path,
+    angles_path: str | Path | None = None,
+    *,
+    tilt_axis_angle_deg: float | None = None,
+    pixel_size_angstrom: float | None = None,
+    permissive: bool = False,
+) -> TiltSeriesData:
+    """Read an MRC tilt series and its angles, and check they belong together.
+
+    Parameters
+    ----------
+    stack_path
+        MRC stack ``(n_tilts, y, x)``.
+    angles_path
+        IMOD ``.tlt``/``.rawtlt`` or SerialEM ``.mdoc``; default: a sibling file with the
+        same stem.
+    tilt_axis_angle_deg
+        In-plane tilt-axis angle (degrees); default: from the mdoc, else 0 (aligned stack).
+    pixel_size_angstrom
+        Override the header's pixel size (Å); default: the header, else the mdoc, else 1.
+    permissive
+        Let the MRC reader accept old/non-standard headers (logged as warnings).
+
+    Raises
+    ------
+    ValueError
+        If the stack is not 3D, contains NaN/Inf, or the number of angles differs from the
+        number of images, before anything else is done.
+    """
+    stack_path = Path(stack_path)
+    if angles_path is None:
+        angles_path = find_angle_file(stack_path)
+        if angles_path is None:
+            raise FileNotFoundError(
+                f"no tilt-angle file found next to {stack_path} (looked for "
+                f"{', '.join(stack_path.stem + s for s in _ANGLE_SUFFIXES)}); pass --angles FILE."
+            )
+    angles_path = Path(angles_path)
+    mrc = read_mrc(stack_path, permissive=permissive)
+    check_ndim(mrc.data, 3, f"tilt series {stack_path.name}", "(n_tilts, y, x)")
+    check_finite(mrc.data, f"tilt series {stack_path.name}")
+    mdoc_axis = mdoc_pixel = None
+    if angles_path.suffix == ".mdoc":
+        info = read_mdoc(angles_path)
+        angles = np.asarray(info.tilt_angles_deg, dtype=np.float64)
+        mdoc_axis, mdoc_pixel = info.tilt_axis_angle_deg, info.pixel_size_angstrom
+    else:
+        angles = read_tilt_angles(angles_path)
+    if angles.size != mrc.data.shape[0]:
+        raise ValueError(
+            f"{angles_path.name} lists {angles.size} tilt angles but {stack_path.name} has "
+            f"{mrc.data.shape[0]} images; they must match one-to-one (wrong angle file, or "
+            "excluded views not removed from both?)."
+        )
+    if pixel_size_angstrom is None:
+        if mrc.has_voxel_size:
+            pixel_size_angstrom = float(mrc.voxel_size_angstrom[-1])
+        elif mdoc_pixel:
+            pixel_size_angstrom = float(mdoc_pixel)
+        else:
+            logger.warning("%s has no pixel size; assuming 1 Å (pass --pixel-size)", stack_path.name)
+            pixel_size_angstrom = 1.0
+    if tilt_axis_angle_deg is None:
+        tilt_axis_angle_deg = float(mdoc_axis) if mdoc_axis is not None else 0.0
+    geometry = TiltGeometry(
+        tilt_angles_deg=angles,
+        detector_shape=mrc.data.shape[1:],
+        pixel_size_angstrom=pixel_size_angstrom,
+        tilt_axis_angle_deg=tilt_axis_angle_deg,
+    )
+    return TiltSeriesData(data=np.asarray(mrc.data, dtype=np.float32), geometry=geometry, source=stack_path)

@@ -1,0 +1,235 @@
+"""Contrast transfer function (CTF) of a transmission electron microscope.
+
+Formula (research/thesis.md section 1.1, with its typos fixed), for spatial frequency
+``k`` in cycles/Å at azimuth ``α`` (measured from the ``+x`` axis towards ``+y``)::
+
+    z(α)  = z_u cos²(α - α0) + z_v sin²(α - α0)              defocus, Å (> 0: underfocus)
+    γ(k)  = π λ z(α) k² - (π/2) C_s λ³ k⁴ + φ               phase aberration, rad
+    C(k)  = -√(1 - A²) sin γ - A cos γ                        phase + amplitude contrast
+    E(k)  = exp(-B k² / 4)                                    B-factor envelope
+    CTF   = E · C
+
+with the relativistic electron wavelength ``λ`` (:func:`electron_wavelength_angstrom`),
+``C_s`` the spherical aberration, ``A`` the amplitude-contrast fraction and ``φ`` an extra
+phase shift (phase plate). **Sign convention:** ``C(0) = -A < 0`` and, at low frequency
+in underfocus, ``C < 0``: a positive (dense) object is imaged *dark*, as proteins look in
+raw cryo-EM micrographs. Multiply by ``-1`` for "white protein" images.
+
+Frequencies follow docs/conventions.md: the arrays are on NumPy's unshifted FFT grid
+(``numpy.fft.fftfreq``; ``rfftfreq`` along ``x`` for the half grid), in cycles per pixel
+divided by ``pixel_size_angstrom``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from cryowedge._validation import check_in_range, check_positive, check_positive_int
+
+__all__ = [
+    "electron_wavelength_angstrom",
+    "ctf_2d",
+    "apply_ctf",
+    "phase_flip",
+]
+
+logger = logging.getLogger(__name__)
+
+# CODATA 2018 exact / recommended values (SI).
+_PLANCK = 6.62607015e-34  # J s
+_ELECTRON_MASS = 9.1093837015e-31  # kg
+_ELEMENTARY_CHARGE = 1.602176634e-19  # C
+_SPEED_OF_LIGHT = 299792458.0  # m / s
+
+
+def electron_wavelength_angstrom(voltage_kv: float) -> float:
+    """Relativistic de Broglie wavelength of electrons accelerated through ``voltage_kv``.
+
+    ``λ = h / sqrt(2 m e V (1 + e V / (2 m c²)))``; 0.02508 Å at 200 kV, 0.01969 Å at 300 kV.
+
+    Parameters
+    ----------
+    voltage_kv : float
+        Acceleration voltage in kV (> 0).
+
+    Returns
+    -------
+    float
+        Wavelength in Å.
+    """
+    check_positive(voltage_kv, "voltage_kv")
+    v = voltage_kv * 1e3
+    energy = _ELEMENTARY_CHARGE * v
+    momentum = np.sqrt(
+        2.0 * _ELECTRON_MASS * energy * (1.0 + energy / (2.0 * _ELECTRON_MASS * _SPEED_OF_LIGHT**2))
+    )
+    return float(_PLANCK / momentum * 1e10)
+
+
+def _shape2(shape: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape), int(shape))
+    shape = tuple(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be an int or 2 integers (ny, nx), got {shape!r}.")
+    for n in shape:
+        check_positive_int(n, "shape")
+    return int(shape[0]), int(shape[1])
+
+
+def ctf_2d(
+    shape: int | Sequence[int],
+    *,
+    pixel_size_angstrom: float,
+    defocus_u_angstrom: float,
+    defocus_v_angstrom: float | None = None,
+    astigmatism_angle_deg: float = 0.0,
+    voltage_kv: float = 300.0,
+    spherical_aberration_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    b_factor_angstrom2: float = 0.0,
+    phase_shift_deg: float = 0.0,
+    rfft: bool = False,
+) -> np.ndarray:
+    """Real CTF sampled on the 2D FFT grid of a ``(ny, nx)`` image.
+
+    See the module docstring for the formula and the sign convention (``C(0) = -A``).
+
+    Parameters
+    ----------
+    shape : int or (ny, nx)
+        Image shape (pixels).
+    pixel_size_angstrom : float
+        Pixel size (Å).
+    defocus_u_angstrom : float
+        Defocus along the azimuth ``astigmatism_angle_deg`` (Å, positive = underfocus).
+    defocus_v_angstrom : float, optional
+        Defocus perpendicular to it (Å); default ``defocus_u_angstrom`` (no astigmatism).
+    astigmatism_angle_deg : float
+        Azimuth ``α0`` of the ``u`` direction, degrees counter-clockwise from ``+x``
+        towards ``+y``.
+    voltage_kv : float
+        Acceleration voltage (kV).
+    spherical_aberration_mm : float
+        ``C_s`` (mm, >= 0).
+    amplitude_contrast : float
+        Amplitude-contrast fraction ``A`` in ``[0, 1]``.
+    b_factor_angstrom2 : float
+        Envelope B-factor (Å², >= 0): ``exp(-B k² / 4)``.
+    phase_shift_deg : float
+        Additional phase shift ``φ`` (degrees; e.g. 90 for an ideal phase plate).
+    rfft : bool
+        Return the half grid ``(ny, nx // 2 + 1)`` matching ``numpy.fft.rfft2``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` (or ``(ny, nx // 2 + 1)``) float32 CTF in unshifted FFT order.
+    """
+    ny, nx = _shape2(shape)
+    check_positive(pixel_size_angstrom, "pixel_size_angstrom")
+    if defocus_v_angstrom is None:
+        defocus_v_angstrom = defocus_u_angstrom
+    for value, name in (
+        (defocus_u_angstrom, "defocus_u_angstrom"),
+        (defocus_v_angstrom, "defocus_v_angstrom"),
+        (astigmatism_angle_deg, "astigmatism_angle_deg"),
+        (phase_shift_deg, "phase_shift_deg"),
+    ):
+        if not np.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}.")
+    check_positive(spherical_aberration_mm, "spherical_aberration_mm", allow_zero=True)
+    check_in_range(amplitude_contrast, "amplitude_contrast", 0.0, 1.0, low_inclusive=True, high_inclusive=True)
+    check_positive(b_factor_angstrom2, "b_factor_angstrom2", allow_zero=True)
+    lam = electron_wavelength_angstrom(voltage_kv)
+
+    ky = np.fft.fftfreq(ny)[:, None] / pixel_size_angstrom
+    kx = (np.fft.rfftfreq(nx) if rfft else np.fft.fftfreq(nx))[None, :] / pixel_size_angstrom
+    k2 = kx**2 + ky**2
+    azimuth = np.arctan2(ky, kx)
+    a0 = np.deg2rad(astigmatism_angle_deg)
+    defocus = defocus_u_angstrom * np.cos(azimuth - a0) ** 2 + defocus_v_angstrom * np.sin(
+        azimuth - a0
+    ) ** 2
+    cs = spherical_aberration_mm * 1e7  # mm -> Å
+    gamma = (
+        np.pi * lam * defocus * k2
+        - 0.5 * np.pi * cs * lam**3 * k2**2
+        + np.deg2rad(phase_shift_deg)
+    )
+    a = amplitude_contrast
+    ctf = -np.sqrt(1.0 - a * a) * np.sin(gamma) - a * np.cos(gamma)
+    if b_factor_angstrom2 > 0:
+        ctf = ctf * np.exp(-b_factor_angstrom2 * k2 / 4.0)
+    return ctf.astype(np.float32)
+
+
+def _fourier_multiply(images: np.ndarray, factor: np.ndarray, name: str) -> np.ndarray:
+    ny, nx = images.shape[-2:]
+    f = np.asarray(factor)
+    if f.ndim < 2:
+        raise ValueError(f"{name} must be at least 2D (..., ny, nx), got shape {f.shape}.")
+    if f.shape[-2] != ny or f.shape[-1] not in (nx, nx // 2 + 1):
+        raise ValueError(
+            f"{name} shape {f.shape} does not match images {images.shape}: expected "
+            f"(..., {ny}, {nx}) (full grid) or (..., {ny}, {nx // 2 + 1}) (rfft=True)."
+        )
+    if f.shape[-1] == nx // 2 + 1:
+        out = np.fft.irfft2(np.fft.rfft2(images) * f, s=(ny, nx))
+    else:
+        out = np.fft.ifft2(np.fft.fft2(images) * f).real
+    return out.astype(np.float32)
+
+
+def apply_ctf(images: ArrayLike, ctf: ArrayLike) -> np.ndarray:
+    """Convolve images with the CTF (multiply their Fourier transforms).
+
+    Parameters
+    ----------
+    images : array_like
+        ``(..., ny, nx)`` real images (e.g. a tilt series ``(n_tilts, ny, nx)``).
+    ctf : array_like
+        CTF from :func:`ctf_2d`: full grid ``(..., ny, nx)`` or half grid
+        ``(..., ny, nx // 2 + 1)``, in unshifted FFT order; leading dimensions
+        broadcast against the images (one CTF per tilt is ``(n_tilts, ny, nx)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., ny, nx)`` float32 filtered images (periodic boundary conditions).
+    """
+    img = np.asarray(images, dtype=np.float64)
+    if img.ndim < 2:
+        raise ValueError(f"images must be (..., ny, nx), got shape {img.shape}.")
+    return _fourier_multiply(img, ctf, "ctf")
+
+
+def phase_flip(images: ArrayLike, ctf: ArrayLike) -> np.ndarray:
+    """Correct the CTF phases by multiplying the Fourier transform with ``sign(CTF)``.
+
+    ``phase_flip(apply_ctf(x, c), c)`` equals ``x`` filtered with ``|c|``: contrast is
+    positive at every frequency (so dense objects become bright, undoing the negative
+    sign convention of :func:`ctf_2d`). Frequencies where the CTF is exactly 0 are
+    left unchanged (sign +1).
+
+    Parameters
+    ----------
+    images : array_like
+        ``(..., ny, nx)`` real images.
+    ctf : array_like
+        Full or half-grid CTF as for :func:`apply_ctf`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., ny, nx)`` float32 phase-flipped images.
+    """
+    img = np.asarray(images, dtype=np.float64)
+    if img.ndim < 2:
+        raise ValueError(f"images must be (..., ny, nx), got shape {img.shape}.")
+    c = np.asarray(ctf)
+    return _fourier_multiply(img, np.where(c < 0, -1.0, 1.0), "ctf")
