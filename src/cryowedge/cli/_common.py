@@ -45,7 +45,7 @@ def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
 
 def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit to raise (exit code 2)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code=2)
 
 

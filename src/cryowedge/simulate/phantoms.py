@@ -601,6 +601,22 @@ def crowded_cell(
             return c
         return None
 
+    # Shrink the vesicle radii if they cannot fit in the slab / box (small test volumes).
+    r_fit = min(thickness / 2.0 - edge, min(ny, nx) / 2.0) - bilayer_halfwidth - 1.0
+    if n_vesicles > 0 and v_hi > r_fit:
+        if r_fit < 2.0:
+            raise ValueError(
+                f"no vesicle fits in a {thickness:.0f}-voxel slab of shape {box}; "
+                "use n_vesicles=0 or a larger box / slab_fraction."
+            )
+        logger.info(
+            "crowded_cell: vesicle radii %.1f-%.1f voxels do not fit the slab; using <= %.1f.",
+            v_lo,
+            v_hi,
+            r_fit,
+        )
+        v_hi = r_fit
+        v_lo = min(v_lo, 0.6 * r_fit)
     vesicle_c: list[np.ndarray] = []
     vesicle_r: list[float] = []
     for i in range(int(n_vesicles)):
