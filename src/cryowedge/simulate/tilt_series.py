@@ -88,8 +88,9 @@ def project_volume(
     ny, nx = geometry.detector_shape
     fine_geom = geometry.with_(detector_shape=(ny * k, nx * k))
     fine_proj = TiltProjector(fine_geom, tuple(fine.shape))(fine)  # (T, k·ny, k·nx)
-    # Bin k×k (mean over y, sum over x → line integrals in coarse-voxel units: /k).
-    binned = fine_proj.reshape(geometry.n_tilts, ny, k, nx, k).sum(dim=(2, 4)) / (k * k)
+    # The fine volume holds k³ times the mass; the projector conserves mass, so summing
+    # k×k fine pixels and dividing by k³ gives line integrals in coarse-voxel units.
+    binned = fine_proj.reshape(geometry.n_tilts, ny, k, nx, k).sum(dim=(2, 4)) / k**3
     return binned.cpu().numpy()
 
 
@@ -200,7 +201,7 @@ def simulate_tilt_series(
         sigma = sigma_half / np.sqrt(2.0)
     else:
         noisy, sigma = _noise(clean, **kwargs)
-    logger.debug("simulated %d tilts, noise sigma %.3g", geometry.n_tilts, float(np.nanmean(sigma)))
+    logger.debug("simulated %d tilts, noise sigma %s", geometry.n_tilts, sigma[:1])
     return SimulatedTiltSeries(
         tilt_series=noisy, clean=clean.astype(np.float32), geometry=geometry,
         noise_sigma=sigma, even=even, odd=odd,
