@@ -6,6 +6,7 @@ the offending value and says how to fix it, *before* any long computation starts
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,9 +44,8 @@ def check_ndim(array: Any, ndim: int | Sequence[int], name: str, expected: str) 
 
 def check_finite(array: Any, name: str) -> None:
     """Raise if ``array`` contains NaN or Inf, naming how many and where the first one is."""
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # only tensors need torch; don't import it for NumPy input
+    if torch is not None:
         if isinstance(array, torch.Tensor):
             finite = torch.isfinite(array)
             if bool(finite.all()):
@@ -58,8 +58,6 @@ def check_finite(array: Any, name: str) -> None:
                 f"{name} contains {n_bad} non-finite value(s) (first: {value} at index {first}). "
                 "Replace or mask them (e.g. numpy.nan_to_num) before reconstructing."
             )
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
     arr = np.asarray(array)
     finite = np.isfinite(arr)
     if finite.all():

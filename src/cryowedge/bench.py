@@ -38,7 +38,8 @@ def _median_time(fn: Callable[[], Any], repeats: int) -> float:
 def astra_fbp_slices(aligned: np.ndarray, angles_deg: np.ndarray, nz: int) -> tuple[np.ndarray, float] | None:
     """ASTRA 2D CPU FBP (``linear`` projector, Ram-Lak), one XZ slice at a time.
 
-    ``aligned`` is ``(n_tilts, ny, n_perp)``. Returns ``(volume (ny, nz, nx), seconds)`` or
+    ``aligned`` is ``(n_tilts, ny, n_perp)``. Returns ``(volume (ny, nz, nx), seconds)`` (in our
+    orientation: ASTRA's rows are flipped to our ``z``) or
     None when ``astra`` is not installed.
     """
     try:
@@ -59,7 +60,8 @@ def astra_fbp_slices(aligned: np.ndarray, angles_deg: np.ndarray, nz: int) -> tu
                    FilterType="Ram-Lak")
         alg = astra.algorithm.create(cfg)
         astra.algorithm.run(alg)
-        out[y] = astra.data2d.get(rec_id)
+        # ASTRA's volume rows run opposite to our z (measured: correlation 0.99 after the flip)
+        out[y] = astra.data2d.get(rec_id)[::-1]
         astra.algorithm.delete(alg)
         astra.data2d.delete([sino_id, rec_id])
     seconds = time.perf_counter() - t0

@@ -1,0 +1,34 @@
+"""Simulation: phantoms, particle maps from PDB, CTF, noise and tilt series."""
+
+from cryowedge.simulate.ctf import apply_ctf, ctf_2d, phase_flip
+from cryowedge.simulate.noise import add_gaussian_noise, add_poisson_noise
+from cryowedge.simulate.pdb import gaussian_atom_map, load_example_particle, read_pdb_atoms
+from cryowedge.simulate.phantoms import (
+    CellPhantom,
+    crowded_cell,
+    gaussian_blob_particle,
+    hollow_spheres,
+    shepp_logan_2d,
+    shepp_logan_3d,
+)
+from cryowedge.simulate.tilt_series import SimulatedTiltSeries, project_volume, simulate_tilt_series
+
+__all__ = [
+    "CellPhantom",
+    "SimulatedTiltSeries",
+    "add_gaussian_noise",
+    "add_poisson_noise",
+    "apply_ctf",
+    "crowded_cell",
+    "ctf_2d",
+    "gaussian_atom_map",
+    "gaussian_blob_particle",
+    "hollow_spheres",
+    "load_example_particle",
+    "phase_flip",
+    "project_volume",
+    "read_pdb_atoms",
+    "shepp_logan_2d",
+    "shepp_logan_3d",
+    "simulate_tilt_series",
+]

@@ -129,6 +129,8 @@ def ctf_2d(
     -------
     numpy.ndarray
         ``(ny, nx)`` (or ``(ny, nx // 2 + 1)``) float32 CTF in unshifted FFT order.
+        At the Nyquist frequency of an even-sized axis (where +0.5 and -0.5
+        cycles/pixel are one sample) the value is the average over both signs.
     """
     ny, nx = _shape2(shape)
     check_positive(pixel_size_angstrom, "pixel_size_angstrom")
@@ -143,28 +145,43 @@ def ctf_2d(
         if not np.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}.")
     check_positive(spherical_aberration_mm, "spherical_aberration_mm", allow_zero=True)
-    check_in_range(amplitude_contrast, "amplitude_contrast", 0.0, 1.0, low_inclusive=True, high_inclusive=True)
+    check_in_range(
+        amplitude_contrast, "amplitude_contrast", 0.0, 1.0, low_inclusive=True, high_inclusive=True
+    )
     check_positive(b_factor_angstrom2, "b_factor_angstrom2", allow_zero=True)
     lam = electron_wavelength_angstrom(voltage_kv)
 
     ky = np.fft.fftfreq(ny)[:, None] / pixel_size_angstrom
     kx = (np.fft.rfftfreq(nx) if rfft else np.fft.fftfreq(nx))[None, :] / pixel_size_angstrom
-    k2 = kx**2 + ky**2
-    azimuth = np.arctan2(ky, kx)
-    a0 = np.deg2rad(astigmatism_angle_deg)
-    defocus = defocus_u_angstrom * np.cos(azimuth - a0) ** 2 + defocus_v_angstrom * np.sin(
-        azimuth - a0
-    ) ** 2
     cs = spherical_aberration_mm * 1e7  # mm -> Å
-    gamma = (
-        np.pi * lam * defocus * k2
-        - 0.5 * np.pi * cs * lam**3 * k2**2
-        + np.deg2rad(phase_shift_deg)
-    )
+    a0 = np.deg2rad(astigmatism_angle_deg)
+    phase = np.deg2rad(phase_shift_deg)
     a = amplitude_contrast
-    ctf = -np.sqrt(1.0 - a * a) * np.sin(gamma) - a * np.cos(gamma)
-    if b_factor_angstrom2 > 0:
-        ctf = ctf * np.exp(-b_factor_angstrom2 * k2 / 4.0)
+
+    def evaluate(ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+        k2 = kx**2 + ky**2
+        azimuth = np.arctan2(ky, kx)
+        defocus = defocus_u_angstrom * np.cos(azimuth - a0) ** 2 + defocus_v_angstrom * np.sin(
+            azimuth - a0
+        ) ** 2
+        gamma = np.pi * lam * defocus * k2 - 0.5 * np.pi * cs * lam**3 * k2**2 + phase
+        out = -np.sqrt(1.0 - a * a) * np.sin(gamma) - a * np.cos(gamma)
+        if b_factor_angstrom2 > 0:
+            out = out * np.exp(-b_factor_angstrom2 * k2 / 4.0)
+        return out
+
+    ctf = evaluate(ky, kx)
+    # On an even axis the Nyquist sample stands for both +0.5 and -0.5 cycles/pixel;
+    # average the two (they differ for an astigmatic CTF) so that the filter is the same
+    # on the full and the half grid and maps real images to real images.
+    if ny % 2 == 0 or nx % 2 == 0:
+        ky_alt = ky.copy()
+        kx_alt = kx.copy()
+        if ny % 2 == 0:
+            ky_alt[ny // 2] *= -1
+        if nx % 2 == 0:
+            kx_alt[0, -1 if rfft else nx // 2] *= -1
+        ctf = 0.25 * (ctf + evaluate(ky_alt, kx) + evaluate(ky, kx_alt) + evaluate(ky_alt, kx_alt))
     return ctf.astype(np.float32)
 
 
@@ -178,10 +195,9 @@ def _fourier_multiply(images: np.ndarray, factor: np.ndarray, name: str) -> np.n
             f"{name} shape {f.shape} does not match images {images.shape}: expected "
             f"(..., {ny}, {nx}) (full grid) or (..., {ny}, {nx // 2 + 1}) (rfft=True)."
         )
-    if f.shape[-1] == nx // 2 + 1:
-        out = np.fft.irfft2(np.fft.rfft2(images) * f, s=(ny, nx))
-    else:
-        out = np.fft.ifft2(np.fft.fft2(images) * f).real
+    # A full grid is reduced to its half grid (its other half is redundant for an even CTF).
+    f = f[..., : nx // 2 + 1]
+    out = np.fft.irfft2(np.fft.rfft2(images) * f, s=(ny, nx))
     return out.astype(np.float32)
 
 
@@ -201,6 +217,12 @@ def apply_ctf(images: ArrayLike, ctf: ArrayLike) -> np.ndarray:
     -------
     numpy.ndarray
         ``(..., ny, nx)`` float32 filtered images (periodic boundary conditions).
+
+    Notes
+    -----
+    The product is taken on the ``rfft2`` half grid (a full-grid CTF is sliced to
+    ``[..., : nx // 2 + 1]``). For a CTF from :func:`ctf_2d` (even, ``C(k) = C(-k)``
+    on the grid) this equals ``ifft2(fft2(images) * ctf).real``.
     """
     img = np.asarray(images, dtype=np.float64)
     if img.ndim < 2:

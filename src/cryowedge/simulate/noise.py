@@ -114,7 +114,9 @@ def add_poisson_noise(
     counts are converted back with the inverse of the model,
     ``-log(counts / N0) / contrast + p_min``, so the result has the units of the input
     (noise-free limit: the input itself). Zero counts are replaced by 0.5 before the
-    logarithm (a continuity correction that keeps the output finite).
+    logarithm (a continuity correction that keeps the output finite). The log
+    transform is slightly biased at low counts: ``E[noisy] - p ≈ 1 / (2 N0 exp(-c p)) / c``
+    (about ``1 / (2 N0)`` projection units per unit contrast on a flat image).
 
     Parameters
     ----------

@@ -294,7 +294,9 @@ def gaussian_atom_map(
     else:
         shape = tuple(int(v) for v in box_size)
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"box_size must be an int or 3 positive ints (z, y, x), got {box_size!r}.")
+            raise ValueError(
+                f"box_size must be an int or 3 positive ints (z, y, x), got {box_size!r}."
+            )
     if center:
         pos = pos + np.array([n // 2 for n in shape], dtype=np.float64)
 

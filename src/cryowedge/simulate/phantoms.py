@@ -246,7 +246,9 @@ def hollow_spheres(
     check_positive_int(max_attempts, "max_attempts")
     lo_d, hi_d = (float(v) for v in density_range)
     if not 0.0 <= lo_d <= hi_d <= 1.0:
-        raise ValueError(f"density_range must satisfy 0 <= low <= high <= 1, got {density_range!r}.")
+        raise ValueError(
+            f"density_range must satisfy 0 <= low <= high <= 1, got {density_range!r}."
+        )
     if radius_range_px is None:
         m = min(box)
         radius_range_px = (max(3.0, 0.05 * m), max(4.0, 0.125 * m))
@@ -451,7 +453,9 @@ def crowded_cell(
     slab_fraction : float
         Specimen thickness as a fraction of ``nz`` in ``(0, 1]``.
     vesicle_radius_range_angstrom : (float, float)
-        Range of vesicle radii (Å, mid-bilayer).
+        Range of vesicle radii (Å, mid-bilayer). Radii are capped so that a vesicle
+        spans at most 70 % of the slab and half the box width, and reduced further (at
+        most by half) when they do not fit in the remaining space.
     bilayer_separation_angstrom : float
         Distance between the two leaflets (Å); leaflets have a Gaussian profile with
         sigma ``max(5 Å, 0.6 voxel)``.
@@ -601,8 +605,9 @@ def crowded_cell(
             return c
         return None
 
-    # Shrink the vesicle radii if they cannot fit in the slab / box (small test volumes).
-    r_fit = min(thickness / 2.0 - edge, min(ny, nx) / 2.0) - bilayer_halfwidth - 1.0
+    # Shrink the vesicle radii if they would fill the slab / box (small volumes): a vesicle
+    # may span at most 70 % of the slab thickness and half the lateral size.
+    r_fit = min(0.35 * thickness, 0.25 * min(ny, nx)) - bilayer_halfwidth
     if n_vesicles > 0 and v_hi > r_fit:
         if r_fit < 2.0:
             raise ValueError(
@@ -621,8 +626,10 @@ def crowded_cell(
     vesicle_r: list[float] = []
     for i in range(int(n_vesicles)):
         c = None
-        for _ in range(40):  # a fresh radius for each batch of tries
-            r = gen.uniform(v_lo, v_hi)
+        for attempt in range(40):  # a fresh radius for each batch of tries ...
+            # ... shrinking it (to half) when the box is too crowded for the range given.
+            shrink = 1.0 if attempt < 20 else 1.0 - 0.5 * (attempt - 19) / 20
+            r = gen.uniform(v_lo, v_hi) * shrink
             outer = r + bilayer_halfwidth
             c = try_place(outer, 100, outer)
             if c is not None:
