@@ -32,8 +32,15 @@ def to_torch_csr(
     return out.to(device)
 
 
-def csr_matmul(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``matrix @ dense`` for a sparse CSR ``(m, k)`` and a dense ``(k, n)`` tensor."""
+def csr_matmul(
+    matrix: torch.Tensor, dense: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``matrix @ dense`` for a sparse CSR ``(m, k)`` and a dense ``(k, n)`` tensor.
+
+    ``out`` (contiguous ``(m, n)``) receives the product when given, avoiding an allocation.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return matrix @ dense
+        if out is None:
+            return matrix @ dense
+        return torch.mm(matrix, dense, out=out)

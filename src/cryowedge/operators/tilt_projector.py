@@ -152,6 +152,7 @@ class TiltProjector(LinearOperator):
             shifts_x = geometry.shifts_px[:, 1]
         self._a, self._at = _cached_matrices(geometry.tilt_angles_deg, n_perp, nz, nx, shifts_x)
         self._torch: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._warp_weight: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     @property
     def nnz(self) -> int:
@@ -190,12 +191,20 @@ class TiltProjector(LinearOperator):
         src_cols = src.permute(0, 2, 1, 3)  # (B, ny, R_in, C_in) view
         dst_cols = dst.permute(0, 2, 1, 3)  # (B, ny, R_out, C_out) view
         buf = torch.empty((r_in, c_in, chunk), dtype=src.dtype, device=src.device)
+        # On CPU the product writes into one reused buffer: a fresh (R_out·C_out, chunk)
+        # allocation per chunk costs page faults that showed up as ~5 % of back-projection.
+        reuse = src.device.type == "cpu"
+        out_buf = torch.empty((r_out * c_out, chunk), dtype=src.dtype, device=src.device)
         for b in range(n_b):
             for y0 in range(0, ny, chunk):
                 y1 = min(ny, y0 + chunk)
                 block = buf[..., : y1 - y0]
                 block.copy_(src_cols[b, y0:y1].permute(1, 2, 0))  # (R_in, C_in, cols)
-                out = csr_matmul(matrix, block.reshape(r_in * c_in, y1 - y0))
+                dense = block.reshape(r_in * c_in, y1 - y0)
+                if reuse and y1 - y0 == chunk:
+                    out = csr_matmul(matrix, dense, out=out_buf)
+                else:
+                    out = csr_matmul(matrix, dense)
                 dst_cols[b, y0:y1].copy_(out.reshape(r_out, c_out, y1 - y0).permute(2, 0, 1))
 
     def forward_aligned(self, volume: torch.Tensor) -> torch.Tensor:
@@ -243,9 +252,13 @@ class TiltProjector(LinearOperator):
         self._check_range(tilt_series, "tilt_series")
         if self.warp is None:
             return tilt_series
-        ones = torch.ones(self.range_shape, dtype=tilt_series.dtype, device=tilt_series.device)
-        weight = self.warp.adjoint(ones)
-        return self.warp.adjoint(tilt_series) / weight.clamp_min(1e-6)
+        key = (tilt_series.dtype, tilt_series.device)
+        weight = self._warp_weight.get(key)
+        if weight is None:
+            ones = torch.ones(self.range_shape, dtype=tilt_series.dtype, device=tilt_series.device)
+            weight = self.warp.adjoint(ones).clamp_min(1e-6)
+            self._warp_weight[key] = weight
+        return self.warp.adjoint(tilt_series) / weight
 
     def __repr__(self) -> str:
         return f"TiltProjector(volume_shape={self.domain_shape}, geometry={self.geometry!r})"
