@@ -23,6 +23,7 @@ from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.operators._sparse import csr_matmul, to_torch_csr
 from cryowedge.operators.base import LinearOperator
 from cryowedge.operators.detector import DetectorWarp, needs_detector_warp
+from cryowedge.operators.elementary import RowForm
 
 __all__ = ["TiltProjector", "build_projection_matrix"]
 
@@ -259,6 +260,35 @@ class TiltProjector(LinearOperator):
             weight = self.warp.adjoint(ones).clamp_min(1e-6)
             self._warp_weight[key] = weight
         return self.warp.adjoint(tilt_series) / weight
+
+    def subset(self, tilt_indices: np.ndarray | list[int]) -> TiltProjector:
+        """The projector of a subset of tilts (block methods such as SART use one per tilt)."""
+        return TiltProjector(
+            self.geometry[np.asarray(tilt_indices)], self.domain_shape, chunk_columns=self.chunk_columns
+        )
+
+    def row_form(self) -> RowForm:
+        """The slice matrix and reshapes for row-action methods (ART).
+
+        Rows are detector pixels ``(tilt, u)`` of the aligned frame, batch columns are the
+        ``ny`` slices along the tilt axis. With a non-trivial detector warp (tilt axis not a
+        quarter turn, or sub-pixel y-shifts) the data are first resampled into the aligned
+        frame with :meth:`to_aligned`, so ART then solves the aligned-frame system.
+        """
+        nz, ny, nx = self.domain_shape
+        n_tilts, _, n_perp = self.aligned_shape
+
+        def to_columns(x: torch.Tensor) -> torch.Tensor:
+            return x.permute(0, 2, 1).reshape(nz * nx, ny)
+
+        def from_columns(c: torch.Tensor) -> torch.Tensor:
+            return c.reshape(nz, nx, ny).permute(0, 2, 1).contiguous()
+
+        def data_to_rows(b: torch.Tensor) -> torch.Tensor:
+            aligned = self.to_aligned(b)
+            return aligned.permute(0, 2, 1).reshape(n_tilts * n_perp, ny)
+
+        return RowForm(self._a, to_columns, from_columns, data_to_rows)
 
     def __repr__(self) -> str:
         return f"TiltProjector(volume_shape={self.domain_shape}, geometry={self.geometry!r})"
