@@ -93,6 +93,11 @@ def _stack(tmp_path, n_images=5, n_angles=5, bad_value=None):
         ({"bad_value": np.nan}, [], "non-finite"),
         ({}, ["--filter", "butterworth"], "unknown filter 'butterworth'"),
         ({}, ["--device", "cuda:7"], "CUDA"),
+        ({}, ["--method", "sirt", "--n-iter", "0"], "n_iter must be a positive integer, got 0"),
+        ({}, ["--method", "sart", "--relaxation", "2.5"], "relaxation must lie in (0, 2), got 2.5"),
+        ({}, ["--method", "tv", "--tv-lambda", "-0.1"], "tv_lambda: Input should be greater than or equal to 0"),
+        ({}, ["--method", "cgls", "--positivity"], "cgls cannot enforce positivity"),
+        ({}, ["--method", "sirt", "--resume"], "no checkpoint"),
     ],
 )
 def test_reconstruct_bad_input_writes_nothing(tmp_path, kwargs, extra, message):
@@ -140,3 +145,17 @@ def test_bench_projector_small():
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "cryowedge" in result.output
+
+
+@pytest.mark.parametrize("method", ["sirt", "sart", "art", "cgls", "tv"])
+def test_reconstruct_iterative_methods(simulated, tmp_path, method):
+    out = tmp_path / f"{method}.mrc"
+    result = runner.invoke(app, ["reconstruct", str(simulated / "tilt_series.mrc"), str(out),
+                                 "--method", method, "--n-iter", "4", "--thickness", "16"])
+    assert result.exit_code == 0, result.output
+    vol = read_mrc(out)
+    assert vol.data.shape == (16, 24, 24) and vol.voxel_size_angstrom == (5.5, 5.5, 5.5)
+    record = yaml.safe_load((tmp_path / f"{method}.run.yaml").read_text())
+    assert record["parameters"]["method"] == method and record["parameters"]["n_iter"] == 4
+    truth = read_mrc(simulated / "ground_truth.mrc").data
+    assert np.corrcoef(vol.data.ravel(), truth.ravel())[0, 1] > 0.5

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -43,6 +44,18 @@ def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
         yield update
 
 
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per invalid option: ``option: problem (got value)``, without pydantic's links."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "options"
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        got = err.get("input")
+        suffix = f" (got {got!r})" if where != "options" and not isinstance(got, dict) else ""
+        lines.append(msg if where == "options" else f"{where}: {msg}{suffix}")
+    return "invalid options: " + "; ".join(lines)
+
+
 def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit to raise (exit code 2)."""
     console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
@@ -54,5 +67,7 @@ def user_errors() -> Iterator[None]:
     """Turn bad-input exceptions into a one-line error and exit code 2 (no traceback)."""
     try:
         yield
+    except ValidationError as exc:
+        raise fail(format_validation_error(exc)) from None
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, TypeError) as exc:
         raise fail(str(exc)) from None

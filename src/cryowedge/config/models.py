@@ -18,6 +18,13 @@ __all__ = [
     "SimulateConfig",
     "ReconstructConfig",
     "DemoConfig",
+    "RECONSTRUCT_METHODS",
+    "ITERATIVE_METHODS",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_RELAXATION",
+    "StetSimulateConfig",
+    "StetReconstructConfig",
+    "StetConfig",
 ]
 
 
@@ -80,10 +87,19 @@ class SimulateConfig(BaseConfig):
         return self
 
 
+#: Reconstruction methods: direct (fbp, wbp) and iterative (the rest; see cryowedge.solvers).
+RECONSTRUCT_METHODS = ("fbp", "wbp", "sirt", "sart", "art", "cgls", "tv")
+ITERATIVE_METHODS = ("sirt", "sart", "art", "cgls", "tv")
+#: Per-method defaults used when ``n_iter`` / ``relaxation`` are left unset. SART's 0.2 is
+#: the CRM paper's; ART's 0.5 damps noise in row action; CGLS fixes its own steps (1.0).
+DEFAULT_ITERATIONS = {"sirt": 50, "sart": 10, "art": 3, "cgls": 15, "tv": 30}
+DEFAULT_RELAXATION = {"sirt": 1.0, "sart": 0.2, "art": 0.5, "cgls": 1.0, "tv": 1.0}
+
+
 class ReconstructConfig(BaseConfig):
     """Reconstruction options (``cryowedge reconstruct``)."""
 
-    method: Literal["fbp", "wbp"] = "fbp"
+    method: Literal["fbp", "wbp", "sirt", "sart", "art", "cgls", "tv"] = "fbp"
     filter_name: str = Field("ram-lak", description="ram-lak|shepp-logan|cosine|hamming|hann|sirt|none")
     cutoff: float = Field(1.0, gt=0, le=1, description="window cutoff, fraction of Nyquist")
     sirt_iterations: int = Field(10, ge=1, description="iterations mimicked by the sirt filter")
@@ -93,13 +109,48 @@ class ReconstructConfig(BaseConfig):
     thickness: int | None = Field(None, ge=1, description="output z size (voxels); default = x size")
     tilt_axis_angle_deg: float = Field(0.0, description="in-plane tilt-axis angle on the raw images")
     device: str = Field("auto", description="auto|cpu|cuda|cuda:N")
+    # --- iterative methods (sirt, sart, art, cgls, tv) ---
+    n_iter: int | None = Field(None, description="iterations (sweeps for art/sart, outer for tv); "
+                               f"default per method {DEFAULT_ITERATIONS}")
+    relaxation: float | None = Field(None, description="relaxation in (0, 2) (ADMM over-relaxation "
+                                     f"for tv); default per method {DEFAULT_RELAXATION}")
+    positivity: bool = Field(False, description="constrain the tomogram to be >= 0 (not for cgls)")
+    tv_lambda: float = Field(0.01, ge=0, description="regularisation weight for tv as a fraction "
+                             "of max|A^T b| (scale-free: 1 flattens an l1 solution to zero)")
+    regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv", description="tv regulariser")
+    rho: float | None = Field(None, gt=0, description="initial ADMM penalty, relative like "
+                              "tv_lambda (default 10 x tv_lambda)")
+    cg_iter: int = Field(10, ge=1, description="inner CG iterations per ADMM step")
+    tol: float | None = Field(None, gt=0, description="stop when the relative change falls below")
+    order: Literal["random", "sequential"] = Field("random", description="art/sart visiting order")
+    normalize: bool = Field(True, description="scale the data to unit std before iterating "
+                            "(and the result back) for well-scaled arithmetic")
+    checkpoint_every: int | None = Field(None, ge=1, description="save the iterate every N "
+                                         "iterations next to the output (resume with --resume)")
+    seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> ReconstructConfig:
         from cryowedge.recon.filters import normalise_filter_name
 
         self.__dict__["filter_name"] = normalise_filter_name(self.filter_name)
+        if self.n_iter is not None and self.n_iter < 1:
+            raise ValueError(f"n_iter must be a positive integer, got {self.n_iter}.")
+        if self.relaxation is not None and not 0.0 < self.relaxation < 2.0:
+            raise ValueError(f"relaxation must lie in (0, 2), got {self.relaxation}.")
+        if self.method == "cgls" and self.positivity:
+            raise ValueError("cgls cannot enforce positivity; use --method sirt, sart or tv.")
         return self
+
+    @property
+    def resolved_iterations(self) -> int:
+        """``n_iter`` or the method's default."""
+        return self.n_iter if self.n_iter is not None else DEFAULT_ITERATIONS.get(self.method, 1)
+
+    @property
+    def resolved_relaxation(self) -> float:
+        """``relaxation`` or the method's default."""
+        return self.relaxation if self.relaxation is not None else DEFAULT_RELAXATION.get(self.method, 1.0)
 
 
 class DemoConfig(BaseConfig):
@@ -107,3 +158,91 @@ class DemoConfig(BaseConfig):
 
     simulate: SimulateConfig = SimulateConfig(shape=(64, 128, 128), n_particles=16, snr=1.0)
     reconstruct: ReconstructConfig = ReconstructConfig(filter_name="hann")
+
+
+# --------------------------------------------------------------------------------------
+# Compressed-sensing STEM tomography (random-beam STET, thesis ch. 3): cryowedge stet ...
+# --------------------------------------------------------------------------------------
+
+
+class StetSimulateConfig(BaseConfig):
+    """Random-beam STET simulation (``cryowedge stet simulate``).
+
+    The full-dose series is projected from the phantom (oversampled, so the data are not
+    generated by the reconstruction operator), Gaussian noise is added at ``snr``, and a
+    random scan mask keeps ``dose_fraction`` of the pixels of every tilt (the same dose
+    per scanned pixel as at full dose; unmeasured pixels are stored as 0).
+    """
+
+    phantom: Literal["cell", "shepp-logan", "spheres"] = Field(
+        "cell", description="crowded cell, 3D Shepp-Logan or hollow spheres"
+    )
+    shape: tuple[int, int, int] = Field((64, 128, 128), description="volume (z, y, x) in voxels")
+    pixel_size_angstrom: float = Field(10.0, gt=0, description="voxel / detector pixel size, Å")
+    tilt_min_deg: float = Field(-70.0, ge=-90, le=90)
+    tilt_max_deg: float = Field(70.0, ge=-90, le=90)
+    tilt_step_deg: float = Field(1.0, gt=0)
+    dose_fraction: float = Field(0.3, gt=0, le=1, description="fraction of pixels scanned per tilt")
+    snr: float = Field(2.0, gt=0, description="Gaussian noise SNR per pixel (signal var / noise var)")
+    n_particles: int = Field(12, ge=0, description="particles in the cell phantom")
+    oversample: int = Field(2, ge=1, le=4, description="project a finer volume and bin")
+    seed: int = Field(0, description="seed of the phantom, the noise and the scan mask")
+
+    @model_validator(mode="after")
+    def _check(self) -> StetSimulateConfig:
+        if self.tilt_min_deg >= self.tilt_max_deg:
+            raise ValueError(
+                f"tilt_min_deg ({self.tilt_min_deg}) must be below tilt_max_deg ({self.tilt_max_deg})."
+            )
+        if min(self.shape) < 4:
+            raise ValueError(f"shape must be at least 4 voxels per axis, got {self.shape}.")
+        return self
+
+
+class StetReconstructConfig(BaseConfig):
+    """Reconstruction from randomly undersampled STET data (``cryowedge stet reconstruct``).
+
+    ``method="tv"`` solves thesis eq. 3.6, ``min ½‖S H x − b‖² + λ‖∇x‖₁`` (anisotropic TV by
+    default) directly on the undersampled data; ``"inpaint-tv"`` is the two-step baseline of
+    Saghi et al.: 2-D TV inpainting of every projection (weight ``inpaint_mu``), then TV
+    reconstruction from the inpainted projections. With ``normalize`` the data are divided
+    by the standard deviation of the measured pixels first (and the result multiplied
+    back), so ``lam`` and ``inpaint_mu`` do not depend on the data's units.
+    """
+
+    method: Literal["tv", "inpaint-tv"] = Field(
+        "tv", description="tv: CS-TV on the undersampled data; inpaint-tv: inpaint, then TV"
+    )
+    lam: float = Field(0.3, ge=0, description="TV weight λ (for data normalised to unit std)")
+    regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv-aniso", description="regulariser")
+    positivity: bool = Field(True, description="constrain the tomogram to be >= 0")
+    n_iter: int = Field(40, ge=1, description="outer ADMM iterations of the reconstruction")
+    cg_iter: int = Field(6, ge=1, description="inner CG iterations per ADMM step")
+    rho: float | None = Field(None, gt=0, description="initial ADMM penalty, relative like "
+                              "tv_lambda (default 10 x tv_lambda)")
+    inpaint_mu: float = Field(0.1, ge=0, description="2-D TV weight μ of the inpainting step")
+    inpaint_iter: int = Field(30, ge=1, description="ADMM iterations of the inpainting step")
+    normalize: bool = Field(True, description="scale the data to unit std first, so lam is scale-free")
+    thickness: int | None = Field(None, ge=1, description="output z size (voxels); default = x size")
+    tilt_axis_angle_deg: float = Field(0.0, description="in-plane tilt-axis angle on the raw images")
+    device: str = Field("auto", description="auto|cpu|cuda|cuda:N")
+
+
+class StetConfig(BaseConfig):
+    """Both STET steps in one file: ``simulate:`` and ``reconstruct:`` sections."""
+
+    simulate: StetSimulateConfig = Field(default_factory=StetSimulateConfig)
+    reconstruct: StetReconstructConfig = Field(default_factory=StetReconstructConfig)
+
+    @classmethod
+    def section_from_yaml(cls, path: str | Path, section: Literal["simulate", "reconstruct"]) -> BaseConfig:
+        """One section from a YAML file that holds either a whole ``StetConfig`` (keys
+        ``simulate``/``reconstruct``) or just that section's fields."""
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of options, got {type(data).__name__}.")
+        if data and set(data) <= {"simulate", "reconstruct"}:
+            return getattr(cls(**data), section)
+        model = StetSimulateConfig if section == "simulate" else StetReconstructConfig
+        return model(**data)

@@ -5,26 +5,49 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
+from typing import Any
 
-from cryowedge.config.models import ReconstructConfig
+import numpy as np
+import torch
+
+from cryowedge.config.models import ITERATIVE_METHODS, ReconstructConfig
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import write_mrc
 from cryowedge.io.tilt_series import load_tilt_series
+from cryowedge.solvers import Callback
 from cryowedge.utils.device import resolve_device
 from cryowedge.workflows._record import ProgressCallback, report, write_run_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reconstruct_array", "reconstruct_file"]
+__all__ = ["reconstruct_array", "reconstruct_file", "solver_kwargs"]
 
 
-def reconstruct_array(tilt_series: np.ndarray, geometry: TiltGeometry, config: ReconstructConfig) -> np.ndarray:
-    """Reconstruct ``(n_tilts, y, x)`` with ``config`` → ``(z, y, x)`` float32 NumPy volume."""
+def reconstruct_array(
+    tilt_series: np.ndarray,
+    geometry: TiltGeometry,
+    config: ReconstructConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    callback: Callback | None = None,
+) -> np.ndarray:
+    """Reconstruct ``(n_tilts, y, x)`` with ``config`` → ``(z, y, x)`` float32 NumPy volume.
+
+    Direct methods (fbp, wbp) filter and back-project; iterative methods (sirt, sart, art,
+    cgls, tv) run the solver of :mod:`cryowedge.solvers` on the tilt projector.
+    ``checkpoint_path``/``resume`` apply to iterative methods (see
+    :mod:`cryowedge.workflows.checkpoint`); ``callback`` receives each iteration's report.
+    """
     from cryowedge.recon.fbp import fbp, wbp
 
     device = resolve_device(config.device)
     shape = geometry.default_volume_shape(config.thickness)
+    if config.method in ITERATIVE_METHODS:
+        return _reconstruct_iterative(
+            tilt_series, geometry, config, shape, device, progress, checkpoint_path, resume, callback
+        )
     common = dict(
         volume_shape=shape, filter_name=config.filter_name, cutoff=config.cutoff,
         radial_cutoff=config.radial_cutoff, radial_falloff=config.radial_falloff,
@@ -37,6 +60,87 @@ def reconstruct_array(tilt_series: np.ndarray, geometry: TiltGeometry, config: R
     return vol.cpu().numpy().astype(np.float32)
 
 
+def solver_kwargs(config: ReconstructConfig) -> dict[str, Any]:
+    """The keyword arguments of ``cryowedge.solvers.SOLVERS[config.method]`` from a config."""
+    kwargs: dict[str, Any] = {
+        "n_iter": config.resolved_iterations,
+        "relaxation": config.resolved_relaxation,
+        "positivity": config.positivity,
+        "tol": config.tol,
+    }
+    if config.method in ("sart", "art"):
+        kwargs.update(order=config.order, seed=config.seed)
+    if config.method == "tv":
+        kwargs.update(lam=config.tv_lambda, regularizer=config.regularizer, rho=config.rho,
+                      cg_iter=config.cg_iter)
+    return kwargs
+
+
+def lambda_scale(operator: Any, data: torch.Tensor) -> float:
+    """``max|Aᵀb|``: the unit of the relative ``tv_lambda`` (and ``rho``) of the config.
+
+    For the L1 regulariser, λ ≥ ``max|Aᵀb|`` makes ``x = 0`` the solution, so a fraction of
+    it is a scale- and size-free weight (the convention of lasso path solvers).
+    """
+    value = float(operator.adjoint(data).abs().max())
+    return value if value > 0 else 1.0
+
+
+def _reconstruct_iterative(
+    tilt_series: np.ndarray,
+    geometry: TiltGeometry,
+    config: ReconstructConfig,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    progress: ProgressCallback | None,
+    checkpoint_path: str | Path | None,
+    resume: bool,
+    callback: Callback | None,
+) -> np.ndarray:
+    from cryowedge.operators.tilt_projector import TiltProjector
+    from cryowedge.recon.fbp import check_tilt_series
+    from cryowedge.solvers import SOLVERS, CallbackList
+    from cryowedge.workflows.checkpoint import Checkpointer, load_checkpoint
+
+    check_tilt_series(tilt_series, geometry)
+    data = torch.as_tensor(np.asarray(tilt_series, dtype=np.float32), device=device)
+    scale = float(data.std()) if config.normalize else 1.0
+    if not scale > 0:
+        scale = 1.0
+    data = data / scale
+    op = TiltProjector(geometry, shape)
+    kwargs = solver_kwargs(config)
+    total = kwargs["n_iter"]
+    if config.method == "tv":
+        unit = lambda_scale(op, data)
+        kwargs["lam"] = config.tv_lambda * unit
+        kwargs["rho"] = None if config.rho is None else config.rho * unit
+    x0, done = None, 0
+    if resume:
+        if checkpoint_path is None:
+            raise ValueError("resume needs a checkpoint path.")
+        state = load_checkpoint(checkpoint_path, method=config.method,
+                                data_shape=tuple(data.shape), volume_shape=shape)
+        x0, done = state.x.to(device), state.iterations_done
+        logger.info("resuming %s from iteration %d of %d", config.method, done, total)
+        if done >= total:
+            return (state.x * scale).numpy().astype(np.float32)
+        kwargs["n_iter"] = total - done
+
+    def progress_cb(info: Any) -> None:
+        report(progress, f"{config.method} {done + info.iteration}/{total}", 0.2 + 0.7 * (done + info.iteration) / total)
+
+    callbacks: list[Any] = [progress_cb, callback]
+    if checkpoint_path is not None and config.checkpoint_every:
+        callbacks.append(Checkpointer(checkpoint_path, config.checkpoint_every, method=config.method,
+                                      data_shape=tuple(data.shape), offset=done,
+                                      meta={"data_scale": scale}))
+    result = SOLVERS[config.method](op, data, x0=x0, callback=CallbackList(callbacks), **kwargs)
+    logger.info("%s: %d iterations, final residual %.4g", config.method, done + result.n_iter,
+                result.history["residual_norm"][-1] * scale)
+    return (result.x * scale).cpu().numpy().astype(np.float32)
+
+
 def reconstruct_file(
     tilt_series_path: str | Path,
     output_path: str | Path,
@@ -46,12 +150,17 @@ def reconstruct_file(
     pixel_size_angstrom: float | None = None,
     overwrite: bool = True,
     progress: ProgressCallback | None = None,
+    resume: bool = False,
 ) -> Path:
     """Read, validate, reconstruct and write atomically; returns the output path.
 
     All input checks (file exists, angles match images, finite values, writable output)
-    happen before the reconstruction starts.
+    happen before the reconstruction starts. Iterative methods with
+    ``config.checkpoint_every`` save ``<output stem>.ckpt.pt`` next to the output;
+    ``resume=True`` continues from it. The checkpoint is removed once the output is written.
     """
+    from cryowedge.workflows.checkpoint import checkpoint_path_for
+
     output_path = Path(output_path)
     if output_path.exists() and not overwrite:
         raise FileExistsError(f"{output_path} exists; pass --overwrite to replace it.")
@@ -62,7 +171,12 @@ def reconstruct_file(
         pixel_size_angstrom=pixel_size_angstrom,
     )
     report(progress, config.method, 0.2)
-    volume = reconstruct_array(series.data, series.geometry, config)
+    ckpt = checkpoint_path_for(output_path)
+    if resume and not ckpt.exists():
+        raise FileNotFoundError(f"--resume given but no checkpoint {ckpt} exists; run without --resume.")
+    volume = reconstruct_array(series.data, series.geometry, config, progress=progress,
+                               checkpoint_path=ckpt if (config.checkpoint_every or resume) else None,
+                               resume=resume)
     report(progress, "writing", 0.9)
     write_mrc(output_path, volume, voxel_size_angstrom=series.geometry.pixel_size_angstrom, overwrite=overwrite)
     write_run_record(
@@ -71,5 +185,7 @@ def reconstruct_file(
          "angles": str(angles_path) if angles_path else None, "geometry": series.geometry.to_dict()},
         {"volume": str(output_path)}, name=output_path.stem + ".run.yaml",
     )
+    if ckpt.exists():
+        ckpt.unlink()  # the finished output supersedes it
     report(progress, "done", 1.0)
     return output_path
