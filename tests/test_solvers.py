@@ -177,6 +177,13 @@ def test_projector_sart_uses_tilt_subsets_equal_to_generic_blocks(rng):
     generic = sart(MatrixOperator(_explicit_matrix(op)), b.reshape(-1), n_iter=3, order="sequential",
                    n_blocks=op.range_shape[0])
     np.testing.assert_allclose(fast.x.reshape(-1).numpy(), generic.x.numpy(), rtol=1e-9, atol=1e-12)
+    # An operator without row_form or subset goes through RangeSubset blocks: same iterates.
+    from cryowedge.operators import ComposedOperator, IdentityOperator
+
+    matrix_free = ComposedOperator(IdentityOperator(op.range_shape), op)
+    slow = sart(matrix_free, b, n_iter=3, order="sequential", positivity=True)
+    fast = sart(op, b, n_iter=3, order="sequential", positivity=True)
+    np.testing.assert_allclose(slow.x.numpy(), fast.x.numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_projector_art_equals_explicit_row_by_row_kaczmarz(rng):

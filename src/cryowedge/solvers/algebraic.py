@@ -143,8 +143,11 @@ def sart(
 
     Blocks are slices of the first range axis (one tilt each by default); for each block
     ``s``: ``x ← x + w V_s⁻¹ A_sᵀ W_s⁻¹ (b_s − A_s x)``. One iteration visits every block
-    once. Operators with a ``subset(indices)`` method (the tilt projector) give cheap block
-    operators; others fall back to :class:`~cryowedge.operators.elementary.RangeSubset`.
+    once. Operators with ``row_form()`` (the tilt projector, matrices) run on row blocks of
+    their matrix with the iterate kept in column layout (no per-block reshuffling; for a
+    warped tilt geometry this is the aligned-frame system, as for :func:`art`); operators
+    with a ``subset(indices)`` method use it; others fall back to
+    :class:`~cryowedge.operators.elementary.RangeSubset`.
 
     Parameters are those of :func:`sirt`, plus:
 
@@ -160,6 +163,8 @@ def sart(
     order = check_choice(order, "order", ORDERS)
     b, x = prepare(operator, data, x0, device, dtype)
     blocks = _blocks(operator, n_blocks)
+    if callable(getattr(operator, "row_form", None)):
+        return _sart_rows(operator, b, x, blocks, n_iter, relaxation, positivity, callback, tol, order, seed)
     subset = getattr(operator, "subset", None)
     ops = [subset(idx) if callable(subset) else RangeSubset(operator, idx) for idx in blocks]
     index_dev = [torch.as_tensor(idx, device=b.device) for idx in blocks]
@@ -193,6 +198,59 @@ def sart(
         result.x, result.n_iter = x, k
         info = IterationInfo(k, n_iter, x, residual_norm=sq_residual**0.5,
                              objective=0.5 * sq_residual, relative_change=relative_change(x, previous))
+        if report(result, callback, info, tol):
+            result.stopped_early = k < n_iter
+            break
+    return result
+
+
+def _sart_rows(
+    operator: LinearOperatorLike,
+    b: torch.Tensor,
+    x: torch.Tensor,
+    blocks: list[np.ndarray],
+    n_iter: int,
+    relaxation: float,
+    positivity: bool,
+    callback: Callback | None,
+    tol: float | None,
+    order: str,
+    seed: int,
+) -> SolverResult:
+    """SART on the operator's row form: block ``s`` = rows of the range entries ``blocks[s]``."""
+    rows = operator.row_form()
+    matrix = rows.matrix.tocsr()
+    per_entry = matrix.shape[0] // int(operator.range_shape[0])  # rows per first-axis entry
+    rhs = rows.data_to_rows(b).contiguous()
+    cols = rows.to_columns(x).contiguous().clone()
+    mats, mats_t, w_inv, v_inv, spans = [], [], [], [], []
+    for block in blocks:
+        r0, r1 = int(block[0]) * per_entry, (int(block[-1]) + 1) * per_entry
+        sub = matrix[r0:r1]
+        mats.append(to_torch_csr(sub, dtype=b.dtype, device=b.device))
+        mats_t.append(to_torch_csr(sub.T.tocsr(), dtype=b.dtype, device=b.device))
+        row_sums = torch.as_tensor(np.asarray(sub.sum(axis=1)).ravel(), dtype=b.dtype, device=b.device)
+        col_sums = torch.as_tensor(np.asarray(sub.sum(axis=0)).ravel(), dtype=b.dtype, device=b.device)
+        w_inv.append(safe_reciprocal(row_sums).mul_(relaxation)[:, None])
+        v_inv.append(safe_reciprocal(col_sums)[:, None])
+        spans.append((r0, r1))
+    rng = np.random.default_rng(seed)
+    result = SolverResult(x=x, n_iter=0, history={})
+    for k in range(1, n_iter + 1):
+        previous = cols.clone()
+        visit = rng.permutation(len(blocks)) if order == "random" else np.arange(len(blocks))
+        sq_residual = 0.0
+        for i in visit:
+            r0, r1 = spans[i]
+            residual = rhs[r0:r1] - csr_matmul(mats[i], cols)
+            sq_residual += float(torch.sum(residual * residual))
+            cols.addcmul_(csr_matmul(mats_t[i], residual.mul_(w_inv[i])), v_inv[i])
+            if positivity:
+                cols.clamp_(min=0.0)
+        x = rows.from_columns(cols)
+        result.x, result.n_iter = x, k
+        info = IterationInfo(k, n_iter, x, residual_norm=sq_residual**0.5,
+                             objective=0.5 * sq_residual, relative_change=relative_change(cols, previous))
         if report(result, callback, info, tol):
             result.stopped_early = k < n_iter
             break

@@ -26,6 +26,8 @@ DEMO_METHODS: dict[str, dict] = {
     "fbp_hann": {"method": "fbp", "filter_name": "hann"},
     "fbp_sirt_like": {"method": "fbp", "filter_name": "sirt", "sirt_iterations": 30},
     "wbp": {"method": "wbp", "filter_name": "hann"},
+    "sirt": {"method": "sirt", "n_iter": 10, "positivity": True},
+    "tv_admm": {"method": "tv", "n_iter": 15, "cg_iter": 5, "positivity": True},
 }
 
 
