@@ -21,16 +21,16 @@ _D = SimulateConfig()
 def simulate(
     output_dir: Path = typer.Argument(..., help="directory for ground_truth.mrc, tilt_series.mrc/.tlt, even/odd"),
     config: Path | None = typer.Option(None, help="YAML file with SimulateConfig fields"),
-    phantom: str | None = typer.Option(None, help=f"cell | shepp-logan | spheres [default: {_D.phantom}]"),
-    shape: tuple[int, int, int] | None = typer.Option(None, help=f"volume z y x [default: {_D.shape}]"),
-    pixel_size: float | None = typer.Option(None, help=f"Å per voxel [default: {_D.pixel_size_angstrom}]"),
+    phantom: str | None = typer.Option(None, help=f"cell | shepp-logan | spheres \\[default: {_D.phantom}]"),
+    shape: tuple[int, int, int] | None = typer.Option(None, help=f"volume z y x \\[default: {_D.shape}]"),
+    pixel_size: float | None = typer.Option(None, help=f"Å per voxel \\[default: {_D.pixel_size_angstrom}]"),
     tilt_range: tuple[float, float] | None = typer.Option(
-        None, help=f"min max tilt, degrees [default: {_D.tilt_min_deg} {_D.tilt_max_deg}]"),
-    tilt_step: float | None = typer.Option(None, help=f"tilt step, degrees [default: {_D.tilt_step_deg}]"),
-    snr: float | None = typer.Option(None, help=f"Gaussian noise SNR [default: {_D.snr}]"),
+        None, help=f"min max tilt, degrees \\[default: {_D.tilt_min_deg} {_D.tilt_max_deg}]"),
+    tilt_step: float | None = typer.Option(None, help=f"tilt step, degrees \\[default: {_D.tilt_step_deg}]"),
+    snr: float | None = typer.Option(None, help=f"Gaussian noise SNR \\[default: {_D.snr}]"),
     dose: float | None = typer.Option(None, help="Poisson noise at this dose per tilt (e/Å²), replaces --snr"),
     defocus: float | None = typer.Option(None, help="apply a CTF with this defocus (Å)"),
-    seed: int | None = typer.Option(None, help=f"random seed [default: {_D.seed}]"),
+    seed: int | None = typer.Option(None, help=f"random seed \\[default: {_D.seed}]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Simulate a phantom and its tilt series (MRC + IMOD .tlt, voxel size set)."""

@@ -11,6 +11,7 @@ from cryowedge.simulate.phantoms import (
     shepp_logan_2d,
     shepp_logan_3d,
 )
+from cryowedge.simulate.scan_mask import random_scan_mask, uniform_tilt_subset
 from cryowedge.simulate.tilt_series import SimulatedTiltSeries, project_volume, simulate_tilt_series
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "load_example_particle",
     "phase_flip",
     "project_volume",
+    "random_scan_mask",
     "read_pdb_atoms",
     "shepp_logan_2d",
     "shepp_logan_3d",
     "simulate_tilt_series",
+    "uniform_tilt_subset",
 ]
