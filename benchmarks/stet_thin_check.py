@@ -5,9 +5,26 @@ Same phantom, noise and solver as results_stet.py, λ = 1 (the best of its grid 
 Prints the SNR over the filament voxels and the SNR of the part of the spectrum above
 0.15 cycles/px, where angular undersampling aliases.
 """
-import sys, numpy as np
-sys.path.insert(0, "benchmarks")
-from results_stet import *
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_stet import (  # noqa: E402
+    SHAPE,
+    SNR,
+    SOLVER,
+    SimulateConfig,
+    TiltGeometry,
+    add_filaments,
+    make_phantom,
+    random_scan_mask,
+    reconstruct_stet,
+    reconstruct_tds,
+    simulate_stet,
+    uniform_tilt_subset,
+)
 cell = make_phantom(SimulateConfig(shape=SHAPE, pixel_size_angstrom=10.0, n_particles=8, seed=0))
 truth = add_filaments(cell, 10, seed=0)
 thin = (truth - cell) > 0.1   # filament voxels

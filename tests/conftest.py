@@ -20,6 +20,15 @@ def tolerance(dtype: torch.dtype) -> float:
     return 1e-5 if dtype == torch.float32 else 1e-12
 
 
+def adjoint_mismatch(op, rng: np.random.Generator, dtype: torch.dtype = torch.float64) -> float:
+    """Relative mismatch of the dot-product test ``|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / |⟨Ax, y⟩|``."""
+    x = torch.as_tensor(rng.standard_normal(op.domain_shape), dtype=dtype)
+    y = torch.as_tensor(rng.standard_normal(op.range_shape), dtype=dtype)
+    lhs = float(torch.sum(op.forward(x) * y))
+    rhs = float(torch.sum(x * op.adjoint(y)))
+    return abs(lhs - rhs) / max(abs(lhs), 1e-30)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -21,7 +21,7 @@ import torch
 from cryowedge.operators._sparse import csr_matmul, to_torch_csr
 from cryowedge.operators.base import LinearOperator, LinearOperatorLike
 
-__all__ = ["MatrixOperator", "MaskOperator", "FiniteDifference", "RangeSubset", "RowForm"]
+__all__ = ["as_binary_mask", "MatrixOperator", "MaskOperator", "FiniteDifference", "RangeSubset", "RowForm"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,26 @@ class MatrixOperator(LinearOperator):
         return f"MatrixOperator(shape={self.matrix.shape}, nnz={self.matrix.nnz})"
 
 
+def as_binary_mask(mask: Any, name: str = "mask") -> torch.Tensor:
+    """A bool or 0/1 array/tensor as a bool CPU tensor (``True`` = measured).
+
+    Raises ``ValueError`` naming the offending values when anything other than 0 and 1 occurs.
+    """
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    if m.dtype != torch.bool:
+        if m.is_complex():
+            raise ValueError(f"{name} must hold 0/1 values, got a complex array.")
+        values = torch.unique(m)
+        if not bool(torch.all((values == 0) | (values == 1))):
+            shown = values[:6].tolist()
+            raise ValueError(
+                f"{name} must contain only 0 and 1 (1 = measured), got values {shown}"
+                f"{' ...' if values.numel() > 6 else ''}; pass a binary mask."
+            )
+        m = m != 0
+    return m.cpu()
+
+
 class MaskOperator(LinearOperator):
     """Diagonal sampling ``S``: multiply by a 0/1 mask (``True`` = measured).
 
@@ -116,12 +136,7 @@ class MaskOperator(LinearOperator):
     """
 
     def __init__(self, mask: np.ndarray | torch.Tensor) -> None:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-        if m.dtype != torch.bool:
-            values = torch.unique(m)
-            if not bool(torch.all((values == 0) | (values == 1))):
-                raise ValueError("mask must contain only 0 and 1 (or be boolean).")
-            m = m.bool()
+        m = as_binary_mask(mask)
         self.mask = m
         self.domain_shape = self.range_shape = tuple(m.shape)
         self._cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}

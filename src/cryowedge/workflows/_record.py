@@ -41,3 +41,26 @@ def report(progress: ProgressCallback | None, step: str, fraction: float) -> Non
     """Call ``progress`` if given."""
     if progress is not None:
         progress(step, fraction)
+
+
+def iteration_progress(
+    progress: ProgressCallback | None,
+    step: str,
+    start: float,
+    span: float,
+    *,
+    done: int = 0,
+    total: int | None = None,
+) -> Callable[[Any], None]:
+    """A solver callback that maps iteration ``k`` onto ``progress`` fractions ``start…start+span``.
+
+    ``done`` iterations were completed before this run (a resumed checkpoint) and ``total``
+    is the whole run's count (default: the solver's ``n_iter`` plus ``done``).
+    """
+
+    def callback(info: Any) -> None:
+        n = total if total is not None else done + info.n_iter
+        k = done + info.iteration
+        report(progress, f"{step} {k}/{n}", start + span * k / n)
+
+    return callback

@@ -16,11 +16,11 @@ from cryowedge.io.mrc import write_mrc
 from cryowedge.io.tilt_series import load_tilt_series
 from cryowedge.solvers import Callback
 from cryowedge.utils.device import resolve_device
-from cryowedge.workflows._record import ProgressCallback, report, write_run_record
+from cryowedge.workflows._record import ProgressCallback, iteration_progress, report, write_run_record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reconstruct_array", "reconstruct_file", "solver_kwargs"]
+__all__ = ["data_scale", "lambda_scale", "reconstruct_array", "reconstruct_file", "solver_kwargs"]
 
 
 def reconstruct_array(
@@ -76,6 +76,18 @@ def solver_kwargs(config: ReconstructConfig) -> dict[str, Any]:
     return kwargs
 
 
+def data_scale(values: torch.Tensor, normalize: bool = True) -> float:
+    """Standard deviation of ``values``, the factor iterative workflows divide the data by.
+
+    1 when not normalising or when the values are constant, too few or not finite, so the
+    division is always safe.
+    """
+    if not normalize or values.numel() < 2:
+        return 1.0
+    scale = float(values.double().std())
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
+
+
 def lambda_scale(operator: Any, data: torch.Tensor) -> float:
     """``max|Aᵀb|``: the unit of the relative ``tv_lambda`` (and ``rho``) of the config.
 
@@ -104,9 +116,7 @@ def _reconstruct_iterative(
 
     check_tilt_series(tilt_series, geometry)
     data = torch.as_tensor(np.asarray(tilt_series, dtype=np.float32), device=device)
-    scale = float(data.std()) if config.normalize else 1.0
-    if not scale > 0:
-        scale = 1.0
+    scale = data_scale(data, config.normalize)
     data = data / scale
     op = TiltProjector(geometry, shape)
     kwargs = solver_kwargs(config)
@@ -127,10 +137,8 @@ def _reconstruct_iterative(
             return (state.x * scale).numpy().astype(np.float32)
         kwargs["n_iter"] = total - done
 
-    def progress_cb(info: Any) -> None:
-        report(progress, f"{config.method} {done + info.iteration}/{total}", 0.2 + 0.7 * (done + info.iteration) / total)
-
-    callbacks: list[Any] = [progress_cb, callback]
+    callbacks: list[Any] = [iteration_progress(progress, config.method, 0.2, 0.7, done=done, total=total),
+                            callback]
     if checkpoint_path is not None and config.checkpoint_every:
         callbacks.append(Checkpointer(checkpoint_path, config.checkpoint_every, method=config.method,
                                       data_shape=tuple(data.shape), offset=done,

@@ -28,7 +28,6 @@ File convention: the scan mask of ``<name>.mrc`` is ``<name>_mask.mrc`` next to 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,13 @@ from cryowedge._validation import check_finite, check_ndim
 from cryowedge.config.models import SimulateConfig, StetReconstructConfig, StetSimulateConfig
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.operators.base import ComposedOperator, LinearOperatorLike
-from cryowedge.operators.elementary import MaskOperator
+from cryowedge.operators.elementary import MaskOperator, as_binary_mask
 from cryowedge.operators.tilt_projector import TiltProjector
+from cryowedge.recon.fbp import check_tilt_series
 from cryowedge.simulate.scan_mask import check_dose_fraction, random_scan_mask, uniform_tilt_subset
-from cryowedge.solvers import Callback, CallbackList, IterationInfo, SolverResult, tv_admm
-from cryowedge.workflows._record import ProgressCallback, report, write_run_record
+from cryowedge.solvers import Callback, CallbackList, SolverResult, tv_admm
+from cryowedge.workflows._record import ProgressCallback, iteration_progress, report, write_run_record
+from cryowedge.workflows.reconstruct import data_scale
 
 __all__ = [
     "StetSimulation",
@@ -76,23 +77,6 @@ def _shape(array: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in array.shape)
 
 
-def _as_bool_mask(mask: Any, name: str = "mask") -> torch.Tensor:
-    """A 0/1 (or bool) array or tensor as a bool CPU tensor, refusing other values."""
-    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
-    if m.dtype != torch.bool:
-        if m.is_complex():
-            raise ValueError(f"{name} must hold 0/1 values, got a complex array.")
-        values = torch.unique(m)
-        if not bool(torch.all((values == 0) | (values == 1))):
-            shown = values[:6].tolist()
-            raise ValueError(
-                f"{name} must contain only 0 (not scanned) and 1 (scanned), got values {shown}"
-                f"{' ...' if values.numel() > 6 else ''}; pass the binary scan mask."
-            )
-        m = m != 0
-    return m.cpu()
-
-
 def _check_mask_shape(mask_shape: tuple[int, ...], data_shape: tuple[int, ...], what: str) -> None:
     if tuple(mask_shape) != tuple(data_shape):
         raise ValueError(
@@ -102,21 +86,8 @@ def _check_mask_shape(mask_shape: tuple[int, ...], data_shape: tuple[int, ...], 
 
 
 def _check_series(data: Any, geometry: TiltGeometry, name: str = "data") -> None:
-    check_ndim(data, 3, name, "(n_tilts, ny, nx)")
-    if _shape(data) != geometry.tilt_series_shape:
-        raise ValueError(
-            f"{name} has shape {_shape(data)} but the geometry describes a tilt series of shape "
-            f"{geometry.tilt_series_shape} (n_tilts, ny, nx); pass the matching geometry."
-        )
-    check_finite(data, name)
-
-
-def _data_scale(values: torch.Tensor, normalize: bool) -> float:
-    """Standard deviation of the measured values (1 when not normalising or degenerate)."""
-    if not normalize or values.numel() < 2:
-        return 1.0
-    scale = float(values.double().std())
-    return scale if np.isfinite(scale) and scale > 0 else 1.0
+    check_ndim(data, 3, name, "(n_tilts, ny, nx)")  # STET takes one series, no batch
+    check_tilt_series(data, geometry, name)
 
 
 def _volume_shape(
@@ -186,7 +157,7 @@ def stet_operator(
         If the mask shape differs from ``geometry.tilt_series_shape`` or holds values other
         than 0 and 1.
     """
-    m = _as_bool_mask(mask)
+    m = as_binary_mask(mask)
     _check_mask_shape(_shape(m), geometry.tilt_series_shape, "tilt-series (from the geometry)")
     return MaskOperator(m) @ TiltProjector(geometry, _volume_shape(geometry, volume_shape))
 
@@ -345,7 +316,7 @@ def reconstruct_stet(
         shapes), the mask is not binary, or no pixel is scanned.
     """
     _check_series(data, geometry)
-    m = _as_bool_mask(mask)
+    m = as_binary_mask(mask)
     _check_mask_shape(_shape(m), _shape(data), "data")
     if not bool(m.any()):
         raise ValueError("the scan mask has no scanned pixel (all 0); nothing to reconstruct.")
@@ -354,7 +325,7 @@ def reconstruct_stet(
     b = b.to(dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32))
     m_dev = m.to(b.device)
     b = torch.where(m_dev, b, torch.zeros((), dtype=b.dtype, device=b.device))  # unscanned: no role
-    scale = _data_scale(b[m_dev], normalize)
+    scale = data_scale(b[m_dev], normalize)
     return _solve_tv(op, b, scale, lam=lam, n_iter=n_iter, regularizer=regularizer,
                      positivity=positivity, cg_iter=cg_iter, rho=rho, x0=x0, callback=callback,
                      device=device, dtype=dtype, solver_options=solver_options)
@@ -418,7 +389,7 @@ def reconstruct_tds(
     b = tilt_series if isinstance(tilt_series, torch.Tensor) else torch.as_tensor(np.asarray(tilt_series))
     b = b[torch.as_tensor(idx)]
     b = b.to(dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32))
-    scale = _data_scale(b, normalize)
+    scale = data_scale(b, normalize)
     logger.debug("T-DS: %d of %d tilts", idx.size, geometry.n_tilts)
     return _solve_tv(op, b, scale, lam=lam, n_iter=n_iter, regularizer=regularizer,
                      positivity=positivity, cg_iter=cg_iter, rho=rho, x0=x0, callback=callback,
@@ -480,7 +451,7 @@ def inpaint_projections(
     """
     check_ndim(data, 3, "data", "(n_tilts, ny, nx)")
     check_finite(data, "data")
-    m = _as_bool_mask(mask)
+    m = as_binary_mask(mask)
     _check_mask_shape(_shape(m), _shape(data), "data")
     if not bool(m.any()):
         raise ValueError("the scan mask has no scanned pixel (all 0); nothing to inpaint.")
@@ -488,7 +459,7 @@ def inpaint_projections(
     m_np = m.numpy()
     x0 = _normalized_convolution_fill(b_np, m_np, float(m_np.mean()))
     b = torch.as_tensor(np.where(m_np, b_np, np.float32(0.0)))
-    scale = _data_scale(b[m], normalize)
+    scale = data_scale(b[m], normalize)
     if mu == 0:
         return torch.as_tensor(x0).to(device=device or "cpu", dtype=dtype or torch.float32)
     result = tv_admm(
@@ -546,7 +517,7 @@ def inpaint_then_reconstruct(
                                     normalize=normalize, callback=inpaint_callback, device=device,
                                     dtype=dtype)
     op = TiltProjector(geometry, _volume_shape(geometry, volume_shape))
-    scale = _data_scale(inpainted, normalize)
+    scale = data_scale(inpainted, normalize)
     return _solve_tv(op, inpainted, scale, lam=lam, n_iter=n_iter, regularizer=regularizer,
                      positivity=positivity, cg_iter=cg_iter, rho=rho, x0=None, callback=callback,
                      device=device, dtype=dtype, solver_options=solver_options)
@@ -579,7 +550,7 @@ def read_scan_mask(path: str | Path, expected_shape: tuple[int, int, int] | None
     raw = read_mrc(path, dtype=None).data
     if raw.ndim == 2:  # MRC cannot tell a one-image stack from an image
         raw = raw[None]
-    mask = _as_bool_mask(raw, f"scan mask {path.name}").numpy()
+    mask = as_binary_mask(raw, f"scan mask {path.name}").numpy()
     if expected_shape is not None:
         _check_mask_shape(mask.shape, tuple(expected_shape), "tilt-series")
     return mask
@@ -637,15 +608,6 @@ def stet_simulate_files(
     )
     report(progress, "done", 1.0)
     return files
-
-
-def _progress_callback(progress: ProgressCallback | None, step: str, start: float, span: float
-                       ) -> Callable[[IterationInfo], None]:
-    def cb(info: IterationInfo) -> None:
-        fraction = start + span * info.iteration / info.n_iter
-        report(progress, f"{step} {info.iteration}/{info.n_iter}", fraction)
-
-    return cb
 
 
 def stet_reconstruct_file(
@@ -725,11 +687,11 @@ def stet_reconstruct_file(
                   positivity=cfg.positivity, cg_iter=cfg.cg_iter, rho=cfg.rho,
                   normalize=cfg.normalize, device=device)
     if cfg.method == "tv":
-        cb = CallbackList([_progress_callback(progress, "CS-TV", 0.1, 0.8), callback])
+        cb = CallbackList([iteration_progress(progress, "CS-TV", 0.1, 0.8), callback])
         result = reconstruct_stet(series.data, mask, series.geometry, callback=cb, **common)
     else:
-        inpaint_cb = _progress_callback(progress, "inpainting", 0.1, 0.2)
-        cb = CallbackList([_progress_callback(progress, "TV", 0.3, 0.6), callback])
+        inpaint_cb = iteration_progress(progress, "inpainting", 0.1, 0.2)
+        cb = CallbackList([iteration_progress(progress, "TV", 0.3, 0.6), callback])
         result = inpaint_then_reconstruct(series.data, mask, series.geometry, mu=cfg.inpaint_mu,
                                           inpaint_iter=cfg.inpaint_iter, inpaint_callback=inpaint_cb,
                                           callback=cb, **common)
