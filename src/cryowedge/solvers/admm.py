@@ -158,13 +158,14 @@ def tv_admm(
         return regularizer_value(z, regularizer, tv_axes) if lam > 0 else 0.0
 
     atb = operator.adjoint(b)
+    ax: torch.Tensor | None = None  # A·x of the current x when already known
     result = SolverResult(x=x, n_iter=0, history={})
     for k in range(1, n_iter + 1):
         previous = x.clone()
         rhs = atb.clone()
         for s in splits:
             rhs.add_(s.op.adjoint(s.u - s.y), alpha=rho)
-        x = _conjugate_gradient(operator, splits, rho, rhs, x, cg_iter, cg_tol)
+        x = _conjugate_gradient(operator, splits, rho, rhs, x, cg_iter, cg_tol, ax=ax)
         primal_sq = dual_sq = 0.0
         for s in splits:
             lx = s.op.forward(x)
@@ -175,7 +176,10 @@ def tv_admm(
             primal_sq += norm(lx - s.u) ** 2
             dual_sq += (rho * norm(s.op.adjoint(s.u - u_old))) ** 2
         out = splits[-1].u if positivity else x
-        res_norm = norm(operator.forward(out) - b)
+        a_out = operator.forward(out)
+        # Without positivity out is x, so A·x seeds the next CG residual: no second forward.
+        ax = None if positivity else a_out
+        res_norm = norm(a_out - b)
         objective = 0.5 * res_norm**2 + lam * reg_value(out)
         extras = {"primal_residual": primal_sq**0.5, "dual_residual": dual_sq**0.5, "rho": rho}
         result.x, result.n_iter = out, k
@@ -203,16 +207,21 @@ def _conjugate_gradient(
     x: torch.Tensor,
     n_iter: int,
     rel_tol: float,
+    *,
+    ax: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Solve ``(AᵀA + ρ Σ LᵀL) x = rhs`` by CG, warm-started at ``x`` (updated in place)."""
+    """Solve ``(AᵀA + ρ Σ LᵀL) x = rhs`` by CG, warm-started at ``x`` (updated in place).
 
-    def normal(v: torch.Tensor) -> torch.Tensor:
-        out = operator.adjoint(operator.forward(v))
+    ``ax`` is ``A·x`` when the caller already has it (saves one forward projection).
+    """
+
+    def normal(v: torch.Tensor, av: torch.Tensor | None = None) -> torch.Tensor:
+        out = operator.adjoint(operator.forward(v) if av is None else av)
         for s in splits:
             out.add_(s.op.adjoint(s.op.forward(v)), alpha=rho)
         return out
 
-    r = rhs - normal(x)
+    r = rhs - normal(x, ax)
     p = r.clone()
     rr = float(torch.sum(r * r))
     threshold = (rel_tol * norm(rhs)) ** 2
