@@ -145,7 +145,12 @@ def report(
     info: IterationInfo,
     tol: float | None,
 ) -> bool:
-    """Record ``info``; return True when the solver should stop (tolerance or callback)."""
+    """Record ``info`` into ``result`` (iterate, count, history); True when the solver should stop.
+
+    Stopping comes from the tolerance or a callback; ``result.stopped_early`` is set when
+    that happens before the last iteration.
+    """
+    result.x, result.n_iter = info.x, info.iteration
     result.record(info)
     stop = False
     if callback is not None and callback(info) is True:
@@ -156,4 +161,6 @@ def report(
             "relative change %.3g < tol %.3g at iteration %d", info.relative_change, tol, info.iteration
         )
         stop = True
+    if stop:
+        result.stopped_early = info.iteration < info.n_iter
     return stop

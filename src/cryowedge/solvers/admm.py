@@ -182,11 +182,9 @@ def tv_admm(
         res_norm = norm(a_out - b)
         objective = 0.5 * res_norm**2 + lam * reg_value(out)
         extras = {"primal_residual": primal_sq**0.5, "dual_residual": dual_sq**0.5, "rho": rho}
-        result.x, result.n_iter = out, k
         info = IterationInfo(k, n_iter, out, residual_norm=res_norm, objective=objective,
                              relative_change=relative_change(x, previous), extras=extras)
         if report(result, callback, info, tol):
-            result.stopped_early = k < n_iter
             break
         if adaptive_rho and splits:
             primal, dual = primal_sq**0.5, dual_sq**0.5

@@ -104,11 +104,9 @@ def sirt(
             x_norm = norm(x)
             change = norm(update) / x_norm if x_norm > 0 else float("inf")
             x.add_(update)
-        result.x, result.n_iter = x, k
         info = IterationInfo(k, n_iter, x, residual_norm=res_norm, objective=0.5 * res_norm**2,
                              relative_change=change)
         if report(result, callback, info, tol):
-            result.stopped_early = k < n_iter
             break
     return result
 
@@ -195,11 +193,9 @@ def sart(
             x.addcmul_(ops[i].adjoint(residual.mul_(w_inv[i])), v_inv(i))
             if positivity:
                 x.clamp_(min=0.0)
-        result.x, result.n_iter = x, k
         info = IterationInfo(k, n_iter, x, residual_norm=sq_residual**0.5,
                              objective=0.5 * sq_residual, relative_change=relative_change(x, previous))
         if report(result, callback, info, tol):
-            result.stopped_early = k < n_iter
             break
     return result
 
@@ -248,11 +244,9 @@ def _sart_rows(
             if positivity:
                 cols.clamp_(min=0.0)
         x = rows.from_columns(cols)
-        result.x, result.n_iter = x, k
         info = IterationInfo(k, n_iter, x, residual_norm=sq_residual**0.5,
                              objective=0.5 * sq_residual, relative_change=relative_change(cols, previous))
         if report(result, callback, info, tol):
-            result.stopped_early = k < n_iter
             break
     return result
 
@@ -323,11 +317,9 @@ def art(
                 x_i.clamp_(min=0.0)
             cols.index_copy_(0, idx, x_i)
         x = rows.from_columns(cols)
-        result.x, result.n_iter = x, k
         info = IterationInfo(k, n_iter, x, residual_norm=residual_norm,
                              objective=0.5 * residual_norm**2,
                              relative_change=relative_change(cols, previous))
         if report(result, callback, info, tol):
-            result.stopped_early = k < n_iter
             break
     return result

@@ -71,10 +71,8 @@ def cgls(
         p.mul_(gamma_new / gamma).add_(s)
         gamma = gamma_new
         res_norm = norm(r)
-        result.x, result.n_iter = x, k
         info = IterationInfo(k, n_iter, x, residual_norm=res_norm, objective=0.5 * res_norm**2,
                              relative_change=change, extras={"normal_residual_norm": gamma**0.5})
         if report(result, callback, info, tol):
-            result.stopped_early = k < n_iter
             break
     return result
