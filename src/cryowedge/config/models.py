@@ -53,8 +53,8 @@ class BaseConfig(BaseModel):
         return type(self)(**data)
 
 
-class SimulateConfig(BaseConfig):
-    """Phantom and tilt-series simulation (``cryowedge simulate``)."""
+class _PhantomTiltSeriesConfig(BaseConfig):
+    """What every simulation shares: the phantom, the volume and the tilt scheme."""
 
     phantom: Literal["cell", "shepp-logan", "spheres"] = Field(
         "cell", description="crowded cell, 3D Shepp-Logan or hollow spheres"
@@ -64,26 +64,35 @@ class SimulateConfig(BaseConfig):
     tilt_min_deg: float = Field(-60.0, ge=-90, le=90)
     tilt_max_deg: float = Field(60.0, ge=-90, le=90)
     tilt_step_deg: float = Field(2.0, gt=0)
+    n_particles: int = Field(12, ge=0, description="particles in the cell phantom")
+    oversample: int = Field(2, ge=1, le=4, description="project a finer volume and bin")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_tilts_and_shape(self) -> _PhantomTiltSeriesConfig:
+        if self.tilt_min_deg >= self.tilt_max_deg:
+            raise ValueError(
+                f"tilt_min_deg ({self.tilt_min_deg}) must be below tilt_max_deg ({self.tilt_max_deg})."
+            )
+        if min(self.shape) < 4:
+            raise ValueError(f"shape must be at least 4 voxels per axis, got {self.shape}.")
+        return self
+
+
+class SimulateConfig(_PhantomTiltSeriesConfig):
+    """Phantom and tilt-series simulation (``cryowedge simulate``)."""
+
     snr: float | None = Field(0.5, gt=0, description="Gaussian noise SNR (signal var / noise var)")
     dose_e_per_angstrom2: float | None = Field(
         None, gt=0, description="Poisson noise at this dose per tilt, instead of snr"
     )
     defocus_angstrom: float | None = Field(None, description="apply a CTF with this defocus (Å)")
-    n_particles: int = Field(12, ge=0, description="particles in the cell phantom")
-    oversample: int = Field(2, ge=1, le=4, description="project a finer volume and bin")
     even_odd: bool = Field(True, description="also write half-dose even/odd series")
-    seed: int = 0
 
     @model_validator(mode="after")
-    def _check(self) -> SimulateConfig:
-        if self.tilt_min_deg >= self.tilt_max_deg:
-            raise ValueError(
-                f"tilt_min_deg ({self.tilt_min_deg}) must be below tilt_max_deg ({self.tilt_max_deg})."
-            )
+    def _check_noise(self) -> SimulateConfig:
         if self.snr is not None and self.dose_e_per_angstrom2 is not None:
             raise ValueError("set either snr or dose_e_per_angstrom2 (set the other to null).")
-        if min(self.shape) < 4:
-            raise ValueError(f"shape must be at least 4 voxels per axis, got {self.shape}.")
         return self
 
 
@@ -167,7 +176,7 @@ class DemoConfig(BaseConfig):
 # --------------------------------------------------------------------------------------
 
 
-class StetSimulateConfig(BaseConfig):
+class StetSimulateConfig(_PhantomTiltSeriesConfig):
     """Random-beam STET simulation (``cryowedge stet simulate``).
 
     The full-dose series is projected from the phantom (oversampled, so the data are not
@@ -176,30 +185,13 @@ class StetSimulateConfig(BaseConfig):
     per scanned pixel as at full dose; unmeasured pixels are stored as 0).
     """
 
-    phantom: Literal["cell", "shepp-logan", "spheres"] = Field(
-        "cell", description="crowded cell, 3D Shepp-Logan or hollow spheres"
-    )
-    shape: tuple[int, int, int] = Field((64, 128, 128), description="volume (z, y, x) in voxels")
-    pixel_size_angstrom: float = Field(10.0, gt=0, description="voxel / detector pixel size, Å")
     tilt_min_deg: float = Field(-70.0, ge=-90, le=90)
     tilt_max_deg: float = Field(70.0, ge=-90, le=90)
     tilt_step_deg: float = Field(1.0, gt=0)
+    seed: int = Field(0, description="seed of the phantom, the noise and the scan mask")
     dose_fraction: float = Field(0.3, gt=0, le=1, description="fraction of pixels scanned per tilt")
     snr: float = Field(10.0, gt=0, description="Gaussian noise SNR per pixel (signal var / noise var); "
                        "10 suits STEM of stained sections")
-    n_particles: int = Field(12, ge=0, description="particles in the cell phantom")
-    oversample: int = Field(2, ge=1, le=4, description="project a finer volume and bin")
-    seed: int = Field(0, description="seed of the phantom, the noise and the scan mask")
-
-    @model_validator(mode="after")
-    def _check(self) -> StetSimulateConfig:
-        if self.tilt_min_deg >= self.tilt_max_deg:
-            raise ValueError(
-                f"tilt_min_deg ({self.tilt_min_deg}) must be below tilt_max_deg ({self.tilt_max_deg})."
-            )
-        if min(self.shape) < 4:
-            raise ValueError(f"shape must be at least 4 voxels per axis, got {self.shape}.")
-        return self
 
 
 class StetReconstructConfig(BaseConfig):
@@ -221,8 +213,7 @@ class StetReconstructConfig(BaseConfig):
     positivity: bool = Field(True, description="constrain the tomogram to be >= 0")
     n_iter: int = Field(40, ge=1, description="outer ADMM iterations of the reconstruction")
     cg_iter: int = Field(6, ge=1, description="inner CG iterations per ADMM step")
-    rho: float | None = Field(None, gt=0, description="initial ADMM penalty, relative like "
-                              "tv_lambda (default 10 x tv_lambda)")
+    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x lam)")
     inpaint_mu: float = Field(0.1, ge=0, description="2-D TV weight μ of the inpainting step")
     inpaint_iter: int = Field(30, ge=1, description="ADMM iterations of the inpainting step")
     normalize: bool = Field(True, description="scale the data to unit std first, so lam is scale-free")
