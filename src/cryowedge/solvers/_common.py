@@ -57,10 +57,15 @@ class SolverResult:
     stopped_early: bool = False
 
     def record(self, info: IterationInfo) -> None:
-        for key in ("residual_norm", "objective", "relative_change"):
-            self.history.setdefault(key, []).append(float(getattr(info, key)))
-        for key, value in info.extras.items():
-            self.history.setdefault(key, []).append(float(value))
+        append_history(self.history, info)
+
+
+def append_history(history: dict[str, list[float]], info: IterationInfo) -> None:
+    """Append ``info``'s scalars (and extras) to ``history``, one list per name."""
+    for key in ("residual_norm", "objective", "relative_change"):
+        history.setdefault(key, []).append(float(getattr(info, key)))
+    for key, value in info.extras.items():
+        history.setdefault(key, []).append(float(value))
 
 
 def check_common(

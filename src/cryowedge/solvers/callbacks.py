@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from cryowedge.solvers._common import Callback, IterationInfo
+from cryowedge.solvers._common import Callback, IterationInfo, append_history
 
 __all__ = ["HistoryCallback", "StoreIterates", "ProgressCallback", "CallbackList"]
 
@@ -23,10 +23,7 @@ class HistoryCallback:
         self.history: dict[str, list[float]] = {}
 
     def __call__(self, info: IterationInfo) -> None:
-        for key in ("residual_norm", "objective", "relative_change"):
-            self.history.setdefault(key, []).append(float(getattr(info, key)))
-        for key, value in info.extras.items():
-            self.history.setdefault(key, []).append(float(value))
+        append_history(self.history, info)
 
 
 class StoreIterates:
