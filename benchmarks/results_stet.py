@@ -134,21 +134,21 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     t = time.perf_counter()
-    res = best_over_lambdas(lambda lam: reconstruct_tds(full, geom, fraction=1.0, lam=lam, **common), truth)
+    res = best_over_lambdas(lambda lam: reconstruct_tds(full, geom, fraction=1.0, tv_lambda=lam, **common), truth)
     add("full-dose TV", 1.0, 1.0, geom.n_tilts, res, time.perf_counter() - t)
 
     for i, f in enumerate(DOSES):
         idx = uniform_tilt_subset(geom.n_tilts, f)
         t = time.perf_counter()
         res = best_over_lambdas(
-            lambda lam, idx=idx: reconstruct_tds(full, geom, tilt_indices=idx, lam=lam, **common), truth)
+            lambda lam, idx=idx: reconstruct_tds(full, geom, tilt_indices=idx, tv_lambda=lam, **common), truth)
         add("T-DS + TV", f, idx.size / geom.n_tilts, idx.size, res, time.perf_counter() - t)
 
         mask = random_scan_mask(geom.tilt_series_shape, f, seed=100 + i)
         data = np.where(mask, full, np.float32(0.0))
         t = time.perf_counter()
         res = best_over_lambdas(
-            lambda lam, data=data, mask=mask: reconstruct_stet(data, mask, geom, lam=lam, **common), truth)
+            lambda lam, data=data, mask=mask: reconstruct_stet(data, mask, geom, tv_lambda=lam, **common), truth)
         add("I-DS + CS-TV (proposed)", f, float(mask.mean()), geom.n_tilts, res, time.perf_counter() - t)
 
         if f in INPAINT_DOSES:
@@ -162,7 +162,7 @@ def main() -> None:
             mu = min(errors, key=errors.get)
             completed = inpainted[mu].numpy()
             res = best_over_lambdas(
-                lambda lam, p=completed: reconstruct_tds(p, geom, fraction=1.0, lam=lam, **common), truth)
+                lambda lam, p=completed: reconstruct_tds(p, geom, fraction=1.0, tv_lambda=lam, **common), truth)
             add("I-DS + inpaint, then TV [40]", f, float(mask.mean()), geom.n_tilts, res,
                 time.perf_counter() - t, mu=mu)
 

@@ -53,8 +53,8 @@ if __name__ == "__main__":
     best = {"T-DS": -np.inf, "I-DS": -np.inf}
     for lam in args.lambdas:
         t = time.perf_counter()
-        a = metrics(reconstruct_tds(full, geom, tilt_indices=idx, lam=lam, volume_shape=shape, **SOLVER).x, truth)
-        b = metrics(reconstruct_stet(data, mask, geom, lam=lam, volume_shape=shape, **SOLVER).x, truth)
+        a = metrics(reconstruct_tds(full, geom, tilt_indices=idx, tv_lambda=lam, volume_shape=shape, **SOLVER).x, truth)
+        b = metrics(reconstruct_stet(data, mask, geom, tv_lambda=lam, volume_shape=shape, **SOLVER).x, truth)
         best["T-DS"], best["I-DS"] = max(best["T-DS"], a["snr_db"]), max(best["I-DS"], b["snr_db"])
         print(f"lambda {lam:g}: SNR T-DS {a['snr_db']:.2f} dB, I-DS {b['snr_db']:.2f} dB "
               f"({time.perf_counter() - t:.0f} s)", flush=True)

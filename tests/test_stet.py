@@ -133,11 +133,27 @@ def test_zero_lambda_solution_satisfies_the_normal_equations(rng, fraction):
     mask = random_scan_mask(geom.tilt_series_shape, fraction, seed=3)
     h = TiltProjector(geom, shape)
     b = torch.as_tensor(rng.standard_normal(geom.tilt_series_shape)) * torch.as_tensor(mask)
-    x = reconstruct_stet(b, mask, geom, volume_shape=shape, lam=0.0, positivity=False, normalize=False,
+    x = reconstruct_stet(b, mask, geom, volume_shape=shape, tv_lambda=0.0, positivity=False, normalize=False,
                          n_iter=4, cg_iter=200, cg_tol=1e-15, dtype=torch.float64).x
     s = torch.as_tensor(mask, dtype=torch.float64)
     gradient = h.adjoint(s * (s * h(x) - b))  # (SH)ᵀ(SHx − b) = 0
     assert float(gradient.norm()) <= 1e-8 * float(h.adjoint(s * b).norm())
+
+
+def test_stet_tv_lambda_is_the_solver_lambda_on_unit_std_measured_pixels(rng):
+    """``tv_lambda`` means what it means in ``reconstruct``: λ on data / std(scanned pixels)."""
+    from cryowedge.solvers import tv_admm
+    from cryowedge.workflows.stet import stet_operator
+
+    geom = TiltGeometry.from_range(-60, 60, 20, (3, 10))
+    shape = (6, 3, 10)
+    mask = random_scan_mask(geom.tilt_series_shape, 0.5, seed=1)
+    b = np.where(mask, 50.0 + 10.0 * rng.standard_normal(geom.tilt_series_shape), 0.0).astype(np.float32)
+    ours = reconstruct_stet(b, mask, geom, volume_shape=shape, tv_lambda=0.7, n_iter=5, cg_iter=6).x
+    scale = float(torch.as_tensor(b[mask]).double().std())
+    direct = tv_admm(stet_operator(geom, shape, mask), torch.as_tensor(b) / scale, lam=0.7, n_iter=5, cg_iter=6,
+                     regularizer="tv-aniso", positivity=True).x * scale
+    np.testing.assert_allclose(ours.numpy(), direct.numpy(), rtol=1e-4, atol=1e-5 * float(direct.abs().max()))
 
 
 def test_tiny_ids_reconstruction_beats_zero_filled_fbp():
@@ -150,14 +166,14 @@ def test_tiny_ids_reconstruction_beats_zero_filled_fbp():
     assert sim.dose_fraction == pytest.approx(0.25, abs=0.002)
     np.testing.assert_array_equal(sim.data[~sim.mask], 0.0)
     np.testing.assert_array_equal(sim.data[sim.mask], sim.full[sim.mask])
-    ids = reconstruct_stet(sim.data, sim.mask, geom, volume_shape=shape, lam=0.3, n_iter=15).x
+    ids = reconstruct_stet(sim.data, sim.mask, geom, volume_shape=shape, tv_lambda=0.3, n_iter=15).x
     # zero-filled FBP, rescaled by 1/f so that its mean is right; the better of two filters
     snr_fbp = max(_snr_db(fbp(sim.data / sim.dose_fraction, geom, volume_shape=shape, filter_name=name), truth)
                   for name in ("ram-lak", "hann"))
     snr_ids = _snr_db(ids, truth)
     assert snr_ids > snr_fbp + 2.0, (snr_ids, snr_fbp)
     assert float(ids.min()) >= 0.0  # positivity
-    tds = reconstruct_tds(sim.full, geom, fraction=0.25, volume_shape=shape, lam=0.3, n_iter=15).x
+    tds = reconstruct_tds(sim.full, geom, fraction=0.25, volume_shape=shape, tv_lambda=0.3, n_iter=15).x
     assert _snr_db(tds, truth) > snr_fbp  # T-DS runs and is sensible too
 
 
@@ -211,7 +227,7 @@ def test_stet_simulate_writes_data_mask_next_to_it_and_record(simulated):
 def test_stet_reconstruct_round_trip_finds_the_mask_and_keeps_the_voxel_size(simulated, tmp_path, method):
     out = tmp_path / f"{method}.mrc"
     result = runner.invoke(app, ["stet", "reconstruct", str(simulated / "tilt_series.mrc"), str(out),
-                                 "--method", method, "--lam", "0.3", "--n-iter", "8", "--inpaint-iter", "5",
+                                 "--method", method, "--tv-lambda", "0.3", "--n-iter", "8", "--inpaint-iter", "5",
                                  "--thickness", "8", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     vol = read_mrc(out)

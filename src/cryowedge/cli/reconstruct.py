@@ -5,7 +5,7 @@ Examples::
     cryowedge reconstruct tilt_series.mrc tomo.mrc --method fbp --filter hann
     cryowedge reconstruct needle.mrc needle_rec.mrc --angles needle.tlt --tilt-axis-angle 90
     cryowedge reconstruct tilt_series.mrc tomo_sirt.mrc --method sirt --n-iter 50 --positivity
-    cryowedge reconstruct tilt_series.mrc tomo_tv.mrc --method tv --tv-lambda 0.05 --checkpoint-every 5
+    cryowedge reconstruct tilt_series.mrc tomo_tv.mrc --method tv --tv-lambda 5 --checkpoint-every 5
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def reconstruct(
     n_iter: int | None = typer.Option(None, help=f"iterations, iterative methods \\[default: {DEFAULT_ITERATIONS}]"),
     relaxation: float | None = typer.Option(None, help=f"relaxation in (0, 2) \\[default: {DEFAULT_RELAXATION}]"),
     positivity: bool | None = typer.Option(None, "--positivity/--no-positivity", help=f"constrain the tomogram to >= 0 \\[default: {_D.positivity}]"),
-    tv_lambda: float | None = typer.Option(None, help=f"tv: regularisation weight, fraction of max|A^T b| \\[default: {_D.tv_lambda}]"),
+    tv_lambda: float | None = typer.Option(None, help=f"tv: TV weight λ on the data normalised to unit std \\[default: {_D.tv_lambda}]"),
     regularizer: str | None = typer.Option(None, help=f"tv: tv | tv-aniso | l1 \\[default: {_D.regularizer}]"),
     rho: float | None = typer.Option(None, help="tv: initial ADMM penalty \\[default: 10 x lambda]"),
     cg_iter: int | None = typer.Option(None, help=f"tv: inner CG iterations \\[default: {_D.cg_iter}]"),

@@ -3,7 +3,7 @@
 Examples::
 
     cryowedge stet simulate stet/ --dose-fraction 0.3 --snr 10
-    cryowedge stet reconstruct stet/tilt_series.mrc stet/cs_tv.mrc --lam 1 --thickness 64
+    cryowedge stet reconstruct stet/tilt_series.mrc stet/cs_tv.mrc --tv-lambda 1 --thickness 64
     cryowedge stet reconstruct stet/tilt_series.mrc stet/inpaint.mrc --method inpaint-tv
     cryowedge stet reconstruct data.mrc rec.mrc --mask scan_pattern.mrc --config stet.yaml
 
@@ -75,7 +75,8 @@ def reconstruct(
     config: Path | None = typer.Option(None, help="YAML with StetReconstructConfig fields (or a StetConfig)"),
     method: str | None = typer.Option(
         None, help=f"tv (CS-TV on the undersampled data) | inpaint-tv (2-D inpainting, then TV) \\[default: {_R.method}]"),
-    lam: float | None = typer.Option(None, help=f"TV weight λ for data normalised to unit std \\[default: {_R.lam}]"),
+    tv_lambda: float | None = typer.Option(
+        None, help=f"TV weight λ on the data normalised to unit std (as in reconstruct) \\[default: {_R.tv_lambda}]"),
     regularizer: str | None = typer.Option(None, help=f"tv-aniso | tv | l1 \\[default: {_R.regularizer}]"),
     positivity: bool | None = typer.Option(
         None, "--positivity/--no-positivity", help=f"constrain the tomogram to be >= 0 \\[default: {_R.positivity}]"),
@@ -95,7 +96,7 @@ def reconstruct(
 
     with user_errors():
         base = StetConfig.section_from_yaml(config, "reconstruct") if config else StetReconstructConfig()
-        cfg = base.updated(method=method, lam=lam, regularizer=regularizer, positivity=positivity,
+        cfg = base.updated(method=method, tv_lambda=tv_lambda, regularizer=regularizer, positivity=positivity,
                            n_iter=n_iter, cg_iter=cg_iter, inpaint_mu=inpaint_mu, inpaint_iter=inpaint_iter,
                            thickness=thickness, tilt_axis_angle_deg=tilt_axis_angle, device=device)
         with progress_bar(f"stet reconstruct ({cfg.method})") as progress:

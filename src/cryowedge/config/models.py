@@ -126,11 +126,10 @@ class ReconstructConfig(BaseConfig):
     relaxation: float | None = Field(None, description="relaxation in (0, 2) (ADMM over-relaxation "
                                      f"for tv); default per method {DEFAULT_RELAXATION}")
     positivity: bool = Field(False, description="constrain the tomogram to be >= 0 (not for cgls)")
-    tv_lambda: float = Field(0.01, ge=0, description="regularisation weight for tv as a fraction "
-                             "of max|A^T b| (scale-free: 1 flattens an l1 solution to zero)")
+    tv_lambda: float = Field(5.0, ge=0, description="TV weight λ on the data normalised to unit std "
+                             "(about noise variance / prior scale: lower it for cleaner data)")
     regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv", description="tv regulariser")
-    rho: float | None = Field(None, gt=0, description="initial ADMM penalty, relative like "
-                              "tv_lambda (default 10 x tv_lambda)")
+    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
     cg_iter: int = Field(10, ge=1, description="inner CG iterations per ADMM step")
     tol: float | None = Field(None, gt=0, description="stop when the relative change falls below")
     order: Literal["random", "sequential"] = Field("random", description="art/sart visiting order")
@@ -202,21 +201,22 @@ class StetReconstructConfig(BaseConfig):
     Saghi et al.: 2-D TV inpainting of every projection (weight ``inpaint_mu``), then TV
     reconstruction from the inpainted projections. With ``normalize`` the data are divided
     by the standard deviation of the measured pixels first (and the result multiplied
-    back), so ``lam`` and ``inpaint_mu`` do not depend on the data's units.
+    back), so ``tv_lambda`` and ``inpaint_mu`` do not depend on the data's units (the
+    convention of :class:`ReconstructConfig`).
     """
 
     method: Literal["tv", "inpaint-tv"] = Field(
         "tv", description="tv: CS-TV on the undersampled data; inpaint-tv: inpaint, then TV"
     )
-    lam: float = Field(1.0, ge=0, description="TV weight λ (for data normalised to unit std)")
+    tv_lambda: float = Field(1.0, ge=0, description="TV weight λ on the data normalised to unit std")
     regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv-aniso", description="regulariser")
     positivity: bool = Field(True, description="constrain the tomogram to be >= 0")
     n_iter: int = Field(40, ge=1, description="outer ADMM iterations of the reconstruction")
     cg_iter: int = Field(6, ge=1, description="inner CG iterations per ADMM step")
-    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x lam)")
+    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
     inpaint_mu: float = Field(0.1, ge=0, description="2-D TV weight μ of the inpainting step")
     inpaint_iter: int = Field(30, ge=1, description="ADMM iterations of the inpainting step")
-    normalize: bool = Field(True, description="scale the data to unit std first, so lam is scale-free")
+    normalize: bool = Field(True, description="scale the data to unit std first, so tv_lambda is unit-free")
     thickness: int | None = Field(None, ge=1, description="output z size (voxels); default = x size")
     tilt_axis_angle_deg: float = Field(0.0, description="in-plane tilt-axis angle on the raw images")
     device: str = Field("auto", description="auto|cpu|cuda|cuda:N")

@@ -20,7 +20,7 @@ from cryowedge.workflows._record import ProgressCallback, iteration_progress, re
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["data_scale", "lambda_scale", "reconstruct_array", "reconstruct_file", "solver_kwargs"]
+__all__ = ["data_scale", "reconstruct_array", "reconstruct_file", "solver_kwargs"]
 
 
 def reconstruct_array(
@@ -88,16 +88,6 @@ def data_scale(values: torch.Tensor, normalize: bool = True) -> float:
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
-def lambda_scale(operator: Any, data: torch.Tensor) -> float:
-    """``max|Aᵀb|``: the unit of the relative ``tv_lambda`` (and ``rho``) of the config.
-
-    For the L1 regulariser, λ ≥ ``max|Aᵀb|`` makes ``x = 0`` the solution, so a fraction of
-    it is a scale- and size-free weight (the convention of lasso path solvers).
-    """
-    value = float(operator.adjoint(data).abs().max())
-    return value if value > 0 else 1.0
-
-
 def _reconstruct_iterative(
     tilt_series: np.ndarray,
     geometry: TiltGeometry,
@@ -121,10 +111,6 @@ def _reconstruct_iterative(
     op = TiltProjector(geometry, shape)
     kwargs = solver_kwargs(config)
     total = kwargs["n_iter"]
-    if config.method == "tv":
-        unit = lambda_scale(op, data)
-        kwargs["lam"] = config.tv_lambda * unit
-        kwargs["rho"] = None if config.rho is None else config.rho * unit
     x0, done = None, 0
     if resume:
         if checkpoint_path is None:

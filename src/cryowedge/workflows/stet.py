@@ -18,8 +18,11 @@ writes the data term without the ½; its λ is twice ours. Baselines at equal do
   inpainted projections.
 
 With ``normalize=True`` (default) the data are divided by the standard deviation of the
-measured pixels before solving and the volume is multiplied back, so ``lam`` and ``mu`` are
-scale-free (the same convention as ``cryowedge reconstruct --method tv``).
+measured pixels before solving and the volume is multiplied back, so the TV weight
+``tv_lambda`` (the solver's λ) and the inpainting weight ``mu`` do not depend on the data's
+units: the convention of ``cryowedge reconstruct --method tv``. Because the noise per
+scanned pixel does not change with the dose fraction, one λ suits every dose (MAP view:
+λ ≈ σ²/β does not depend on the number of measurements).
 
 File convention: the scan mask of ``<name>.mrc`` is ``<name>_mask.mrc`` next to it, an
 8-bit (MRC mode 0) image stack of the data's shape with 1 = scanned, 0 = not scanned.
@@ -103,7 +106,7 @@ def _solve_tv(
     b: torch.Tensor,
     scale: float,
     *,
-    lam: float,
+    tv_lambda: float,
     n_iter: int,
     regularizer: str,
     positivity: bool,
@@ -115,11 +118,12 @@ def _solve_tv(
     dtype: torch.dtype | None,
     solver_options: dict[str, Any],
 ) -> SolverResult:
-    """TV-ADMM on ``b / scale``; the returned ``x`` is multiplied back by ``scale``."""
+    """TV-ADMM on ``b / scale`` with ``λ = tv_lambda``; ``x`` is multiplied back by ``scale``."""
+    b = b / scale
     if x0 is not None:
         x0 = torch.as_tensor(x0 if isinstance(x0, torch.Tensor) else np.asarray(x0)) / scale
     result = tv_admm(
-        op, b / scale, x0=x0, n_iter=n_iter, lam=lam, regularizer=regularizer, positivity=positivity,
+        op, b, x0=x0, n_iter=n_iter, lam=tv_lambda, regularizer=regularizer, positivity=positivity,
         cg_iter=cg_iter, rho=rho, callback=callback, device=device, dtype=dtype, **solver_options,
     )
     result.x = result.x * scale
@@ -259,7 +263,7 @@ def reconstruct_stet(
     geometry: TiltGeometry,
     *,
     volume_shape: tuple[int, int, int] | None = None,
-    lam: float = _REC.lam,
+    tv_lambda: float = _REC.tv_lambda,
     n_iter: int = _REC.n_iter,
     regularizer: str = _REC.regularizer,
     positivity: bool = _REC.positivity,
@@ -287,10 +291,11 @@ def reconstruct_stet(
         The tilt geometry of ``data`` (degrees, Å).
     volume_shape
         ``(nz, ny, nx)`` of the tomogram; default thickness = detector width.
-    lam
-        TV weight λ ≥ 0 (for the normalised data when ``normalize``).
+    tv_lambda
+        TV weight λ ≥ 0 on the data normalised to unit std (when ``normalize``).
     n_iter, cg_iter, rho
-        Outer ADMM iterations, inner CG steps per x-update, initial ADMM penalty.
+        Outer ADMM iterations, inner CG steps per x-update, initial ADMM penalty (default
+        10 × ``tv_lambda``).
     regularizer
         ``"tv-aniso"`` (thesis), ``"tv"`` (isotropic) or ``"l1"``.
     positivity
@@ -326,7 +331,7 @@ def reconstruct_stet(
     m_dev = m.to(b.device)
     b = torch.where(m_dev, b, torch.zeros((), dtype=b.dtype, device=b.device))  # unscanned: no role
     scale = data_scale(b[m_dev], normalize)
-    return _solve_tv(op, b, scale, lam=lam, n_iter=n_iter, regularizer=regularizer,
+    return _solve_tv(op, b, scale, tv_lambda=tv_lambda, n_iter=n_iter, regularizer=regularizer,
                      positivity=positivity, cg_iter=cg_iter, rho=rho, x0=x0, callback=callback,
                      device=device, dtype=dtype, solver_options=solver_options)
 
@@ -338,7 +343,7 @@ def reconstruct_tds(
     fraction: float | None = None,
     tilt_indices: Any = None,
     volume_shape: tuple[int, int, int] | None = None,
-    lam: float = _REC.lam,
+    tv_lambda: float = _REC.tv_lambda,
     n_iter: int = _REC.n_iter,
     regularizer: str = _REC.regularizer,
     positivity: bool = _REC.positivity,
@@ -364,7 +369,7 @@ def reconstruct_tds(
         the full-dose TV reconstruction.
     tilt_indices
         Explicit tilt indices instead of ``fraction`` (give exactly one of the two).
-    volume_shape, lam, n_iter, regularizer, positivity, cg_iter, rho, normalize
+    volume_shape, tv_lambda, n_iter, regularizer, positivity, cg_iter, rho, normalize
         As for :func:`reconstruct_stet`.
     x0, callback, device, dtype, **solver_options
         As for :func:`reconstruct_stet`.
@@ -391,7 +396,7 @@ def reconstruct_tds(
     b = b.to(dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32))
     scale = data_scale(b, normalize)
     logger.debug("T-DS: %d of %d tilts", idx.size, geometry.n_tilts)
-    return _solve_tv(op, b, scale, lam=lam, n_iter=n_iter, regularizer=regularizer,
+    return _solve_tv(op, b, scale, tv_lambda=tv_lambda, n_iter=n_iter, regularizer=regularizer,
                      positivity=positivity, cg_iter=cg_iter, rho=rho, x0=x0, callback=callback,
                      device=device, dtype=dtype, solver_options=solver_options)
 
@@ -478,7 +483,7 @@ def inpaint_then_reconstruct(
     mu: float = _REC.inpaint_mu,
     inpaint_iter: int = _REC.inpaint_iter,
     volume_shape: tuple[int, int, int] | None = None,
-    lam: float = _REC.lam,
+    tv_lambda: float = _REC.tv_lambda,
     n_iter: int = _REC.n_iter,
     regularizer: str = _REC.regularizer,
     positivity: bool = _REC.positivity,
@@ -499,7 +504,7 @@ def inpaint_then_reconstruct(
         As for :func:`reconstruct_stet`.
     mu, inpaint_iter
         Inpainting weight μ and ADMM iterations (:func:`inpaint_projections`).
-    volume_shape, lam, n_iter, regularizer, positivity, cg_iter, rho, normalize, device, dtype
+    volume_shape, tv_lambda, n_iter, regularizer, positivity, cg_iter, rho, normalize, device, dtype
         The TV reconstruction from the inpainted (complete) projections, as for
         :func:`reconstruct_stet` with a full mask.
     inpaint_callback, callback
@@ -518,7 +523,7 @@ def inpaint_then_reconstruct(
                                     dtype=dtype)
     op = TiltProjector(geometry, _volume_shape(geometry, volume_shape))
     scale = data_scale(inpainted, normalize)
-    return _solve_tv(op, inpainted, scale, lam=lam, n_iter=n_iter, regularizer=regularizer,
+    return _solve_tv(op, inpainted, scale, tv_lambda=tv_lambda, n_iter=n_iter, regularizer=regularizer,
                      positivity=positivity, cg_iter=cg_iter, rho=rho, x0=None, callback=callback,
                      device=device, dtype=dtype, solver_options=solver_options)
 
@@ -683,7 +688,7 @@ def stet_reconstruct_file(
     if outside:
         logger.info("%d non-zero values at unscanned pixels are ignored", outside)
     shape = series.geometry.default_volume_shape(cfg.thickness)
-    common = dict(volume_shape=shape, lam=cfg.lam, n_iter=cfg.n_iter, regularizer=cfg.regularizer,
+    common = dict(volume_shape=shape, tv_lambda=cfg.tv_lambda, n_iter=cfg.n_iter, regularizer=cfg.regularizer,
                   positivity=cfg.positivity, cg_iter=cfg.cg_iter, rho=cfg.rho,
                   normalize=cfg.normalize, device=device)
     if cfg.method == "tv":
