@@ -200,6 +200,14 @@ def sart(
     return result
 
 
+def _row_setup(operator: LinearOperatorLike, b: torch.Tensor, x: torch.Tensor):
+    """Row form of ``operator``: ``(rows, CSR matrix, data as rows, iterate as columns)``."""
+    rows = operator.row_form()
+    rhs = rows.data_to_rows(b).contiguous()
+    cols = rows.to_columns(x).contiguous().clone()
+    return rows, rows.matrix.tocsr(), rhs, cols
+
+
 def _sart_rows(
     operator: LinearOperatorLike,
     b: torch.Tensor,
@@ -214,11 +222,8 @@ def _sart_rows(
     seed: int,
 ) -> SolverResult:
     """SART on the operator's row form: block ``s`` = rows of the range entries ``blocks[s]``."""
-    rows = operator.row_form()
-    matrix = rows.matrix.tocsr()
+    rows, matrix, rhs, cols = _row_setup(operator, b, x)
     per_entry = matrix.shape[0] // int(operator.range_shape[0])  # rows per first-axis entry
-    rhs = rows.data_to_rows(b).contiguous()
-    cols = rows.to_columns(x).contiguous().clone()
     mats, mats_t, w_inv, v_inv, spans = [], [], [], [], []
     for block in blocks:
         r0, r1 = int(block[0]) * per_entry, (int(block[-1]) + 1) * per_entry
@@ -288,8 +293,7 @@ def art(
             "Use sart or sirt for matrix-free operators."
         )
     b, x = prepare(operator, data, x0, device, dtype)
-    rows = row_form()
-    matrix = rows.matrix.tocsr()
+    rows, matrix, rhs, cols = _row_setup(operator, b, x)
     indptr = matrix.indptr
     indices = torch.as_tensor(matrix.indices.astype(np.int64), device=b.device)
     values = torch.as_tensor(matrix.data, dtype=b.dtype, device=b.device)
@@ -297,8 +301,6 @@ def art(
     active = np.flatnonzero(norms2 > 0)
     inv_norms2 = np.zeros_like(norms2)
     inv_norms2[active] = relaxation / norms2[active]
-    rhs = rows.data_to_rows(b).contiguous()
-    cols = rows.to_columns(x).contiguous().clone()
     m_torch = to_torch_csr(matrix, dtype=b.dtype, device=b.device)
     rng = np.random.default_rng(seed)
     result = SolverResult(x=x, n_iter=0, history={})
