@@ -3,8 +3,9 @@
 Run:  OMP_NUM_THREADS=2 python benchmarks/stet_size_check.py --width 192            (~90 s)
       OMP_NUM_THREADS=2 python benchmarks/stet_size_check.py --width 384 --depth 40 \
           --particles 60 --filaments 100 --lambdas 0.1 0.3 1                        (~8 min)
-Same phantom recipe, noise (SNR 10) and solver as results_stet.py; prints the SNR (dB) of
-T-DS + TV and I-DS + TV for each λ.
+Same phantom recipe, noise (SNR 10 unless ``--snr``) and solver as results_stet.py; prints
+the SNR (dB) of T-DS + TV and I-DS + TV for each λ. ``--width 96 --particles 8 --filaments 10``
+is the phantom of results_stet.py.
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ if __name__ == "__main__":
     parser.add_argument("--filaments", type=int, default=30)
     parser.add_argument("--dose", type=float, default=0.1)
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0])
+    parser.add_argument("--snr", type=float, default=SNR, help="per-pixel SNR (1e6: noise-free)")
     args = parser.parse_args()
     shape = (args.depth, args.width, args.width)
     cell = make_phantom(SimulateConfig(shape=shape, pixel_size_angstrom=10.0, n_particles=args.particles, seed=0))
     truth = add_filaments(cell, args.filaments, seed=0)
     geom = TiltGeometry.from_range(-70, 70, 1, shape[1:], pixel_size_angstrom=10.0)
-    full = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=0).full
+    full = simulate_stet(truth, geom, dose_fraction=1.0, snr=args.snr, oversample=2, seed=0).full
     idx = uniform_tilt_subset(geom.n_tilts, args.dose)
     mask = random_scan_mask(geom.tilt_series_shape, args.dose, seed=102)
     data = np.where(mask, full, np.float32(0.0))
-    print(f"shape {shape}, dose {args.dose:g}: T-DS {idx.size} tilts, I-DS {geom.n_tilts} tilts")
+    print(f"shape {shape}, dose {args.dose:g}, SNR {args.snr:g}: T-DS {idx.size} tilts, I-DS {geom.n_tilts} tilts")
     best = {"T-DS": -np.inf, "I-DS": -np.inf}
     for lam in args.lambdas:
         t = time.perf_counter()
