@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_stet import (  # noqa: E402
+    DOSES as TABLE_DOSES,
     PIXEL_SIZE_ANGSTROM,
     SEED,
     SHAPE,
@@ -48,9 +49,9 @@ if __name__ == "__main__":
     full = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=SEED).full
     volumes: dict[str, np.ndarray] = {"ground truth": truth}
     scores: dict[str, float] = {}
-    for i, (f, lam) in enumerate(DOSES.items()):
+    for f, lam in DOSES.items():
         idx = uniform_tilt_subset(geom.n_tilts, f)
-        mask = random_scan_mask(geom.tilt_series_shape, f, seed=100 + i)
+        mask = random_scan_mask(geom.tilt_series_shape, f, seed=100 + TABLE_DOSES.index(f))  # as the table
         data = np.where(mask, full, np.float32(0.0))
         common = dict(volume_shape=SHAPE, tv_lambda=lam, **SOLVER)
         for name, result in ((f"T-DS {100 * f:g} % ({idx.size} tilts)",
