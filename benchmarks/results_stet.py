@@ -85,11 +85,44 @@ def add_filaments(volume: np.ndarray, n_filaments: int, *, radius_px: float = 1.
     return np.clip(fil + (1 - fil) * volume, 0.0, 1.0).astype(np.float32)
 
 
+def stet_phantom(shape: tuple[int, int, int] = SHAPE, *, n_particles: int = 8, n_filaments: int = 10,
+                 seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """``(cell, truth)``: the crowded cell of ``shape`` and the same cell with filaments added."""
+    cell = make_phantom(SimulateConfig(shape=shape, pixel_size_angstrom=PIXEL_SIZE_ANGSTROM,
+                                       n_particles=n_particles, seed=seed))
+    return cell, add_filaments(cell, n_filaments, seed=seed)
+
+
+def full_series(truth: np.ndarray, *, snr: float = SNR, seed: int = SEED,
+                pixel_size_angstrom: float = PIXEL_SIZE_ANGSTROM) -> tuple[TiltGeometry, np.ndarray]:
+    """Tilts −70:1:70 and the full-dose noisy series of ``truth`` (2× finer projection, binned)."""
+    geom = TiltGeometry.from_range(-70, 70, 1, truth.shape[1:], pixel_size_angstrom=pixel_size_angstrom)
+    return geom, simulate_stet(truth, geom, dose_fraction=1.0, snr=snr, oversample=2, seed=seed).full
+
+
+def tds_and_ids(full: np.ndarray, geom: TiltGeometry, fraction: float, *, mask_seed: int,
+                tv_lambda: float, volume_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """At equal dose ``fraction``: T-DS + TV and I-DS + CS-TV tomograms, and T-DS's tilt count."""
+    idx = uniform_tilt_subset(geom.n_tilts, fraction)
+    mask = random_scan_mask(geom.tilt_series_shape, fraction, seed=mask_seed)
+    data = np.where(mask, full, np.float32(0.0))
+    common = dict(volume_shape=volume_shape, tv_lambda=tv_lambda, **SOLVER)
+    tds = reconstruct_tds(full, geom, tilt_indices=idx, **common).x.numpy()
+    ids = reconstruct_stet(data, mask, geom, **common).x.numpy()
+    return tds, ids, int(idx.size)
+
+
+def snr_db(x: torch.Tensor | np.ndarray, truth: np.ndarray) -> float:
+    """``10·log10(‖truth‖² / ‖truth − x‖²)`` in dB."""
+    v = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64)
+    return float(10 * np.log10(np.sum(truth**2) / np.sum((truth - v) ** 2)))
+
+
 def metrics(x: torch.Tensor, truth: np.ndarray) -> dict[str, float]:
     v = x.detach().cpu().numpy().astype(np.float64)
     fsc = fourier_shell_correlation(v, truth)
     return {
-        "snr_db": float(10 * np.log10(np.sum(truth**2) / np.sum((truth - v) ** 2))),
+        "snr_db": snr_db(v, truth),
         "psnr_db": psnr(v, truth),
         "fsc05_angstrom": fsc.resolution_angstrom(0.5, PIXEL_SIZE_ANGSTROM),
         "fsc0143_angstrom": fsc.resolution_angstrom(0.143, PIXEL_SIZE_ANGSTROM),
@@ -115,9 +148,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    cell = make_phantom(SimulateConfig(shape=SHAPE, pixel_size_angstrom=PIXEL_SIZE_ANGSTROM,
-                                       n_particles=8, seed=SEED))
-    truth = add_filaments(cell, 10, seed=SEED)
+    _, truth = stet_phantom()
     geom = TiltGeometry.from_range(-70, 70, 1, SHAPE[1:], pixel_size_angstrom=PIXEL_SIZE_ANGSTROM)
     sim = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=SEED)
     full, clean = sim.full, sim.clean

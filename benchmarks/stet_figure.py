@@ -16,24 +16,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_stet import (  # noqa: E402
-    DOSES as TABLE_DOSES,
-    PIXEL_SIZE_ANGSTROM,
-    SEED,
-    SHAPE,
-    SNR,
-    SOLVER,
-    SimulateConfig,
-    TiltGeometry,
-    add_filaments,
-    make_phantom,
-    random_scan_mask,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-    uniform_tilt_subset,
-)
-from stet_seed_check import snr_db  # noqa: E402
+from results_stet import DOSES as TABLE_DOSES  # noqa: E402
+from results_stet import PIXEL_SIZE_ANGSTROM, SHAPE, full_series, snr_db, stet_phantom, tds_and_ids  # noqa: E402
 
 from cryowedge.io._atomic import atomic_write  # noqa: E402
 from cryowedge.viz.figures import _plt, orthoslice_panel  # noqa: E402
@@ -42,23 +26,16 @@ FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 DOSES = {0.5: 1.0, 0.1: 1.0, 0.03: 0.3}  # dose -> λ (best of results_stet.py's table)
 
 if __name__ == "__main__":
-    cell = make_phantom(SimulateConfig(shape=SHAPE, pixel_size_angstrom=PIXEL_SIZE_ANGSTROM,
-                                       n_particles=8, seed=SEED))
-    truth = add_filaments(cell, 10, seed=SEED)
-    geom = TiltGeometry.from_range(-70, 70, 1, SHAPE[1:], pixel_size_angstrom=PIXEL_SIZE_ANGSTROM)
-    full = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=SEED).full
+    cell, truth = stet_phantom()
+    geom, full = full_series(truth)
     volumes: dict[str, np.ndarray] = {"ground truth": truth}
     scores: dict[str, float] = {}
     for f, lam in DOSES.items():
-        idx = uniform_tilt_subset(geom.n_tilts, f)
-        mask = random_scan_mask(geom.tilt_series_shape, f, seed=100 + TABLE_DOSES.index(f))  # as the table
-        data = np.where(mask, full, np.float32(0.0))
-        common = dict(volume_shape=SHAPE, tv_lambda=lam, **SOLVER)
-        for name, result in ((f"T-DS {100 * f:g} % ({idx.size} tilts)",
-                              reconstruct_tds(full, geom, tilt_indices=idx, **common)),
-                             (f"I-DS {100 * f:g} %", reconstruct_stet(data, mask, geom, **common))):
-            volumes[name] = result.x.numpy()
-            scores[name] = snr_db(result.x, truth)
+        tds, ids, n_tds = tds_and_ids(full, geom, f, mask_seed=100 + TABLE_DOSES.index(f),  # as the table
+                                      tv_lambda=lam, volume_shape=SHAPE)
+        for name, volume in ((f"T-DS {100 * f:g} % ({n_tds} tilts)", tds), (f"I-DS {100 * f:g} %", ids)):
+            volumes[name] = volume
+            scores[name] = snr_db(volume, truth)
     orthoslice_panel(volumes, FIGURES / "stet_tds_vs_ids.png", pixel_size_angstrom=PIXEL_SIZE_ANGSTROM)
 
     # profile line: the row of the central XY slice that crosses the most filament voxels

@@ -23,17 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_stet import (  # noqa: E402
-    SNR,
-    SOLVER,
-    TiltGeometry,
-    random_scan_mask,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-    uniform_tilt_subset,
-)
-from stet_seed_check import snr_db  # noqa: E402
+from results_stet import full_series, snr_db, tds_and_ids  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -69,21 +59,17 @@ if __name__ == "__main__":
         print(f"skipped: {SHARED} has no needle series")
         sys.exit(0)
     truth, pixel = needle_truth(args.bin, args.thickness, args.truth_lambda)
-    geom = TiltGeometry.from_range(-70, 70, 1, truth.shape[1:], pixel_size_angstrom=pixel)
-    full = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=0).full
+    geom, full = full_series(truth, pixel_size_angstrom=pixel, seed=0)
     print(f"truth {truth.shape} at {pixel:g} Å (real needle, TV of 77 views)", flush=True)
     best: dict[float, tuple[float, float]] = {}
     for i, f in enumerate(args.doses):
-        idx = uniform_tilt_subset(geom.n_tilts, f)
-        mask = random_scan_mask(geom.tilt_series_shape, f, seed=100 + i)
-        data = np.where(mask, full, np.float32(0.0))
         for lam in args.lambdas:
             t = time.perf_counter()
-            common = dict(volume_shape=truth.shape, tv_lambda=lam, **SOLVER)
-            a = snr_db(reconstruct_tds(full, geom, tilt_indices=idx, **common).x, truth)
-            b = snr_db(reconstruct_stet(data, mask, geom, **common).x, truth)
+            a, b, n_tds = tds_and_ids(full, geom, f, mask_seed=100 + i, tv_lambda=lam,
+                                      volume_shape=truth.shape)
+            a, b = snr_db(a, truth), snr_db(b, truth)
             prev = best.get(f, (-np.inf, -np.inf))
             best[f] = (max(prev[0], a), max(prev[1], b))
-            print(f"dose {f:g} ({idx.size} tilts for T-DS), λ {lam:g}: SNR T-DS {a:.2f} dB, "
+            print(f"dose {f:g} ({n_tds} tilts for T-DS), λ {lam:g}: SNR T-DS {a:.2f} dB, "
                   f"I-DS {b:.2f} dB ({time.perf_counter() - t:.0f} s)", flush=True)
     print("best_snr_tds_ids: " + " ".join(f"{f:g}:{a:.2f}/{b:.2f}" for f, (a, b) in best.items()))

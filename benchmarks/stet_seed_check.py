@@ -18,27 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_stet import (  # noqa: E402
-    PIXEL_SIZE_ANGSTROM,
-    SHAPE,
-    SNR,
-    SOLVER,
-    SimulateConfig,
-    TiltGeometry,
-    add_filaments,
-    make_phantom,
-    random_scan_mask,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-    uniform_tilt_subset,
-)
-
-
-def snr_db(x, truth: np.ndarray) -> float:
-    v = x.detach().cpu().numpy().astype(np.float64)
-    return float(10 * np.log10(np.sum(truth**2) / np.sum((truth - v) ** 2)))
-
+from results_stet import SHAPE, full_series, snr_db, stet_phantom, tds_and_ids  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,22 +26,16 @@ if __name__ == "__main__":
     parser.add_argument("--doses", type=float, nargs="+", default=[0.5, 0.2, 0.1])
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     args = parser.parse_args()
-    geom = TiltGeometry.from_range(-70, 70, 1, SHAPE[1:], pixel_size_angstrom=PIXEL_SIZE_ANGSTROM)
-    common = dict(volume_shape=SHAPE, **SOLVER)
     diffs: dict[float, list[float]] = {f: [] for f in args.doses}
     for seed in args.seeds:
-        cell = make_phantom(SimulateConfig(shape=SHAPE, pixel_size_angstrom=PIXEL_SIZE_ANGSTROM,
-                                           n_particles=8, seed=seed))
-        truth = add_filaments(cell, 10, seed=seed)
-        full = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=seed).full
+        _, truth = stet_phantom(seed=seed)
+        geom, full = full_series(truth, seed=seed)
         for i, f in enumerate(args.doses):
-            idx = uniform_tilt_subset(geom.n_tilts, f)
-            mask = random_scan_mask(geom.tilt_series_shape, f, seed=1000 * seed + i)
-            data = np.where(mask, full, np.float32(0.0))
-            tds = max(snr_db(reconstruct_tds(full, geom, tilt_indices=idx, tv_lambda=lam, **common).x, truth)
-                      for lam in args.lambdas)
-            ids = max(snr_db(reconstruct_stet(data, mask, geom, tv_lambda=lam, **common).x, truth)
-                      for lam in args.lambdas)
+            tds = ids = -np.inf
+            for lam in args.lambdas:
+                a, b, _ = tds_and_ids(full, geom, f, mask_seed=1000 * seed + i, tv_lambda=lam,
+                                      volume_shape=SHAPE)
+                tds, ids = max(tds, snr_db(a, truth)), max(ids, snr_db(b, truth))
             diffs[f].append(ids - tds)
             print(f"seed {seed} dose {f:g}: SNR T-DS {tds:.2f} dB, I-DS {ids:.2f} dB, "
                   f"I-DS − T-DS {ids - tds:+.2f} dB", flush=True)

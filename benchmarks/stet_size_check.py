@@ -18,20 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_stet import (  # noqa: E402
-    SNR,
-    SOLVER,
-    SimulateConfig,
-    TiltGeometry,
-    add_filaments,
-    make_phantom,
-    metrics,
-    random_scan_mask,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-    uniform_tilt_subset,
-)
+from results_stet import SNR, full_series, snr_db, stet_phantom, tds_and_ids  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,20 +31,17 @@ if __name__ == "__main__":
     parser.add_argument("--snr", type=float, default=SNR, help="per-pixel SNR (1e6: noise-free)")
     args = parser.parse_args()
     shape = (args.depth, args.width, args.width)
-    cell = make_phantom(SimulateConfig(shape=shape, pixel_size_angstrom=10.0, n_particles=args.particles, seed=0))
-    truth = add_filaments(cell, args.filaments, seed=0)
-    geom = TiltGeometry.from_range(-70, 70, 1, shape[1:], pixel_size_angstrom=10.0)
-    full = simulate_stet(truth, geom, dose_fraction=1.0, snr=args.snr, oversample=2, seed=0).full
-    idx = uniform_tilt_subset(geom.n_tilts, args.dose)
-    mask = random_scan_mask(geom.tilt_series_shape, args.dose, seed=102)
-    data = np.where(mask, full, np.float32(0.0))
-    print(f"shape {shape}, dose {args.dose:g}, SNR {args.snr:g}: T-DS {idx.size} tilts, I-DS {geom.n_tilts} tilts")
+    _, truth = stet_phantom(shape, n_particles=args.particles, n_filaments=args.filaments, seed=0)
+    geom, full = full_series(truth, snr=args.snr, seed=0)
     best = {"T-DS": -np.inf, "I-DS": -np.inf}
     for lam in args.lambdas:
         t = time.perf_counter()
-        a = metrics(reconstruct_tds(full, geom, tilt_indices=idx, tv_lambda=lam, volume_shape=shape, **SOLVER).x, truth)
-        b = metrics(reconstruct_stet(data, mask, geom, tv_lambda=lam, volume_shape=shape, **SOLVER).x, truth)
-        best["T-DS"], best["I-DS"] = max(best["T-DS"], a["snr_db"]), max(best["I-DS"], b["snr_db"])
-        print(f"lambda {lam:g}: SNR T-DS {a['snr_db']:.2f} dB, I-DS {b['snr_db']:.2f} dB "
-              f"({time.perf_counter() - t:.0f} s)", flush=True)
+        a, b, n_tds = tds_and_ids(full, geom, args.dose, mask_seed=102, tv_lambda=lam, volume_shape=shape)
+        if lam == args.lambdas[0]:
+            print(f"shape {shape}, dose {args.dose:g}, SNR {args.snr:g}: T-DS {n_tds} tilts, "
+                  f"I-DS {geom.n_tilts} tilts")
+        sa, sb = snr_db(a, truth), snr_db(b, truth)
+        best["T-DS"], best["I-DS"] = max(best["T-DS"], sa), max(best["I-DS"], sb)
+        print(f"lambda {lam:g}: SNR T-DS {sa:.2f} dB, I-DS {sb:.2f} dB ({time.perf_counter() - t:.0f} s)",
+              flush=True)
     print(f"best_snr_tds_ids: {best['T-DS']:.2f} {best['I-DS']:.2f}")

@@ -5,43 +5,34 @@ Same phantom, noise and solver as results_stet.py, λ = 1 (the best of its grid 
 Prints the SNR over the filament voxels and the SNR of the part of the spectrum above
 0.15 cycles/px, where angular undersampling aliases.
 """
+
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_stet import (  # noqa: E402
-    SHAPE,
-    SNR,
-    SOLVER,
-    SimulateConfig,
-    TiltGeometry,
-    add_filaments,
-    make_phantom,
-    random_scan_mask,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-    uniform_tilt_subset,
-)
-cell = make_phantom(SimulateConfig(shape=SHAPE, pixel_size_angstrom=10.0, n_particles=8, seed=0))
-truth = add_filaments(cell, 10, seed=0)
-thin = (truth - cell) > 0.1   # filament voxels
-geom = TiltGeometry.from_range(-70, 70, 1, SHAPE[1:], pixel_size_angstrom=10.0)
-sim = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=0)
-full = sim.full
-def hf_snr(v):
-    # SNR of the high-pass part (|k| > 0.15 cycles/px), where angular undersampling aliases
+from results_stet import SHAPE, full_series, stet_phantom, tds_and_ids  # noqa: E402
+
+
+def masked_snr_db(v: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(truth[where] ** 2) / np.sum((truth[where] - v[where]) ** 2)))
+
+
+def high_pass_snr_db(v: np.ndarray, truth: np.ndarray, cutoff: float = 0.15) -> float:
+    """SNR of the spectrum above ``cutoff`` cycles/px."""
     ft, fv = np.fft.fftn(truth), np.fft.fftn(v)
-    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n)**2 for n in truth.shape], indexing="ij")))
-    hp = k > 0.15
-    return 10*np.log10(np.sum(np.abs(ft[hp])**2)/np.sum(np.abs(ft[hp]-fv[hp])**2))
-for f, seed in ((0.2, 101), (0.1, 102)):
-    idx = uniform_tilt_subset(geom.n_tilts, f)
-    mask = random_scan_mask(geom.tilt_series_shape, f, seed=seed)
-    data = np.where(mask, full, np.float32(0.0))
-    a = reconstruct_tds(full, geom, tilt_indices=idx, tv_lambda=1.0, volume_shape=SHAPE, **SOLVER).x.numpy()
-    b = reconstruct_stet(data, mask, geom, tv_lambda=1.0, volume_shape=SHAPE, **SOLVER).x.numpy()
-    s = lambda v, m: 10*np.log10(np.sum(truth[m]**2)/np.sum((truth[m]-v[m])**2))
-    print(f, f"filament-voxel SNR T-DS {s(a,thin):.2f} I-DS {s(b,thin):.2f} | high-pass SNR T-DS {hf_snr(a):.2f} I-DS {hf_snr(b):.2f}", flush=True)
+    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in truth.shape], indexing="ij")))
+    hp = k > cutoff
+    return float(10 * np.log10(np.sum(np.abs(ft[hp]) ** 2) / np.sum(np.abs(ft[hp] - fv[hp]) ** 2)))
+
+
+if __name__ == "__main__":
+    cell, truth = stet_phantom()
+    thin = (truth - cell) > 0.1  # filament voxels
+    geom, full = full_series(truth)
+    for f, seed in ((0.2, 101), (0.1, 102)):
+        a, b, _ = tds_and_ids(full, geom, f, mask_seed=seed, tv_lambda=1.0, volume_shape=SHAPE)
+        print(f, f"filament-voxel SNR T-DS {masked_snr_db(a, truth, thin):.2f} "
+              f"I-DS {masked_snr_db(b, truth, thin):.2f} | high-pass SNR T-DS "
+              f"{high_pass_snr_db(a, truth):.2f} I-DS {high_pass_snr_db(b, truth):.2f}", flush=True)
