@@ -72,7 +72,18 @@ def test_reconstruct_yaml_config_and_typo(simulated, tmp_path):
     assert read_mrc(out).data.shape == (8, 24, 24)
     cfg.write_text("methd: wbp\n")
     result = runner.invoke(app, ["reconstruct", str(simulated / "tilt_series.mrc"), str(out), "--config", str(cfg)])
-    assert result.exit_code == 2 and "methd" in result.output
+    assert result.exit_code == 2 and "unknown option 'methd' (did you mean 'method'?)" in result.output
+
+
+def test_old_option_names_get_the_new_name(tmp_path):
+    """A STET YAML from before the rename (``lam``) is refused with the new name, before any work."""
+    cfg = tmp_path / "stet.yaml"
+    cfg.write_text("reconstruct:\n  lam: 1.0\n")
+    out = tmp_path / "o.mrc"
+    result = runner.invoke(app, ["stet", "reconstruct", str(tmp_path / "absent.mrc"), str(out), "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "unknown option 'lam' (renamed to 'tv_lambda')" in " ".join(result.output.split())
+    assert not out.exists()
 
 
 def _stack(tmp_path, n_images=5, n_angles=5, bad_value=None):

@@ -7,6 +7,7 @@ typos in YAML files.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,13 +26,35 @@ __all__ = [
     "StetSimulateConfig",
     "StetReconstructConfig",
     "StetConfig",
+    "RENAMED_OPTIONS",
 ]
+
+#: Options that were renamed, old name → new name, so old YAML files get a precise hint.
+RENAMED_OPTIONS = {"lam": "tv_lambda"}
 
 
 class BaseConfig(BaseModel):
     """Pydantic base with YAML round trip and no unknown keys."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_options(cls, data: Any) -> Any:
+        """Refuse unknown keys with a hint (the renamed name, or the closest valid one)."""
+        if not isinstance(data, dict):
+            return data
+        fields = list(cls.model_fields)
+        problems = []
+        for key in (k for k in data if k not in cls.model_fields):
+            new = RENAMED_OPTIONS.get(str(key))
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = (f"renamed to '{new}'" if new in cls.model_fields
+                    else f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(fields)}")
+            problems.append(f"unknown option '{key}' ({hint})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return data
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BaseConfig:
