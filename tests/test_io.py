@@ -363,6 +363,37 @@ def test_read_fei_legacy_synthetic(tmp_path: Path, caplog, capsys) -> None:
     np.testing.assert_array_equal(vol.data, stored)
 
 
+def test_load_tilt_series_recognises_an_old_fei_stack(tmp_path: Path, caplog) -> None:
+    """The strict reader refuses old FEI stacks; load_tilt_series falls back to the FEI reader."""
+    from cryowedge.io.tilt_series import load_tilt_series
+
+    rng = np.random.default_rng(3)
+    stored = rng.integers(-32768, 32767, size=(3, 4, 5)).astype(np.int16)
+    angles = [-60.0, 0.5, 60.0]
+    path = tmp_path / "fei.mrc"
+    make_legacy_fei(path, stored, angles)
+    with caplog.at_level(logging.WARNING, logger="cryowedge.io.tilt_series"):
+        series = load_tilt_series(path)  # no angle file: the extended header's angles
+    assert "old FEI/Tecnai stack" in caplog.text
+    np.testing.assert_array_equal(series.data, stored.astype(np.float32) + 32768)
+    np.testing.assert_allclose(series.geometry.tilt_angles_deg, angles)
+    assert series.geometry.pixel_size_angstrom == 1.0  # the FEI header's 1.0 is not trusted
+    # an angle file next to the stack wins, and a disagreement is reported
+    write_tilt_angles(tmp_path / "fei.tlt", [-61.0, 0.5, 60.0])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cryowedge.io.tilt_series"):
+        series = load_tilt_series(path, pixel_size_angstrom=33.6)
+    np.testing.assert_allclose(series.geometry.tilt_angles_deg, [-61.0, 0.5, 60.0])
+    assert "disagree by up to 1.00°" in caplog.text
+    assert series.geometry.pixel_size_angstrom == 33.6
+    # a file that is neither MRC nor FEI keeps the strict reader's error
+    junk = tmp_path / "junk.mrc"
+    junk.write_bytes(bytes(2048))
+    write_tilt_angles(tmp_path / "junk.tlt", [0.0])
+    with pytest.raises(ValueError, match="junk.mrc"):
+        load_tilt_series(junk)
+
+
 def test_read_fei_plain_mrc_has_no_angles_and_no_offset(tmp_path: Path) -> None:
     data = np.arange(-30, 30, dtype=np.int16).reshape(3, 4, 5)
     path = write_mrc(tmp_path / "plain.mrc", data, image_stack=True)

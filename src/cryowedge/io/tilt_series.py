@@ -10,7 +10,7 @@ import numpy as np
 
 from cryowedge._validation import check_finite, check_ndim
 from cryowedge.geometry.tilt import TiltGeometry
-from cryowedge.io.mrc import read_mrc
+from cryowedge.io.mrc import read_fei_tilt_series, read_mrc
 from cryowedge.io.tilt_files import read_mdoc, read_tilt_angles
 
 __all__ = ["TiltSeriesData", "load_tilt_series", "find_angle_file"]
@@ -39,6 +39,32 @@ def find_angle_file(stack_path: str | Path) -> Path | None:
     return None
 
 
+#: Messages of mrcfile's strict reader that mark an old FEI/Tecnai stack (no 'MAP ' id).
+_OLD_FEI_SIGNS = ("Map ID string not found", "Unrecognised machine stamp")
+
+
+def _read_stack(stack_path: Path, permissive: bool) -> tuple[np.ndarray, float | None, np.ndarray | None]:
+    """``(data, header pixel size in Å or None, FEI tilt angles or None)`` of a stack.
+
+    A file the strict reader refuses for lacking the ``MAP`` id or machine stamp is retried
+    as an old FEI/Tecnai stack (:func:`~cryowedge.io.mrc.read_fei_tilt_series`: int16 counts
+    offset, angles from the extended header); its header pixel size is not trusted.
+    """
+    try:
+        mrc = read_mrc(stack_path, permissive=permissive)
+    except ValueError as exc:
+        if not any(sign in str(exc) for sign in _OLD_FEI_SIGNS):
+            raise
+        data, fei_angles = read_fei_tilt_series(stack_path)
+        if fei_angles is None:
+            raise  # no FEI extended header either: a corrupt file, not an old FEI stack
+        logger.warning("%s is an old FEI/Tecnai stack (no 'MAP ' id): read with the FEI reader "
+                       "(int16 counts offset, tilt angles from its extended header)", stack_path.name)
+        return data, None, fei_angles
+    pixel = float(mrc.voxel_size_angstrom[-1]) if mrc.has_voxel_size else None
+    return mrc.data, pixel, None
+
+
 def load_tilt_series(
     stack_path: str | Path,
     angles_path: str | Path | None = None,
@@ -61,7 +87,10 @@ def load_tilt_series(
     pixel_size_angstrom
         Override the header's pixel size (Å); default: the header, else the mdoc, else 1.
     permissive
-        Let the MRC reader accept old/non-standard headers (logged as warnings).
+        Let the MRC reader accept old/non-standard headers (logged as warnings). Old
+        FEI/Tecnai stacks (no ``MAP`` id) are recognised either way and read with
+        :func:`~cryowedge.io.mrc.read_fei_tilt_series`; their extended-header angles serve
+        when no angle file is found, and their header pixel size is ignored.
 
     Raises
     ------
@@ -72,31 +101,37 @@ def load_tilt_series(
     stack_path = Path(stack_path)
     if angles_path is None:
         angles_path = find_angle_file(stack_path)
-        if angles_path is None:
-            raise FileNotFoundError(
-                f"no tilt-angle file found next to {stack_path} (looked for "
-                f"{', '.join(stack_path.stem + s for s in _ANGLE_SUFFIXES)}); pass --angles FILE."
-            )
-    angles_path = Path(angles_path)
-    mrc = read_mrc(stack_path, permissive=permissive)
-    check_ndim(mrc.data, 3, f"tilt series {stack_path.name}", "(n_tilts, y, x)")
-    check_finite(mrc.data, f"tilt series {stack_path.name}")
+    data, header_pixel, fei_angles = _read_stack(stack_path, permissive)
+    if angles_path is None and fei_angles is None:
+        raise FileNotFoundError(
+            f"no tilt-angle file found next to {stack_path} (looked for "
+            f"{', '.join(stack_path.stem + s for s in _ANGLE_SUFFIXES)}); pass --angles FILE."
+        )
+    check_ndim(data, 3, f"tilt series {stack_path.name}", "(n_tilts, y, x)")
+    check_finite(data, f"tilt series {stack_path.name}")
     mdoc_axis = mdoc_pixel = None
-    if angles_path.suffix == ".mdoc":
+    if angles_path is None:
+        angles, angles_name = np.asarray(fei_angles, dtype=np.float64), "the FEI extended header"
+    elif Path(angles_path).suffix == ".mdoc":
         info = read_mdoc(angles_path)
-        angles = np.asarray(info.tilt_angles_deg, dtype=np.float64)
+        angles, angles_name = np.asarray(info.tilt_angles_deg, dtype=np.float64), Path(angles_path).name
         mdoc_axis, mdoc_pixel = info.tilt_axis_angle_deg, info.pixel_size_angstrom
     else:
-        angles = read_tilt_angles(angles_path)
-    if angles.size != mrc.data.shape[0]:
+        angles, angles_name = read_tilt_angles(angles_path), Path(angles_path).name
+    if fei_angles is not None and angles_path is not None and angles.size == fei_angles.size:
+        worst = float(np.max(np.abs(angles - fei_angles)))
+        if worst > 0.05:
+            logger.warning("%s and the FEI extended header of %s disagree by up to %.2f°; using %s",
+                           angles_name, stack_path.name, worst, angles_name)
+    if angles.size != data.shape[0]:
         raise ValueError(
-            f"{angles_path.name} lists {angles.size} tilt angles but {stack_path.name} has "
-            f"{mrc.data.shape[0]} images; they must match one-to-one (wrong angle file, or "
+            f"{angles_name} lists {angles.size} tilt angles but {stack_path.name} has "
+            f"{data.shape[0]} images; they must match one-to-one (wrong angle file, or "
             "excluded views not removed from both?)."
         )
     if pixel_size_angstrom is None:
-        if mrc.has_voxel_size:
-            pixel_size_angstrom = float(mrc.voxel_size_angstrom[-1])
+        if header_pixel is not None:
+            pixel_size_angstrom = header_pixel
         elif mdoc_pixel:
             pixel_size_angstrom = float(mdoc_pixel)
         else:
@@ -106,8 +141,8 @@ def load_tilt_series(
         tilt_axis_angle_deg = float(mdoc_axis) if mdoc_axis is not None else 0.0
     geometry = TiltGeometry(
         tilt_angles_deg=angles,
-        detector_shape=mrc.data.shape[1:],
+        detector_shape=data.shape[1:],
         pixel_size_angstrom=pixel_size_angstrom,
         tilt_axis_angle_deg=tilt_axis_angle_deg,
     )
-    return TiltSeriesData(data=np.asarray(mrc.data, dtype=np.float32), geometry=geometry, source=stack_path)
+    return TiltSeriesData(data=np.asarray(data, dtype=np.float32), geometry=geometry, source=stack_path)
