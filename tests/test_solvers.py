@@ -325,6 +325,19 @@ def test_every_solver_reduces_the_residual_on_the_projector(name, device, rng):
     assert res.history["residual_norm"][-1] < 0.5 * float(torch.linalg.vector_norm(b))
 
 
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_cuda_and_cpu_solvers_agree(name, rng):
+    """The same iterations on the GPU and the CPU give the same tomogram (float32 sum order aside)."""
+    op = _small_projector()
+    b = op(torch.as_tensor(rng.random(op.domain_shape), dtype=torch.float32))
+    kwargs = {"lam": 0.01} if name == "tv" else {}
+    on_cpu = SOLVERS[name](op, b, n_iter=5, **kwargs).x
+    on_gpu = SOLVERS[name](op, b.to("cuda"), n_iter=5, **kwargs).x
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-4 * float(on_cpu.abs().max()))
+
+
 # --------------------------------------------------------------------------- bad input
 
 

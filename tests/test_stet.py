@@ -156,6 +156,17 @@ def test_stet_tv_lambda_is_the_solver_lambda_on_unit_std_measured_pixels(rng):
     np.testing.assert_allclose(ours.numpy(), direct.numpy(), rtol=1e-4, atol=1e-5 * float(direct.abs().max()))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stet_reconstruction_on_cuda_matches_cpu():
+    shape = (8, 12, 12)
+    geom = TiltGeometry.from_range(-70, 70, 5, shape[1:])
+    sim = simulate_stet(shepp_logan_3d(shape), geom, dose_fraction=0.3, snr=10.0, oversample=1, seed=0)
+    on_cpu = reconstruct_stet(sim.data, sim.mask, geom, volume_shape=shape, n_iter=5).x
+    on_gpu = reconstruct_stet(sim.data, sim.mask, geom, volume_shape=shape, n_iter=5, device="cuda").x
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-4 * float(on_cpu.abs().max()))
+
+
 def test_tiny_ids_reconstruction_beats_zero_filled_fbp():
     from cryowedge import fbp
 
