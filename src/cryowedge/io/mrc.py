@@ -166,7 +166,8 @@ def _log_caught(caught: list[warnings.WarningMessage], path: Path, quiet: set[st
 def _open_mrc(path: Path, permissive: bool, quiet: frozenset[str] = frozenset()):
     """Open ``path`` with mrcfile, turning its failures into ValueErrors that name the file.
 
-    Returns the open ``MrcFile`` (caller closes it) and the list of warning texts.
+    Returns the open ``MrcFile`` (caller closes it). A file that opens but has no readable
+    data block is closed and refused here, quoting mrcfile's warnings.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -185,7 +186,15 @@ def _open_mrc(path: Path, permissive: bool, quiet: frozenset[str] = frozenset())
                 "otherwise the file is corrupt, truncated or not MRC."
             ) from err
     _log_caught(caught, path, set(quiet))
-    return mrc, [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught]
+    if mrc.data is None:
+        mrc.close()
+        details = "; ".join(messages) or "no data block"
+        raise ValueError(
+            f"cannot read the data block of {str(path)!r}: mrcfile says: {details}. "
+            "The file is corrupt or truncated."
+        )
+    return mrc
 
 
 def _native(array: np.ndarray) -> np.ndarray:
@@ -249,14 +258,8 @@ def read_mrc(
     """
     path = Path(path)
     _check_readable(path, "MRC file")
-    mrc, messages = _open_mrc(path, permissive)
+    mrc = _open_mrc(path, permissive)
     with mrc:
-        if mrc.data is None:
-            details = "; ".join(messages) or "no data block"
-            raise ValueError(
-                f"cannot read the data block of {str(path)!r}: mrcfile says: {details}. "
-                "The file is corrupt or truncated."
-            )
         raw = mrc.data
         header = mrc.header
         voxel = (
@@ -529,14 +532,8 @@ def read_fei_tilt_series(
     path = Path(path)
     _check_readable(path, "FEI tilt series")
     expected = frozenset({"Map ID string not found", "Unrecognised machine stamp"})
-    mrc, messages = _open_mrc(path, permissive=True, quiet=expected)
+    mrc = _open_mrc(path, permissive=True, quiet=expected)
     with mrc:
-        if mrc.data is None:
-            details = "; ".join(messages) or "no data block"
-            raise ValueError(
-                f"cannot read the data block of {str(path)!r}: mrcfile says: {details}. "
-                "The file is corrupt or truncated."
-            )
         raw = mrc.data
         if raw.ndim == 2:
             raw = raw[np.newaxis]
