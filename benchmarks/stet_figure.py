@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_stet import DOSES as TABLE_DOSES  # noqa: E402
 from results_stet import PIXEL_SIZE_ANGSTROM, SHAPE, full_series, snr_db, stet_phantom, tds_and_ids  # noqa: E402
 
-from cryowedge.io._atomic import atomic_write  # noqa: E402
-from cryowedge.viz.figures import _plt, orthoslice_panel  # noqa: E402
+from cryowedge.viz.figures import _plt, orthoslice_panel, save_png  # noqa: E402
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 DOSES = {0.5: 1.0, 0.1: 1.0, 0.03: 0.3}  # dose -> λ (best of results_stet.py's table)
@@ -53,8 +52,5 @@ if __name__ == "__main__":
         ax.set_xlabel("x (nm)")
         ax.legend(fontsize=7)
     axes[0].set_ylabel(f"density, XY slice z={z}, row y={row}")
-    fig.tight_layout()
-    with atomic_write(FIGURES / "stet_profiles.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, FIGURES / "stet_profiles.png")
     print("snr_db: " + "; ".join(f"{k} {v:.2f}" for k, v in scores.items()))

@@ -10,7 +10,7 @@ import numpy as np
 
 from cryowedge.io._atomic import atomic_write
 
-__all__ = ["orthoslice_panel", "fsc_plot", "central_slices"]
+__all__ = ["orthoslice_panel", "fsc_plot", "central_slices", "save_png"]
 
 
 def _numpy(volume: Any) -> np.ndarray:
@@ -34,6 +34,16 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig: Any, path: str | Path) -> Path:
+    """Lay out ``fig``, write it atomically as a 110-dpi PNG at ``path``, close it; return the path."""
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _plt().close(fig)
+    return path
 
 
 def orthoslice_panel(
@@ -72,12 +82,7 @@ def orthoslice_panel(
                 ax.set_ylabel(label)
     if pixel_size_angstrom:
         fig.suptitle(f"central slices ({pixel_size_angstrom:g} Å/voxel)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def fsc_plot(
@@ -101,9 +106,4 @@ def fsc_plot(
     ax.set_xlim(0, 0.5 / pixel_size_angstrom)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.2)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
