@@ -87,10 +87,12 @@ def load_tilt_series(
     pixel_size_angstrom
         Override the header's pixel size (Å); default: the header, else the mdoc, else 1.
     permissive
-        Let the MRC reader accept old/non-standard headers (logged as warnings). Old
-        FEI/Tecnai stacks (no ``MAP`` id) are recognised either way and read with
-        :func:`~cryowedge.io.mrc.read_fei_tilt_series`; their extended-header angles serve
-        when no angle file is found, and their header pixel size is ignored.
+        Let the MRC reader accept old/non-standard headers (logged as warnings) and return
+        the stored values as they are. With the default ``False`` (as the CLI uses), a stack
+        the strict reader refuses for lacking the ``MAP`` id is recognised as an old
+        FEI/Tecnai stack and read with :func:`~cryowedge.io.mrc.read_fei_tilt_series`
+        (int16 counts offset undone); its extended-header angles serve when no angle file is
+        found, and its header pixel size is ignored.
 
     Raises
     ------
@@ -99,8 +101,7 @@ def load_tilt_series(
         number of images, before anything else is done.
     """
     stack_path = Path(stack_path)
-    if angles_path is None:
-        angles_path = find_angle_file(stack_path)
+    angles_path = find_angle_file(stack_path) if angles_path is None else Path(angles_path)
     data, header_pixel, fei_angles = _read_stack(stack_path, permissive)
     if angles_path is None and fei_angles is None:
         raise FileNotFoundError(
@@ -112,12 +113,12 @@ def load_tilt_series(
     mdoc_axis = mdoc_pixel = None
     if angles_path is None:
         angles, angles_name = np.asarray(fei_angles, dtype=np.float64), "the FEI extended header"
-    elif Path(angles_path).suffix == ".mdoc":
+    elif angles_path.suffix == ".mdoc":
         info = read_mdoc(angles_path)
-        angles, angles_name = np.asarray(info.tilt_angles_deg, dtype=np.float64), Path(angles_path).name
+        angles, angles_name = np.asarray(info.tilt_angles_deg, dtype=np.float64), angles_path.name
         mdoc_axis, mdoc_pixel = info.tilt_axis_angle_deg, info.pixel_size_angstrom
     else:
-        angles, angles_name = read_tilt_angles(angles_path), Path(angles_path).name
+        angles, angles_name = read_tilt_angles(angles_path), angles_path.name
     if fei_angles is not None and angles_path is not None and angles.size == fei_angles.size:
         worst = float(np.max(np.abs(angles - fei_angles)))
         if worst > 0.05:
