@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from cryowedge.viz import save_png
+
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4.2))
 
 # Left: the XZ plane (perpendicular to the tilt axis y), a bead and its projection at +30°.
@@ -52,5 +54,4 @@ ax2.set_xlim(-1.2, 1.2)
 ax2.set_ylim(-1.45, 1.2)
 ax2.set_aspect("equal")
 ax2.axis("off")
-fig.tight_layout()
-fig.savefig(Path(__file__).with_name("conventions.png"), dpi=110)
+save_png(fig, Path(__file__).with_name("conventions.png"))
