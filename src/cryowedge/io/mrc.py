@@ -26,6 +26,7 @@ import mrcfile
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from .._arrays import to_numpy
 from .._validation import check_finite, check_ndim, check_positive
 from ._atomic import atomic_write
 
@@ -301,12 +302,6 @@ def read_mrc(
 # --------------------------------------------------------------------------- write
 
 
-def _to_numpy(data: Any) -> np.ndarray:
-    if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch.Tensor without importing torch
-        data = data.detach().cpu().numpy()
-    return np.asarray(data)
-
-
 def _mrc_compatible(array: np.ndarray, name: str = "data") -> np.ndarray:
     """Convert ``array`` to a dtype that MRC stores exactly (see :func:`write_mrc`)."""
     kind = array.dtype.kind
@@ -398,7 +393,7 @@ def write_mrc(
     Header values are float32; see the module docstring for how they read back exactly.
     An image stack with a single image reads back as a 2D ``(y, x)`` image.
     """
-    array = _to_numpy(data)
+    array = to_numpy(data)
     check_ndim(
         array, (2, 3), "data", "(z, y, x) volume, (n_tilts, y, x) tilt series or (y, x) image"
     )

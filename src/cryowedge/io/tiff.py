@@ -17,9 +17,10 @@ import numpy as np
 import tifffile
 from numpy.typing import ArrayLike
 
+from .._arrays import to_numpy
 from .._validation import check_finite, check_ndim, check_positive
 from ._atomic import atomic_write
-from .mrc import MrcVolume, _as_zyx_triplet, _to_numpy
+from .mrc import MrcVolume, _as_zyx_triplet
 
 __all__ = ["read_tiff_volume", "write_tiff_volume"]
 
@@ -236,7 +237,7 @@ def write_tiff_volume(
     ValueError
         ``data`` is not 2D/3D, is empty or not finite; a voxel size is not > 0.
     """
-    array = _to_numpy(data)
+    array = to_numpy(data)
     check_ndim(array, (2, 3), "data", "(z, y, x) volume or (y, x) image")
     if array.size == 0:
         raise ValueError(f"data is empty (shape {array.shape}); nothing to write to {str(path)!r}.")

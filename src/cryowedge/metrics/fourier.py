@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import to_numpy
 from .._validation import (
     check_finite,
     check_in_range,
@@ -23,7 +24,7 @@ from .._validation import (
     check_positive,
     check_positive_int,
 )
-from .image import _as_bool_mask, _as_float_array, _prepare_pair, _to_numpy
+from .image import _as_bool_mask, _as_float_array, _prepare_pair
 
 __all__ = [
     "FSCResult",
@@ -101,8 +102,8 @@ def resolution_at_threshold(
         Resolution in Å. ``2 * pixel_size_angstrom`` (Nyquist) if the curve never drops
         below the threshold; ``inf`` if it is already below at the first shell.
     """
-    freq = np.asarray(_to_numpy(frequency), dtype=np.float64)
-    corr = np.asarray(_to_numpy(correlation), dtype=np.float64)
+    freq = np.asarray(to_numpy(frequency), dtype=np.float64)
+    corr = np.asarray(to_numpy(correlation), dtype=np.float64)
     if freq.ndim != 1 or corr.ndim != 1 or freq.shape != corr.shape or freq.size == 0:
         raise ValueError(
             "frequency and correlation must be non-empty 1D arrays of equal length, got "
@@ -321,7 +322,7 @@ fourier_ring_correlation = fourier_shell_correlation
 
 
 def _as_weight_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
-    arr = _to_numpy(mask)
+    arr = to_numpy(mask)
     if arr.dtype == np.bool_:
         return _as_bool_mask(arr, shape).astype(np.float64)
     m = _as_float_array(arr, "mask")
@@ -341,7 +342,7 @@ def _as_weight_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _as_region(region: Any, shape: tuple[int, ...], name: str, centered: bool) -> np.ndarray:
-    arr = _to_numpy(region)
+    arr = to_numpy(region)
     if arr.dtype != np.bool_:
         raise TypeError(
             f"{name} must be a boolean Fourier-space array (True = include), got "

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from .._arrays import to_numpy
 from .._validation import check_finite, check_ndim, check_positive
 
 __all__ = [
@@ -42,26 +43,11 @@ SSIM_TRUNCATE = 3.5
 # ----------------------------------------------------------------------------------------
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    """Return ``value`` as a NumPy array (torch tensors are detached and moved to the CPU)."""
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            if value.dtype == torch.bfloat16:  # no NumPy equivalent
-                value = value.float()
-            return value.numpy()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
-    return np.asarray(value)
-
-
 def _as_float_array(value: Any, name: str) -> np.ndarray:
     """Convert a real array or tensor to a finite float64 array, raising on bad input."""
     if value is None:
         raise TypeError(f"{name} must be a NumPy array or torch tensor, got None.")
-    arr = _to_numpy(value)
+    arr = to_numpy(value)
     if np.iscomplexobj(arr):
         raise TypeError(
             f"{name} must be real-valued, got a complex array (shape={arr.shape}, "
@@ -101,7 +87,7 @@ def _as_bool_mask(
     mask: Any, shape: tuple[int, ...], name: str = "mask", *, allow_empty: bool = False
 ) -> np.ndarray:
     """Validate a boolean mask of the given shape and return it as a NumPy bool array."""
-    arr = _to_numpy(mask)
+    arr = to_numpy(mask)
     if arr.dtype != np.bool_:
         raise TypeError(
             f"{name} must be a boolean array (True = use this voxel), got dtype={arr.dtype} "
