@@ -163,3 +163,47 @@ def test_rotate_volume_identity_and_errors():
         rotate_volume(vol[0], np.eye(3))
     with pytest.raises(ValueError, match=r"\(\.\.\., 3, 3\)"):
         rotate_volume(vol, np.eye(2))
+
+
+def test_relion_matrix_is_inverse_of_scipy_active_zyz():
+    # The documented mapping to scipy: R_relion = Rotation.from_euler("ZYZ", ...).inv().
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(4)
+    angles = rng.uniform(-180, 180, size=(50, 3))
+    m = euler_zyz_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    active = Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix()
+    np.testing.assert_allclose(m, np.swapaxes(active, -1, -2), atol=1e-12)
+    # ... and the explicit formula of the module docstring, entry by entry.
+    rot, tilt, psi = np.deg2rad(angles.T)
+    c1, s1, c2, s2, c3, s3 = np.cos(rot), np.sin(rot), np.cos(tilt), np.sin(tilt), np.cos(psi), np.sin(psi)
+    np.testing.assert_allclose(m[:, 0, 1], c3 * c2 * s1 + s3 * c1, atol=1e-12)
+    np.testing.assert_allclose(m[:, 1, 2], s3 * s2, atol=1e-12)
+    np.testing.assert_allclose(m[:, 2, 0], s2 * c1, atol=1e-12)
+
+
+def test_quaternion_agrees_with_euler_and_batches():
+    # 90 deg about z as a quaternion is the active rotation x -> y; RELION's rot = -90
+    # (passive Rz) is the same matrix.
+    q = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])
+    np.testing.assert_allclose(quaternion_to_matrix(q), euler_zyz_to_matrix(-90, 0, 0), atol=1e-12)
+    qs = np.random.default_rng(2).standard_normal((2, 3, 4))
+    m = quaternion_to_matrix(qs)
+    assert m.shape == (2, 3, 3, 3)
+    np.testing.assert_allclose(m[1, 2], quaternion_to_matrix(qs[1, 2]), atol=1e-15)
+    # q and -q are the same rotation.
+    np.testing.assert_allclose(quaternion_to_matrix(-qs), m, atol=1e-12)
+    with pytest.raises(ValueError, match="non-zero"):
+        quaternion_to_matrix([0, 0, 0, 0])
+
+
+def test_near_gimbal_lock_and_bad_matrices():
+    for tilt in (1e-6, 180.0 - 1e-6):  # within scipy's 1e-7 rad lock threshold
+        m = euler_zyz_to_matrix(40.0, tilt, 25.0)
+        rot, t, psi = matrix_to_euler_zyz(m)
+        assert rot == 0.0
+        np.testing.assert_allclose(euler_zyz_to_matrix(rot, t, psi), m, atol=1e-7)
+    with pytest.raises(ValueError, match="determinant"):
+        matrix_to_euler_zyz(np.diag([1.0, 1.0, -1.0]))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3, 3\)"):
+        matrix_to_euler_zyz(np.eye(4))

@@ -23,6 +23,14 @@ Rows 1-2 span the projection (detector) plane and row 3 is the projection direct
 to the projection frame ``R @ r``. :func:`rotate_volume` rotates the *object* by the
 matrix: ``out(R @ r) = in(r)``; hence summing ``rotate_volume(v, R)`` along ``z`` gives
 the RELION projection of ``v`` for the angles of ``R``.
+
+The conversions are computed with :class:`scipy.spatial.transform.Rotation`. Its rotations
+are *active* (``Rz(a)`` of scipy is the transpose of the ``Rz(a)`` above), so RELION's
+matrix is the **inverse** of scipy's intrinsic ``"ZYZ"`` rotation of the same angles::
+
+    R_relion(rot, tilt, psi) = Rotation.from_euler("ZYZ", [rot, tilt, psi], degrees=True).inv()
+
+(equivalently ``R_relion.T`` is the active rotation ``Rz(rot) Ry(tilt) Rz(psi)``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from cryowedge._validation import check_finite, check_ndim, check_positive_int
 
@@ -90,21 +99,10 @@ def euler_zyz_to_matrix(
     for value, name in ((a1, "rot_deg"), (a2, "tilt_deg"), (a3, "psi_deg")):
         if not np.isfinite(value).all():  # check_finite imports torch: only call it to report
             check_finite(value, name)
-    r1, r2, r3 = np.deg2rad(a1), np.deg2rad(a2), np.deg2rad(a3)
-    c1, s1 = np.cos(r1), np.sin(r1)
-    c2, s2 = np.cos(r2), np.sin(r2)
-    c3, s3 = np.cos(r3), np.sin(r3)
-    m = np.empty(a1.shape + (3, 3), dtype=np.float64)
-    m[..., 0, 0] = c3 * c2 * c1 - s3 * s1
-    m[..., 0, 1] = c3 * c2 * s1 + s3 * c1
-    m[..., 0, 2] = -c3 * s2
-    m[..., 1, 0] = -s3 * c2 * c1 - c3 * s1
-    m[..., 1, 1] = -s3 * c2 * s1 + c3 * c1
-    m[..., 1, 2] = s3 * s2
-    m[..., 2, 0] = s2 * c1
-    m[..., 2, 1] = s2 * s1
-    m[..., 2, 2] = c2
-    return m
+    angles = np.stack([a1, a2, a3], axis=-1).reshape(-1, 3)  # (n, 3) degrees
+    # RELION's passive ZYZ matrix is the inverse of scipy's active intrinsic "ZYZ" rotation.
+    m = Rotation.from_euler("ZYZ", angles, degrees=True).inv().as_matrix()
+    return m.reshape(a1.shape + (3, 3))
 
 
 def matrix_to_euler_zyz(
@@ -127,20 +125,34 @@ def matrix_to_euler_zyz(
         ``tilt`` in ``[0, 180]``.
     """
     m = _check_matrix(matrix, "matrix")
-    tilt = np.arccos(np.clip(m[..., 2, 2], -1.0, 1.0))
-    sin_tilt = np.hypot(m[..., 2, 0], m[..., 2, 1])
-    regular = sin_tilt > eps
-    rot = np.where(regular, np.arctan2(m[..., 2, 1], m[..., 2, 0]), 0.0)
-    psi_regular = np.arctan2(m[..., 1, 2], -m[..., 0, 2])
-    # Gimbal lock: tilt = 0 gives Rz(rot + psi); tilt = 180 gives entries of Rz(psi - rot).
-    psi_up = np.arctan2(m[..., 0, 1], m[..., 0, 0])
-    psi_down = np.arctan2(m[..., 0, 1], -m[..., 0, 0])
-    psi = np.where(regular, psi_regular, np.where(m[..., 2, 2] > 0, psi_up, psi_down))
-    rot_deg, tilt_deg, psi_deg = np.rad2deg(rot), np.rad2deg(tilt), np.rad2deg(psi)
+    batch = m.shape[:-2]
+    flat = m.reshape(-1, 3, 3)
+    det = np.linalg.det(flat)
+    if np.any(det <= 0):
+        i = int(np.argmax(det <= 0))
+        raise ValueError(
+            f"matrix[{i}] has determinant {det[i]:.3g} <= 0 (a reflection or singular matrix); "
+            "pass proper rotation matrices (det = +1)."
+        )
+    # scipy returns (rot, tilt, psi) of the active rotation R^T = Rz(rot) Ry(tilt) Rz(psi),
+    # wrapped into [-180, 180); tilt lies in [0, 180] (180 may come back as -180).
+    rot, tilt, psi = (
+        Rotation.from_matrix(flat).inv().as_euler("ZYZ", degrees=True, suppress_warnings=True).T
+    )
+    tilt = np.abs(tilt)
+    # Gimbal lock (scipy's own test is |tilt| or |tilt - 180| <= 1e-7 rad; ours is sin(tilt)
+    # <= eps): tilt = 0 gives Rz(rot + psi); tilt = 180 gives entries of Rz(psi - rot). The
+    # project's convention puts the whole in-plane rotation into psi and sets rot = 0.
+    sin_tilt = np.hypot(flat[:, 2, 0], flat[:, 2, 1])
+    locked = (sin_tilt <= eps) | (np.deg2rad(np.minimum(tilt, 180.0 - tilt)) <= 1e-7)
+    psi_up = np.rad2deg(np.arctan2(flat[:, 0, 1], flat[:, 0, 0]))
+    psi_down = np.rad2deg(np.arctan2(flat[:, 0, 1], -flat[:, 0, 0]))
+    psi = np.where(locked, np.where(flat[:, 2, 2] > 0, psi_up, psi_down), psi)
+    rot = np.where(locked, 0.0, rot)
     # Map -180 to +180 so that the ranges are (-180, 180].
-    rot_deg = np.where(rot_deg <= -180.0, rot_deg + 360.0, rot_deg)
-    psi_deg = np.where(psi_deg <= -180.0, psi_deg + 360.0, psi_deg)
-    return rot_deg, tilt_deg, psi_deg
+    rot = np.where(rot <= -180.0, rot + 360.0, rot)
+    psi = np.where(psi <= -180.0, psi + 360.0, psi)
+    return rot.reshape(batch), tilt.reshape(batch), psi.reshape(batch)
 
 
 def quaternion_to_matrix(quaternions: ArrayLike) -> np.ndarray:
@@ -163,18 +175,8 @@ def quaternion_to_matrix(quaternions: ArrayLike) -> np.ndarray:
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
     if np.any(norm == 0) or not np.all(np.isfinite(norm)):
         raise ValueError("quaternions must be finite and non-zero; normalise them first.")
-    w, x, y, z = np.moveaxis(q / norm, -1, 0)
-    m = np.empty(q.shape[:-1] + (3, 3), dtype=np.float64)
-    m[..., 0, 0] = 1 - 2 * (y * y + z * z)
-    m[..., 0, 1] = 2 * (x * y - w * z)
-    m[..., 0, 2] = 2 * (x * z + w * y)
-    m[..., 1, 0] = 2 * (x * y + w * z)
-    m[..., 1, 1] = 1 - 2 * (x * x + z * z)
-    m[..., 1, 2] = 2 * (y * z - w * x)
-    m[..., 2, 0] = 2 * (x * z - w * y)
-    m[..., 2, 1] = 2 * (y * z + w * x)
-    m[..., 2, 2] = 1 - 2 * (x * x + y * y)
-    return m
+    m = Rotation.from_quat(q.reshape(-1, 4) / norm.reshape(-1, 1), scalar_first=True).as_matrix()
+    return m.reshape(q.shape[:-1] + (3, 3))
 
 
 def random_rotations(
@@ -182,8 +184,8 @@ def random_rotations(
 ) -> np.ndarray:
     """Rotations drawn uniformly (Haar measure) from SO(3).
 
-    Uses normalised 4D standard-normal vectors as unit quaternions, which are uniform
-    on the 3-sphere and therefore give uniformly distributed rotations.
+    Uses :meth:`scipy.spatial.transform.Rotation.random` (normalised 4D standard-normal
+    vectors as unit quaternions, uniform on the 3-sphere, hence uniform rotations).
 
     Parameters
     ----------
@@ -199,10 +201,7 @@ def random_rotations(
     """
     check_positive_int(n, "n")
     gen = np.random.default_rng(rng)
-    q = gen.standard_normal((int(n), 4))
-    # A zero vector has probability 0; guard anyway so normalisation never divides by 0.
-    q[np.linalg.norm(q, axis=1) == 0] = (1.0, 0.0, 0.0, 0.0)
-    return quaternion_to_matrix(q)
+    return Rotation.random(int(n), rng=gen).as_matrix().reshape(int(n), 3, 3)
 
 
 def xyz_to_zyx_matrix(matrix: ArrayLike) -> np.ndarray:
