@@ -53,6 +53,15 @@ class SimulatedTiltSeries:
     odd: np.ndarray | None = None
 
 
+def _fine_centre_offset(n: int, k: int) -> float:
+    """Centred fine coordinate (fine px) of the coarse centre pixel ``n // 2`` at ``k``× oversampling.
+
+    Coarse index ``i`` sits at fine index ``k·i + (k-1)/2``; the fine grid's own centre is
+    ``(k·n) // 2``. Zero for ``k = 1``; ``(k-1)/2`` for even ``n``; ``-1/2`` or 0 for odd ``n``.
+    """
+    return k * (n // 2) + (k - 1) / 2 - (k * n) // 2
+
+
 def project_volume(
     volume: Any,
     geometry: TiltGeometry,
@@ -64,7 +73,9 @@ def project_volume(
 
     ``oversample > 1`` upsamples the volume (linear interpolation) by that factor, projects
     onto a detector ``oversample`` times finer and bins back, so the data are not generated
-    by exactly the operator used to reconstruct them.
+    by exactly the operator used to reconstruct them. The fine grid rotates about the same
+    physical point as the coarse one (centre pixel ``N // 2``), so a point at centred
+    ``(z, x)`` still projects to column ``x·cos θ + z·sin θ`` (docs/conventions.md).
     """
     check_ndim(volume, 3, "volume", "(z, y, x)")
     check_finite(volume, "volume")
@@ -82,11 +93,21 @@ def project_volume(
             "oversample > 1 needs an aligned geometry (tilt_axis_angle_deg=0, no shifts); "
             "simulate aligned data, then warp it."
         )
+    # align_corners=False puts fine voxel f at coarse index (f - (k-1)/2) / k: the k fine
+    # voxels of a coarse voxel are exactly the k that the binning below sums.
     fine = torch.nn.functional.interpolate(
         vol[None, None], scale_factor=k, mode="trilinear", align_corners=False
     )[0, 0]
     ny, nx = geometry.detector_shape
-    fine_geom = geometry.with_(detector_shape=(ny * k, nx * k))
+    nz, _, nx_vol = vol.shape
+    # The fine projector rotates about fine pixel (k·N)//2, which is not the image of the
+    # coarse centre N//2 under that mapping; a per-tilt detector shift puts the rotation
+    # back on the coarse centre (pixels of the fine grid).
+    off_z, off_x, off_u = (_fine_centre_offset(n, k) for n in (nz, nx_vol, nx))
+    theta = geometry.tilt_angles_rad
+    shift_u = off_u - off_x * np.cos(theta) - off_z * np.sin(theta)
+    shifts = np.stack([np.zeros_like(shift_u), shift_u], axis=1)
+    fine_geom = geometry.with_(detector_shape=(ny * k, nx * k), shifts_px=shifts)
     fine_proj = TiltProjector(fine_geom, tuple(fine.shape))(fine)  # (T, k·ny, k·nx)
     # The fine volume holds k³ times the mass; the projector conserves mass, so summing
     # k×k fine pixels and dividing by k³ gives line integrals in coarse-voxel units.
