@@ -26,7 +26,7 @@ from cryowedge.metrics import (
     ssim,
 )
 
-skimage_metrics = pytest.importorskip("skimage.metrics")
+from skimage import metrics as skimage_metrics  # a runtime dependency since ssim uses it
 
 
 # ----------------------------------------------------------------------------------------
@@ -164,6 +164,31 @@ def test_ssim_uncropped_is_mean_of_full_map():
     )
     assert ssim(x, ref, mask=mask, data_range=dr, crop_border=False) == pytest.approx(
         smap[mask].mean(), abs=1e-6
+    )
+
+
+def _ssim_map_direct(x, ref, data_range, sigma=1.5):
+    """Wang et al. SSIM map written out with SciPy (reflected borders), independent of skimage."""
+    def blur(img):
+        return ndimage.gaussian_filter(img, sigma=sigma, truncate=3.5, mode="reflect")
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, mr = blur(x), blur(ref)
+    vx, vr, cxr = blur(x * x) - mx * mx, blur(ref * ref) - mr * mr, blur(x * ref) - mx * mr
+    return (2 * mx * mr + c1) * (2 * cxr + c2) / ((mx * mx + mr * mr + c1) * (vx + vr + c2))
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (3, 20, 9), (24, 30)])
+def test_ssim_uncropped_matches_direct_formula_on_short_axes(shape):
+    # crop_border=False must average the reflected-border map even when an axis is shorter
+    # than the 11-tap window (scikit-image alone refuses such images).
+    ref = smooth_random(shape, seed=40, sigma=1.0)
+    x = 0.6 * ref + 0.3 * np.random.default_rng(41).normal(size=shape)
+    dr = float(np.ptp(ref))
+    smap = _ssim_map_direct(x, ref, dr)
+    assert ssim(x, ref, crop_border=False) == pytest.approx(smap.mean(), abs=1e-10)
+    assert ssim(x, ref, crop_border=False, sigma=0.8, data_range=2.0) == pytest.approx(
+        _ssim_map_direct(x, ref, 2.0, sigma=0.8).mean(), abs=1e-10
     )
 
 

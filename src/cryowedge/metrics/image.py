@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from skimage.metrics import structural_similarity
 
 from .._arrays import to_numpy
 from .._validation import check_finite, check_ndim, check_positive
@@ -195,22 +195,37 @@ def psnr(
     return 10.0 * math.log10(dr * dr / err)
 
 
-def _ssim_map(x: np.ndarray, ref: np.ndarray, data_range: float, sigma: float) -> np.ndarray:
-    """Per-voxel SSIM (Wang et al. 2004) with a truncated Gaussian window, population moments."""
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
+def _ssim_map(
+    x: np.ndarray, ref: np.ndarray, data_range: float, sigma: float, *, whole: bool
+) -> np.ndarray:
+    """Per-voxel SSIM map from scikit-image, shape of ``x``.
 
-    def blur(img: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(img, sigma=sigma, truncate=SSIM_TRUNCATE, mode="reflect")
-
-    mu_x = blur(x)
-    mu_r = blur(ref)
-    var_x = blur(x * x) - mu_x * mu_x
-    var_r = blur(ref * ref) - mu_r * mu_r
-    cov = blur(x * ref) - mu_x * mu_r
-    num = (2.0 * mu_x * mu_r + c1) * (2.0 * cov + c2)
-    den = (mu_x * mu_x + mu_r * mu_r + c1) * (var_x + var_r + c2)
-    return num / den
+    With ``whole=False`` only voxels at least the window radius from every border are
+    meaningful to the caller (it crops them), and the map is computed on the image as
+    is. With ``whole=True`` the image is first extended by reflection by one window
+    radius (NumPy ``"symmetric"`` = SciPy ``"reflect"``, the mode scikit-image's
+    Gaussian filter uses), so the window fits even on axes shorter than it and the map
+    of the original voxels is exactly the reflected-border map.
+    """
+    radius = int(SSIM_TRUNCATE * sigma + 0.5)
+    pad = radius if whole else 0
+    if pad:
+        x = np.pad(x, pad, mode="symmetric")
+        ref = np.pad(ref, pad, mode="symmetric")
+    _, smap = structural_similarity(
+        x,
+        ref,
+        gaussian_weights=True,
+        sigma=sigma,
+        use_sample_covariance=False,
+        data_range=data_range,
+        K1=0.01,
+        K2=0.03,
+        full=True,
+    )
+    if pad:
+        smap = smap[tuple(slice(pad, n - pad) for n in smap.shape)]
+    return smap
 
 
 def ssim(
@@ -227,9 +242,11 @@ def ssim(
     Local means, variances and the covariance are weighted by an isotropic Gaussian
     window of standard deviation ``sigma`` pixels truncated at 3.5 sigma (an 11-tap
     window for sigma = 1.5), with population (not sample) moments, ``K1 = 0.01`` and
-    ``K2 = 0.03``; the image is extended by reflection at its borders. This is
-    scikit-image's ``structural_similarity(..., gaussian_weights=True, sigma=sigma,
-    use_sample_covariance=False, data_range=data_range)``.
+    ``K2 = 0.03``; the image is extended by reflection at its borders. The SSIM map
+    is scikit-image's ``structural_similarity(x, reference, gaussian_weights=True,
+    sigma=sigma, use_sample_covariance=False, data_range=data_range, full=True)``
+    (the Wang et al. settings); this function adds the mask, the border cropping and
+    an explicit default ``data_range`` (scikit-image refuses to guess one for floats).
 
     Parameters
     ----------
@@ -274,7 +291,7 @@ def ssim(
             "Use crop_border=False or a smaller sigma."
         )
 
-    smap = _ssim_map(x_np, ref_np, dr, sigma)
+    smap = _ssim_map(x_np, ref_np, dr, sigma, whole=not crop_border)
     region = np.ones(x_np.shape, dtype=bool) if m is None else m.copy()
     if crop_border and radius > 0:
         interior = np.zeros_like(region)
