@@ -24,6 +24,7 @@ from cryowedge.recon.filters import (
     exact_weighting,
     fbp_filter,
     normalise_filter_name,
+    normalise_wbp_filter_name,
     padded_length,
     radial_weighting,
     window,
@@ -116,13 +117,16 @@ def _reconstruct(
     projector: TiltProjector | None,
 ) -> torch.Tensor:
     check_tilt_series(tilt_series, geometry)
-    name = normalise_filter_name(filter_name)
+    if method == "fbp":
+        name = normalise_filter_name(filter_name)
+    else:
+        name = normalise_wbp_filter_name(filter_name)
     padding = check_choice(padding, "padding", PADDING_MODES)
     proj = projector if projector is not None else TiltProjector(geometry, volume_shape)
     data = as_tensor(tilt_series, device=device)
     aligned = proj.to_aligned(data)
     n_perp = proj.aligned_shape[-1]
-    if method == "fbp":
+    if method == "fbp" or name == "none":  # "none": plain Δθ-weighted back-projection for both
         n_pad, response = fbp_filter(
             n_perp,
             name,
@@ -138,7 +142,7 @@ def _reconstruct(
         freq = np.fft.rfftfreq(n_pad)
         thickness = proj.domain_shape[0]
         per_tilt = exact_weighting(geometry.tilt_angles_deg, freq, thickness)
-        per_tilt = per_tilt * window(name if name != "sirt" else "ram-lak", freq, cutoff)[None, :]
+        per_tilt = per_tilt * window(name, freq, cutoff)[None, :]
         if radial_cutoff is not None:
             per_tilt = per_tilt * radial_weighting(freq, radial_cutoff, radial_falloff)[None, :]
     logger.debug("%s: %d tilts, filter %s, padded length %d", method, geometry.n_tilts, name, n_pad)
@@ -224,7 +228,14 @@ def wbp(
 
     Same inputs and output as :func:`fbp`; the ramp × ``Δθ`` of FBP is replaced by
     :func:`~cryowedge.recon.filters.exact_weighting` with ``D`` = the volume thickness
-    ``nz``, times the chosen window (and the optional radial low-pass).
+    ``nz``, times the window that ``filter_name`` names (and the optional radial low-pass).
+
+    ``filter_name`` is one of :data:`~cryowedge.recon.filters.WBP_FILTER_NAMES`:
+    ``"ram-lak"`` (default: the exact weighting, no window), ``"shepp-logan"``,
+    ``"cosine"``, ``"hamming"``, ``"hann"``, or ``"none"``, which, as in :func:`fbp`, means
+    no filter at all: plain back-projection weighted by ``Δθ`` (identical to
+    ``fbp(..., filter_name="none")``). ``"sirt"`` is refused with a ``ValueError``: the
+    SIRT-like filter reshapes the FBP ramp, which WBP does not use.
     """
     return _reconstruct(
         tilt_series,

@@ -14,12 +14,14 @@ from cryowedge._validation import check_choice, check_in_range, check_positive, 
 
 __all__ = [
     "FILTER_NAMES",
+    "WBP_FILTER_NAMES",
     "padded_length",
     "ramp_response",
     "window",
     "radial_weighting",
     "sirt_like_factor",
     "exact_weighting",
+    "EXACT_WEIGHTING_WORK_BYTES",
     "fbp_filter",
 ]
 
@@ -27,6 +29,10 @@ __all__ = [
 FILTER_NAMES = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann", "sirt", "none")
 _ALIASES = {"ramlak": "ram-lak", "ramp": "ram-lak", "ram_lak": "ram-lak", "shepp_logan": "shepp-logan",
             "hanning": "hann"}
+#: Names :func:`~cryowedge.recon.fbp.wbp` accepts: the windows on the exact weighting
+#: (``"ram-lak"`` = no window) and ``"none"`` (plain back-projection, as in FBP). The
+#: SIRT-like filter modifies the FBP ramp, which WBP replaces, so it is FBP-only.
+WBP_FILTER_NAMES = tuple(name for name in FILTER_NAMES if name != "sirt")
 
 
 def normalise_filter_name(name: str) -> str:
@@ -34,6 +40,17 @@ def normalise_filter_name(name: str) -> str:
     key = str(name).lower()
     key = _ALIASES.get(key, key)
     return check_choice(key, "filter", FILTER_NAMES)
+
+
+def normalise_wbp_filter_name(name: str) -> str:
+    """Canonical WBP filter name (one of :data:`WBP_FILTER_NAMES`); ``ValueError`` otherwise."""
+    key = normalise_filter_name(name)
+    if key not in WBP_FILTER_NAMES:
+        raise ValueError(
+            f"filter {name!r} is not available for WBP (it modifies the FBP ramp, which WBP's exact "
+            f"weighting replaces); choose one of {', '.join(WBP_FILTER_NAMES)}, or use method 'fbp'."
+        )
+    return key
 
 
 def padded_length(n: int) -> int:
@@ -93,8 +110,16 @@ def sirt_like_factor(ramp: np.ndarray, iterations: int) -> np.ndarray:
     return np.where(ramp <= alpha, 1.0, 1.0 - (1.0 - ratio) ** iterations)
 
 
+#: Default bound on the work array of :func:`exact_weighting` (bytes).
+EXACT_WEIGHTING_WORK_BYTES = 32 * 2**20
+
+
 def exact_weighting(
-    tilt_angles_deg: np.ndarray, freq: np.ndarray, thickness_px: float
+    tilt_angles_deg: np.ndarray,
+    freq: np.ndarray,
+    thickness_px: float,
+    *,
+    max_work_bytes: int = EXACT_WEIGHTING_WORK_BYTES,
 ) -> np.ndarray:
     """Exact (Radermacher) weighting ``(n_tilts, n_freq)`` for weighted back-projection.
 
@@ -104,13 +129,50 @@ def exact_weighting(
     triangle. For dense, even sampling it reduces to ``Δθ·|ν|`` (the FBP ramp); at high
     frequencies, where slices no longer overlap, it stops growing, and uneven tilt spacing
     is compensated automatically.
+
+    Parameters
+    ----------
+    tilt_angles_deg
+        ``(n_tilts,)`` tilt angles in degrees.
+    freq
+        ``(n_freq,)`` frequencies in cycles/px (their sign is ignored).
+    thickness_px
+        Object thickness ``D`` in pixels (> 0).
+    max_work_bytes
+        Bound on the float64 work array: the ``(tilts, tilts, frequencies)`` triangle sums
+        are evaluated in blocks of tilts and frequencies of at most this many bytes
+        (default 32 MiB; a 121-tilt series on a 4k detector would otherwise need ≈ 0.5 GB).
+        The result does not depend on it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_tilts, n_freq)`` float64 weights (1/px).
     """
     check_positive(thickness_px, "thickness_px")
-    theta = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64))
+    check_positive_int(max_work_bytes, "max_work_bytes")
+    theta = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64)).reshape(-1)
+    scaled = thickness_px * np.abs(np.asarray(freq, dtype=np.float64)).reshape(-1)  # D|ν|, (n_freq,)
+    n_tilts, n_freq = theta.size, scaled.size
     dsin = np.abs(np.sin(theta[:, None] - theta[None, :]))  # (a, b)
-    s = thickness_px * np.abs(freq)[None, None, :] * dsin[:, :, None]
-    density = np.clip(1.0 - s, 0.0, None).sum(axis=1)  # (a, n_freq), >= 1 (self term)
-    return 1.0 / (thickness_px * density)
+    # Work block (rows of a, frequencies, all b), b last so each sum runs over a contiguous
+    # axis in the same order whatever the block sizes (identical results).
+    max_elements = max(1, int(max_work_bytes) // 8)
+    rows = max(1, min(n_tilts, max_elements // max(n_tilts, 1)))
+    cols = max(1, min(n_freq, max_elements // max(rows * n_tilts, 1)))
+    density = np.empty((n_tilts, n_freq), dtype=np.float64)
+    work = np.empty((rows, cols, n_tilts), dtype=np.float64)
+    for a0 in range(0, n_tilts, rows):
+        a1 = min(a0 + rows, n_tilts)
+        for f0 in range(0, n_freq, cols):
+            f1 = min(f0 + cols, n_freq)
+            w = work[: a1 - a0, : f1 - f0]
+            np.multiply(scaled[None, f0:f1, None], dsin[a0:a1, None, :], out=w)
+            np.subtract(1.0, w, out=w)
+            np.maximum(w, 0.0, out=w)  # Λ; the self term b = a gives 1, so density >= 1
+            w.sum(axis=-1, out=density[a0:a1, f0:f1])
+    density *= thickness_px
+    return np.reciprocal(density, out=density)
 
 
 def fbp_filter(
