@@ -18,6 +18,9 @@ from cryowedge.metrics import (
     metrics_table_markdown,
     missing_wedge_correlations,
     mse,
+    normalization_gain_offset,
+    normalization_note,
+    normalize_intensity,
     normalized_cross_correlation,
     pearson_correlation,
     psnr,
@@ -488,6 +491,108 @@ def test_compare_volumes_keys_and_consistency():
     mask = np.zeros(shape, dtype=bool)
     mask[6:18, 6:18, 6:18] = True
     assert compare_volumes(x, ref, mask=mask)["rmse"] == pytest.approx(rmse(x, ref, mask=mask))
+
+
+def test_affine_normalisation_makes_gain_and_offset_score_like_the_original():
+    ref = smooth_random((24, 24, 24), seed=50, sigma=1.5)
+    x = ref + 0.1 * np.random.default_rng(51).normal(size=ref.shape)
+    scaled = -0.7 + 3.5 * x  # a reconstruction on another grey scale
+    # Against itself: the rescaled copy is mapped back exactly (PSNR of x vs x is inf).
+    self_aff = compare_volumes(scaled, x, normalize="affine")
+    assert self_aff["ssim"] == pytest.approx(1.0, abs=1e-9)
+    assert self_aff["psnr"] > 200.0 and self_aff["rmse"] < 1e-9
+    assert self_aff["pearson"] == pytest.approx(1.0, abs=1e-12)
+    # Against a reference: a x + b scores exactly like x, raw scores do not.
+    base = compare_volumes(x, ref, normalize="affine")
+    other = compare_volumes(scaled, ref, normalize="affine")
+    for key in ("psnr", "ssim", "rmse", "ncc", "pearson", "fsc05_angstrom"):
+        assert other[key] == pytest.approx(base[key], rel=1e-9), key
+    raw = compare_volumes(scaled, ref)
+    assert raw["psnr"] < base["psnr"] - 20.0 and raw["ssim"] < base["ssim"]
+    # The fit is the least-squares one: no other gain/offset has a smaller error.
+    gain, offset = normalization_gain_offset(scaled, ref, "affine")
+    best = np.mean((gain * scaled + offset - ref) ** 2)
+    for dg, do in [(1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)]:
+        assert np.mean(((gain + dg) * scaled + offset + do - ref) ** 2) > best
+    np.testing.assert_allclose(
+        normalize_intensity(scaled, ref, "affine"), gain * scaled + offset, rtol=1e-12
+    )
+
+
+def test_zscore_normalisation_removes_positive_gain_and_offset():
+    ref = smooth_random((24, 24, 24), seed=52, sigma=1.5)
+    x = ref + 0.2 * np.random.default_rng(53).normal(size=ref.shape)
+    z = normalize_intensity(x, ref, "zscore")
+    assert z.mean() == pytest.approx(ref.mean(), abs=1e-12)
+    assert z.std() == pytest.approx(ref.std(), rel=1e-12)
+    base = compare_volumes(x, ref, normalize="zscore")
+    for gain, offset in [(4.0, 2.0), (0.01, -3.0)]:
+        other = compare_volumes(gain * x + offset, ref, normalize="zscore")
+        for key in ("psnr", "ssim", "rmse", "ncc", "pearson"):
+            assert other[key] == pytest.approx(base[key], rel=1e-9), (gain, key)
+    self_z = compare_volumes(3.0 * ref + 1.0, ref, normalize="zscore")
+    assert self_z["ssim"] == pytest.approx(1.0, abs=1e-9) and self_z["psnr"] > 200.0
+    # A negative gain is not undone by zscore (its gain is a ratio of std devs, > 0).
+    np.testing.assert_allclose(
+        normalize_intensity(-x, ref, "zscore") + z, 2.0 * ref.mean(), atol=1e-12
+    )
+
+
+def test_normalisation_none_is_the_raw_metric_set_and_pearson_is_invariant():
+    ref = smooth_random((20, 22, 24), seed=54, sigma=1.0)
+    x = 2.0 * ref + 0.5 + 0.1 * np.random.default_rng(55).normal(size=ref.shape)
+    raw = compare_volumes(x, ref)
+    assert raw == compare_volumes(x, ref, normalize="none")
+    assert raw == compare_volumes(x, ref, normalize="NONE")
+    assert raw["psnr"] == pytest.approx(psnr(x, ref)) and raw["ssim"] == pytest.approx(ssim(x, ref))
+    assert raw["rmse"] == pytest.approx(rmse(x, ref))
+    assert normalization_gain_offset(x, ref, "none") == (1.0, 0.0)
+    for method in ("zscore", "affine"):
+        assert compare_volumes(x, ref, normalize=method)["pearson"] == pytest.approx(
+            raw["pearson"], rel=1e-12
+        )
+
+
+def test_affine_fit_uses_the_mask_and_negative_gain_keeps_pearson_sign(caplog):
+    ref = smooth_random((24, 24, 24), seed=56, sigma=1.5)
+    x = 2.0 * ref + 1.0
+    x[:, :, :8] = 100.0  # garbage outside the evaluation region
+    mask = np.zeros(ref.shape, dtype=bool)
+    mask[:, :, 10:] = True
+    gain, offset = normalization_gain_offset(x, ref, "affine", mask=mask)
+    assert gain == pytest.approx(0.5, rel=1e-12) and offset == pytest.approx(-0.5, abs=1e-12)
+    masked = compare_volumes(x, ref, mask=mask, normalize="affine")
+    assert masked["rmse"] < 1e-12
+    # fitted over everything, the garbage spoils the calibration
+    assert compare_volumes(x, ref, normalize="affine")["rmse"] > 0.5 * ref.std()
+    with caplog.at_level("WARNING", logger="cryowedge.metrics.normalize"):
+        inverted = compare_volumes(-ref, ref, normalize="affine")
+    assert "negative" in caplog.text
+    assert inverted["pearson"] == pytest.approx(-1.0, abs=1e-12)
+    assert inverted["ssim"] == pytest.approx(1.0, abs=1e-9)  # the fit flips it back
+    const = normalize_intensity(np.full(ref.shape, 3.0), ref, "affine")
+    np.testing.assert_allclose(const, ref.mean())
+
+
+def test_bad_normalize_value_is_refused():
+    ref = smooth_random((12, 12, 12), seed=57)
+    for bad in ("affine2", "", "z-score"):
+        with pytest.raises(ValueError, match=r"normalize.*none, zscore, affine"):
+            compare_volumes(ref, ref, normalize=bad)
+    with pytest.raises(ValueError, match="normalize.*None"):
+        normalize_intensity(ref, ref, None)
+    with pytest.raises(ValueError, match="normalize 'gain'"):
+        metrics_table_markdown({"a": {"psnr": 1.0}}, normalize="gain")
+
+
+def test_metrics_table_says_which_normalisation():
+    rows = {"FBP": {"psnr": 20.0}}
+    lines = metrics_table_markdown(rows, normalize="affine").splitlines()
+    assert lines[0] == normalization_note("affine")
+    assert "affine" in lines[0] and "least-squares gain and offset" in lines[0]
+    assert lines[1] == "" and lines[2] == "| method | psnr |"
+    assert "raw grey levels" in metrics_table_markdown(rows, normalize="none").splitlines()[0]
+    assert "zscore" in metrics_table_markdown(rows, normalize="zscore").splitlines()[0]
 
 
 def test_metrics_table_markdown():

@@ -21,6 +21,12 @@ from .image import (
     rmse,
     ssim,
 )
+from .normalize import (
+    NORMALIZE_METHODS,
+    normalization_gain_offset,
+    normalization_note,
+    normalize_intensity,
+)
 from .report import compare_volumes, metrics_table_markdown
 
 __all__ = [
@@ -36,6 +42,10 @@ __all__ = [
     "resolution_at_threshold",
     "fourier_region_correlation",
     "missing_wedge_correlations",
+    "NORMALIZE_METHODS",
+    "normalize_intensity",
+    "normalization_gain_offset",
+    "normalization_note",
     "compare_volumes",
     "metrics_table_markdown",
 ]

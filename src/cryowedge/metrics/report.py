@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
 from .._validation import check_ndim, check_positive, check_positive_int
 from .fourier import fourier_shell_correlation, missing_wedge_correlations
 from .image import (
@@ -18,6 +17,7 @@ from .image import (
     rmse,
     ssim,
 )
+from .normalize import _apply, check_normalize, normalization_note
 
 __all__ = ["compare_volumes", "metrics_table_markdown"]
 
@@ -30,6 +30,7 @@ def compare_volumes(
     mask: Any = None,
     wedge_mask: Any = None,
     data_range: float | None = None,
+    normalize: str = "none",
 ) -> dict[str, float]:
     """Compute the standard metric set of ``x`` against ``reference``.
 
@@ -48,6 +49,18 @@ def compare_volumes(
     data_range : float, optional
         Data range for PSNR and SSIM; default ``reference.max() - reference.min()``
         (over the mask).
+    normalize : {"none", "zscore", "affine"}
+        Grey-level calibration of ``x`` against ``reference`` before the metrics
+        (:mod:`cryowedge.metrics.normalize`): ``"affine"`` applies the least-squares
+        gain and offset (fitted inside ``mask`` if given), ``"zscore"`` matches the
+        reference's mean and standard deviation. PSNR, SSIM, RMSE, NCC, the FSC and the
+        wedge correlations then see the calibrated volume; Pearson is computed on the
+        raw ``x`` (it is invariant to a positive gain and offset, and so keeps the sign
+        of an inverted contrast that a negative fitted gain would hide). The default
+        ``"none"`` (raw grey levels) keeps this function consistent with
+        :func:`~cryowedge.metrics.psnr` and :func:`~cryowedge.metrics.ssim` and with
+        earlier releases; ``cryowedge evaluate`` and the results tables use ``"affine"``,
+        the usual choice when comparing methods whose calibration differs.
 
     Returns
     -------
@@ -61,17 +74,20 @@ def compare_volumes(
     SSIM averages its map away from the borders (:func:`~cryowedge.metrics.ssim` with
     ``crop_border=True``), so every axis must be at least 11 voxels long.
     """
+    normalize = check_normalize(normalize)
     x_np, ref_np = _prepare_pair(x, reference)
     check_ndim(x_np, (2, 3), "x", "(y, x) or (z, y, x)")
     pixel_size_angstrom = float(pixel_size_angstrom)
     check_positive(pixel_size_angstrom, "pixel_size_angstrom")
     m = None if mask is None else _as_bool_mask(mask, x_np.shape)
+    raw = x_np
+    x_np = _apply(x_np, ref_np, normalize, m)
 
     fsc = fourier_shell_correlation(x_np, ref_np, mask=m)
     out: dict[str, float] = {
         "psnr": psnr(x_np, ref_np, data_range=data_range, mask=m),
         "ssim": ssim(x_np, ref_np, data_range=data_range, mask=m),
-        "pearson": pearson_correlation(x_np, ref_np, mask=m),
+        "pearson": pearson_correlation(raw, ref_np, mask=m),
         "ncc": normalized_cross_correlation(x_np, ref_np, mask=m),
         "rmse": rmse(x_np, ref_np, mask=m),
         "fsc05_angstrom": fsc.resolution_angstrom(0.5, pixel_size_angstrom),
@@ -101,6 +117,7 @@ def metrics_table_markdown(
     *,
     columns: Sequence[str] | None = None,
     significant_digits: int = 4,
+    normalize: str | None = None,
 ) -> str:
     """Render metric dictionaries as a Markdown table, one row per method.
 
@@ -114,11 +131,17 @@ def metrics_table_markdown(
     significant_digits : int
         Significant digits per value (``format(v, ".4g")`` by default); ``inf``/``nan``
         are written as such.
+    normalize : {"none", "zscore", "affine"}, optional
+        The grey-level normalisation the rows were computed with (``compare_volumes(...,
+        normalize=...)``). When given, the table is preceded by the sentence of
+        :func:`~cryowedge.metrics.normalization_note` and a blank line, so the report
+        says how the volumes were calibrated.
 
     Returns
     -------
     str
-        The table (header, separator, one line per method), ending with a newline.
+        The table (header, separator, one line per method), ending with a newline;
+        with ``normalize`` the note line and a blank line come first.
     """
     if not isinstance(rows, Mapping) or len(rows) == 0:
         raise ValueError(
@@ -126,6 +149,7 @@ def metrics_table_markdown(
             f"{type(rows).__name__} of length {len(rows) if hasattr(rows, '__len__') else '?'}."
         )
     check_positive_int(significant_digits, "significant_digits")
+    note = None if normalize is None else normalization_note(normalize)
     for name, metrics in rows.items():
         if not isinstance(metrics, Mapping):
             raise TypeError(
@@ -148,4 +172,6 @@ def metrics_table_markdown(
     for name, metrics in rows.items():
         cells = [_format_value(metrics.get(c), significant_digits) for c in columns]
         lines.append(f"| {esc(name)} | " + " | ".join(cells) + " |")
+    if note is not None:
+        lines = [note, "", *lines]
     return "\n".join(lines) + "\n"
