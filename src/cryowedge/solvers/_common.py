@@ -38,7 +38,8 @@ class IterationInfo:
     extras: dict[str, float] = field(default_factory=dict)
 
 
-#: A callback receives an :class:`IterationInfo`; returning ``True`` stops the solver.
+#: A callback receives an :class:`IterationInfo`; returning ``True`` stops the solver. It may
+#: also have an ``on_end(info)`` method, called once when the run ends (see :func:`report`).
 Callback = Callable[[IterationInfo], Any]
 
 
@@ -153,7 +154,8 @@ def report(
     """Record ``info`` into ``result`` (iterate, count, history); True when the solver should stop.
 
     Stopping comes from the tolerance or a callback; ``result.stopped_early`` is set when
-    that happens before the last iteration.
+    that happens before the last iteration. When the run ends here (a stop, or the last
+    iteration), the callback's optional ``on_end(info)`` method is called once.
     """
     result.x, result.n_iter = info.x, info.iteration
     result.record(info)
@@ -168,4 +170,6 @@ def report(
         stop = True
     if stop:
         result.stopped_early = info.iteration < info.n_iter
+    if (stop or info.iteration >= info.n_iter) and callable(getattr(callback, "on_end", None)):
+        callback.on_end(info)  # optional hook: the run ends here (e.g. a progress bar stops)
     return stop

@@ -43,8 +43,18 @@ class StoreIterates:
 class ProgressCallback:
     """A rich progress bar with ETA and the current residual/objective.
 
-    Use as a context manager (``with ProgressCallback("SIRT") as cb: sirt(..., callback=cb)``)
-    or pass an existing ``rich.progress.Progress`` to share one display.
+    Three ways to use it:
+
+    * passed straight to a solver (``sirt(..., callback=ProgressCallback("SIRT"))``): the
+      bar starts at the first iteration and its display stops when the run ends (last
+      iteration, tolerance or a stopping callback: the solver calls :meth:`on_end`), or
+      at the latest when the callback is garbage-collected or :meth:`close` is called;
+    * as a context manager (``with ProgressCallback("SIRT") as cb: ...``): the display
+      lives until the ``with`` block ends, so several runs can share it;
+    * with an existing ``rich.progress.Progress`` (``progress=``): one task is added to
+      that display, which the caller starts and stops.
+
+    ``progress`` is the ``rich.progress.Progress`` in use (``None`` before the first call).
     """
 
     def __init__(self, description: str = "solving", *, progress: Any = None, total: int | None = None) -> None:
@@ -53,38 +63,65 @@ class ProgressCallback:
         self._progress = progress
         self._task: Any = None
         self._total = total
+        self._running = False  # this object started the display and has not stopped it
+        self._in_with = False
+
+    @property
+    def progress(self) -> Any:
+        """The ``rich.progress.Progress`` showing the bar (``None`` before it was needed)."""
+        return self._progress
+
+    def _start(self) -> None:
+        """Start a fresh display of our own (no-op for a shared ``Progress``)."""
+        if not self._own or self._running:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            transient=False,
+        )
+        self._task = None
+        self._progress.start()
+        self._running = True
+
+    def close(self) -> None:
+        """Stop the display if this object started it (idempotent; a shared one is left alone)."""
+        if self._running and self._progress is not None:
+            self._running = False
+            self._progress.stop()
 
     def __enter__(self) -> ProgressCallback:
-        if self._own:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                transient=False,
-            )
-            self._progress.start()
+        self._start()
+        self._in_with = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._own and self._progress is not None:
-            self._progress.stop()
+        self._in_with = False
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser (interpreter shutdown)
+            pass
 
     def __call__(self, info: IterationInfo) -> None:
-        if self._progress is None:
-            self.__enter__()
+        if self._own and not self._running:
+            self._start()
         if self._task is None:
             self._task = self._progress.add_task(
                 self.description, total=self._total or info.n_iter, status=""
@@ -95,6 +132,15 @@ class ProgressCallback:
         if info.objective == info.objective:
             status.append(f"objective {info.objective:.4g}")
         self._progress.update(self._task, completed=info.iteration, status=", ".join(status))
+
+    def on_end(self, info: IterationInfo) -> None:
+        """The solver's run ended at ``info.iteration``: stop a display started outside ``with``.
+
+        The next run (if any) gets a fresh bar; inside ``with`` the display stays until the
+        block ends, and a shared ``Progress`` is never stopped here.
+        """
+        if not self._in_with:
+            self.close()
 
 
 class CallbackList:
@@ -108,3 +154,10 @@ class CallbackList:
         for cb in self.callbacks:
             stop = (cb(info) is True) or stop
         return stop
+
+    def on_end(self, info: IterationInfo) -> None:
+        """Pass the end of the run on to every callback that has an ``on_end`` hook."""
+        for cb in self.callbacks:
+            end = getattr(cb, "on_end", None)
+            if callable(end):
+                end(info)
