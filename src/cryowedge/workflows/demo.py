@@ -14,7 +14,7 @@ from cryowedge.io.tilt_files import write_tilt_angles
 from cryowedge.metrics import metrics_table_markdown
 from cryowedge.viz.figures import orthoslice_panel
 from cryowedge.workflows._record import ProgressCallback, report, write_run_record
-from cryowedge.workflows.evaluate import evaluate_arrays
+from cryowedge.workflows.evaluate import DEFAULT_NORMALIZE, evaluate_arrays
 from cryowedge.workflows.reconstruct import reconstruct_array
 from cryowedge.workflows.simulate import simulate_from_config
 
@@ -62,7 +62,8 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
     files["orthoslices"] = orthoslice_panel(panel, out / "orthoslices.png", pixel_size_angstrom=px)
     files.update({"metrics_md": out / "metrics.md", "metrics_json": out / "metrics.json", "fsc": out / "fsc.png"})
     seconds = time.perf_counter() - start
-    write_text_atomic(out / "metrics.md", metrics_table_markdown(rows) + f"\n\nwall time: {seconds:.1f} s\n")
+    write_text_atomic(out / "metrics.md", metrics_table_markdown(rows, normalize=DEFAULT_NORMALIZE)
+                      + f"\n\nwall time: {seconds:.1f} s\n")
     files["run"] = write_run_record(out, "demo", cfg.model_dump(mode="json"),
                                     {k: str(v) for k, v in files.items()})
     report(progress, "done", 1.0)
