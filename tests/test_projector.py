@@ -129,7 +129,7 @@ def test_gradcheck_autograd_wrapper():
         tilt_axis_angle_deg=20.0,
         shifts_px=[[0.3, -0.2], [0, 0], [1.1, 0.4], [-0.5, 0.7]],
     )
-    op = TiltProjector(geom, (5, 4, 5))
+    op = TiltProjector(geom, (5, geom.aligned_detector_shape[0], 5))
     x = torch.randn(op.domain_shape, dtype=torch.float64, requires_grad=True)
     y = torch.randn(op.range_shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v: apply_forward(op, v), (x,))
@@ -182,3 +182,143 @@ def test_cuda_request_without_gpu_is_clear():
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+# --------------------------------------------------------------------------- matrix build
+
+
+def _reference_projection_matrix(angles_deg, n_perp, nz, nx, shifts_x=None):
+    """The slice matrix built the straightforward way, one tilt at a time (the former code)."""
+    import scipy.sparse as sp
+
+    angles = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
+    shifts = np.zeros(angles.size) if shifts_x is None else np.asarray(shifts_x, float)
+    zc = (np.arange(nz) - nz // 2).astype(np.float64)[:, None]
+    xc = (np.arange(nx) - nx // 2).astype(np.float64)[None, :]
+    voxel = np.arange(nz * nx)
+    blocks = []
+    for t, theta in enumerate(angles):
+        u = (np.cos(theta) * xc + np.sin(theta) * zc).ravel() + (n_perp // 2 + shifts[t])
+        i0 = np.floor(u).astype(np.int64)
+        frac = u - i0
+        rows, cols, vals = [], [], []
+        for di, w in ((0, 1.0 - frac), (1, frac)):
+            i = i0 + di
+            ok = (i >= 0) & (i < n_perp) & (w != 0)
+            rows.append(i[ok])
+            cols.append(voxel[ok])
+            vals.append(w[ok])
+        blocks.append(sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_perp, nz * nx)
+        ))
+    return sp.vstack(blocks, format="csr")
+
+
+@pytest.mark.parametrize(
+    "angles, n_perp, nz, nx, shifted",
+    [
+        (np.linspace(-60, 60, 41), 37, 13, 29, False),  # odd sizes, detector wider than slice
+        (np.array([-90.0, 0.0, 30.0, 90.0]), 16, 16, 16, False),  # exact integer positions
+        (np.array([-70.0, -33.3, 5.0, 48.0, 71.0]), 12, 9, 24, True),  # slice wider than detector
+    ],
+)
+def test_vectorised_matrix_equals_per_tilt_loop(angles, n_perp, nz, nx, shifted):
+    from cryowedge.operators.tilt_projector import _BUILD_BLOCK_ENTRIES, build_projection_matrix
+
+    shifts = np.random.default_rng(3).normal(0, 3, angles.size) if shifted else None
+    ref = _reference_projection_matrix(angles, n_perp, nz, nx, shifts)
+    got = build_projection_matrix(angles, n_perp, nz, nx, shifts)
+    assert got.shape == ref.shape and got.nnz == ref.nnz
+    np.testing.assert_array_equal(got.indptr, ref.indptr)
+    np.testing.assert_array_equal(got.indices, ref.indices)
+    np.testing.assert_array_equal(got.data, ref.data)
+    assert _BUILD_BLOCK_ENTRIES > angles.size * nx  # the blocked path is covered below
+
+
+def test_vectorised_matrix_blocks_over_z(monkeypatch):
+    import cryowedge.operators.tilt_projector as tp
+
+    angles = np.linspace(-50, 50, 7)
+    whole = tp.build_projection_matrix(angles, 20, 11, 18)
+    monkeypatch.setattr(tp, "_BUILD_BLOCK_ENTRIES", 7 * 18 * 3)  # three z rows per block
+    blocked = tp.build_projection_matrix(angles, 20, 11, 18)
+    assert (whole != blocked).nnz == 0
+    assert (blocked != _reference_projection_matrix(angles, 20, 11, 18)).nnz == 0
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+def test_gpu_chunk_is_bounded_by_rows_and_elements():
+    from cryowedge.operators.tilt_projector import _GPU_CHUNK_ELEMENTS, chunk_columns_for
+
+    cuda = torch.device("cuda")  # only its type is used: no GPU needed
+    # 64×128×128 volume, 61 tilts: the block is at most ny = 128 columns (was 2**28 / n_rows)
+    n_rows = max(64 * 128, 61 * 128)
+    assert chunk_columns_for(cuda, n_rows, 128) == 128
+    # a huge slice: bounded by the element budget, at least one column
+    assert chunk_columns_for(cuda, 4096 * 4096, 4096) * 4096 * 4096 <= max(_GPU_CHUNK_ELEMENTS, 4096 * 4096)
+    assert chunk_columns_for(cuda, 10**9, 50) == 1
+    assert chunk_columns_for(cuda, 1000, 7, requested=64) == 7  # explicit request capped at ny
+    assert chunk_columns_for("cpu", 1000, 5) == 5
+    assert chunk_columns_for("cpu", 1000, 500) in (16, 32)
+
+
+def test_output_buffer_only_on_cpu():
+    from cryowedge.operators.tilt_projector import _work_buffers
+
+    buf, out = _work_buffers(torch.device("cpu"), torch.float32, (3, 4), 10, 5)
+    assert buf.shape == (3, 4, 5) and out is not None and out.shape == (10, 5)
+    # any non-CPU device (the meta device allocates nothing, like a GPU stand-in)
+    buf, out = _work_buffers(torch.device("meta"), torch.float32, (3, 4), 10, 5)
+    assert buf.shape == (3, 4, 5) and out is None
+
+
+def test_wide_requested_chunk_still_correct():
+    geom = TiltGeometry.from_range(-60, 60, 10, (6, 9))
+    x = torch.randn(5, 6, 9, dtype=torch.float64)
+    ref = TiltProjector(geom, (5, 6, 9), chunk_columns=1)
+    big = TiltProjector(geom, (5, 6, 9), chunk_columns=10**6)  # capped at ny: no huge buffer
+    torch.testing.assert_close(big(x), ref(x))
+    torch.testing.assert_close(big.T(ref(x)), ref.T(ref(x)))
+
+
+# --------------------------------------------------------------------------- slab restriction
+
+
+@pytest.mark.parametrize("shifts", [False, True])
+def test_restrict_rows_equals_slice_of_full(shifts):
+    rng = np.random.default_rng(5)
+    n_t = 9
+    geom = TiltGeometry(
+        tilt_angles_deg=np.linspace(-55, 65, n_t), detector_shape=(14, 17),
+        shifts_px=np.c_[np.zeros(n_t), rng.normal(0, 1.5, n_t)] if shifts else None,
+    )
+    op = TiltProjector(geom, (10, 14, 15))
+    x = torch.randn(op.domain_shape, dtype=torch.float64)
+    y = torch.randn(op.range_shape, dtype=torch.float64)
+    full_fwd, full_adj = op(x), op.T(y)
+    for y0, y1 in ((0, 14), (3, 8), (13, 14)):
+        slab = op.restrict_rows(y0, y1)
+        assert slab._a is op._a and slab._at is op._at and slab._torch is op._torch  # shared
+        assert slab.domain_shape == (10, y1 - y0, 15) and slab.range_shape == (n_t, y1 - y0, 17)
+        torch.testing.assert_close(slab(x[:, y0:y1]), full_fwd[:, y0:y1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(slab.T(y[:, y0:y1]), full_adj[:, y0:y1], rtol=0, atol=1e-12)
+
+
+def test_restrict_rows_dot_product():
+    from conftest import adjoint_mismatch
+
+    geom = TiltGeometry.from_range(-60, 50, 7, (20, 13))
+    slab = TiltProjector(geom, (9, 20, 11)).restrict_rows(4, 11)
+    assert adjoint_mismatch(slab, np.random.default_rng(0)) < 1e-12
+
+
+def test_restrict_rows_refuses_warp_and_bad_rows():
+    warped = TiltProjector(TiltGeometry.from_range(-60, 60, 20, (12, 12), tilt_axis_angle_deg=10))
+    with pytest.raises(ValueError, match="aligned geometry"):
+        warped.restrict_rows(0, 4)
+    op = TiltProjector(TiltGeometry.from_range(-60, 60, 20, (12, 10)))
+    for y0, y1 in ((0, 0), (-1, 3), (5, 13), (6, 4)):
+        with pytest.raises(ValueError, match=r"0 <= y0 < y1 <= ny = 12"):
+            op.restrict_rows(y0, y1)

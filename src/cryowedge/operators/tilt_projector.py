@@ -25,7 +25,7 @@ from cryowedge.operators.base import LinearOperator
 from cryowedge.operators.detector import DetectorWarp, needs_detector_warp
 from cryowedge.operators.elementary import RowForm
 
-__all__ = ["TiltProjector", "build_projection_matrix"]
+__all__ = ["TiltProjector", "build_projection_matrix", "chunk_columns_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 #: measured best on 2 cores (back-projection prefers the narrower block).
 _CPU_CHUNK_COLUMNS = 32
 _CPU_CHUNK_COLUMNS_ADJOINT = 16
-#: Upper bound on the dense working block on GPU, in elements.
-_GPU_CHUNK_ELEMENTS = 2**28
+#: Upper bound on the dense working block on GPU, in elements (2**24 float32 = 64 MiB per
+#: block; the input block, the product and the sparse matrix are what a call holds).
+_GPU_CHUNK_ELEMENTS = 2**24
 
 _MATRIX_CACHE: OrderedDict[Any, tuple[sp.csr_matrix, sp.csr_matrix]] = OrderedDict()
 _MATRIX_CACHE_SIZE = 4
@@ -54,30 +55,60 @@ def build_projection_matrix(
     ``u = x·cos θ + z·sin θ + shift_x`` (centred); its unit mass is split linearly between
     columns ``floor(u)`` and ``floor(u) + 1``. Row index ``t·n_perp + u``, column ``z·nx + x``.
     """
+    return _build_transposed(tilt_angles_deg, n_perp, nz, nx, shifts_x_px).T.tocsr()
+
+
+#: Entries ``(voxel, tilt)`` computed at once while building the matrix (bounds the
+#: temporaries to ~100 MB whatever the volume).
+_BUILD_BLOCK_ENTRIES = 2**21
+
+
+def _build_transposed(
+    tilt_angles_deg: np.ndarray,
+    n_perp: int,
+    nz: int,
+    nx: int,
+    shifts_x_px: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """``Aᵀ`` of :func:`build_projection_matrix` as CSR ``(nz·nx, n_tilts·n_perp)``, float64.
+
+    Vectorised over tilts and voxels: a voxel's row of ``Aᵀ`` holds two weights per tilt,
+    already in increasing column order ``t·n_perp + u``, so the CSR arrays are written
+    in place (blocks of ``z`` rows bound the temporaries). Weights that fall off the
+    detector are written as zeros and removed at the end.
+    """
     angles = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64))
-    shifts = np.zeros(angles.size) if shifts_x_px is None else np.asarray(shifts_x_px, float)
-    zc = (np.arange(nz) - nz // 2).astype(np.float64)[:, None]
-    xc = (np.arange(nx) - nx // 2).astype(np.float64)[None, :]
-    voxel = np.arange(nz * nx)
-    blocks = []
-    for t, theta in enumerate(angles):
-        u = (np.cos(theta) * xc + np.sin(theta) * zc).ravel() + (n_perp // 2 + shifts[t])
-        i0 = np.floor(u).astype(np.int64)
-        frac = u - i0
-        rows, cols, vals = [], [], []
-        for di, w in ((0, 1.0 - frac), (1, frac)):
-            i = i0 + di
-            ok = (i >= 0) & (i < n_perp) & (w != 0)
-            rows.append(i[ok])
-            cols.append(voxel[ok])
-            vals.append(w[ok])
-        blocks.append(
-            sp.csr_matrix(
-                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                shape=(n_perp, nz * nx),
-            )
-        )
-    return sp.vstack(blocks, format="csr")
+    n_t = angles.size
+    shifts = np.zeros(n_t) if shifts_x_px is None else np.asarray(shifts_x_px, float)
+    cos_t, sin_t = np.cos(angles), np.sin(angles)
+    offset = n_perp // 2 + shifts  # (n_t,)
+    xc = (np.arange(nx) - nx // 2).astype(np.float64)[None, :, None]
+    row_base = np.arange(n_t, dtype=np.int64) * n_perp
+    z_block = max(1, _BUILD_BLOCK_ENTRIES // max(1, nx * n_t))
+    per_voxel = 2 * n_t
+    index_dtype = np.int32 if n_t * n_perp < 2**31 else np.int64
+    cols = np.empty(nz * nx * per_voxel, dtype=index_dtype)
+    vals = np.empty(nz * nx * per_voxel, dtype=np.float64)
+    for z0 in range(0, nz, z_block):
+        z1 = min(nz, z0 + z_block)
+        zc = (np.arange(z0, z1) - nz // 2).astype(np.float64)[:, None, None]
+        # u[z, x, t] = x·cos θ + z·sin θ + centre + shift_x (the same arithmetic, in the
+        # same order, as a per-tilt evaluation)
+        u = (cos_t * xc + sin_t * zc) + offset
+        i0f = np.floor(u)
+        frac = u - i0f
+        i0 = i0f.astype(np.int64)
+        block = slice(z0 * nx * per_voxel, z1 * nx * per_voxel)
+        c = cols[block].reshape(z1 - z0, nx, n_t, 2)
+        v = vals[block].reshape(z1 - z0, nx, n_t, 2)
+        c[..., 0] = np.clip(i0, 0, n_perp - 1) + row_base
+        c[..., 1] = np.clip(i0 + 1, 0, n_perp - 1) + row_base
+        v[..., 0] = np.where((i0 >= 0) & (i0 < n_perp), 1.0 - frac, 0.0)
+        v[..., 1] = np.where((i0 >= -1) & (i0 < n_perp - 1), frac, 0.0)
+    indptr = np.arange(0, nz * nx * per_voxel + 1, per_voxel, dtype=np.int64)
+    at = sp.csr_matrix((vals, cols, indptr), shape=(nz * nx, n_t * n_perp))
+    at.eliminate_zeros()
+    return at
 
 
 def _cached_matrices(
@@ -93,12 +124,63 @@ def _cached_matrices(
     if key in _MATRIX_CACHE:
         _MATRIX_CACHE.move_to_end(key)
         return _MATRIX_CACHE[key]
-    a = build_projection_matrix(angles, n_perp, nz, nx, shifts_x)
-    at = a.T.tocsr()
+    at = _build_transposed(angles, n_perp, nz, nx, shifts_x)
+    a = at.T.tocsr()
     _MATRIX_CACHE[key] = (a, at)
     while len(_MATRIX_CACHE) > _MATRIX_CACHE_SIZE:
         _MATRIX_CACHE.popitem(last=False)
     return a, at
+
+
+def chunk_columns_for(
+    device: torch.device | str,
+    n_rows: int,
+    ny: int,
+    *,
+    adjoint: bool = False,
+    requested: int | None = None,
+) -> int:
+    """Dense columns (tilt-axis rows) per sparse product: never more than ``ny``.
+
+    Parameters
+    ----------
+    device
+        Where the product runs; CPU uses cache-sized blocks, other devices a block of at most
+        ``_GPU_CHUNK_ELEMENTS`` elements.
+    n_rows
+        Rows of the dense block, i.e. ``max(nz·nx, n_tilts·n_perp)`` of the slice product.
+    ny
+        Columns available (volume rows along the tilt axis).
+    adjoint
+        Back-projection (CPU prefers a narrower block there).
+    requested
+        An explicit ``chunk_columns``; still capped at ``ny``.
+
+    Returns
+    -------
+    int
+        The chunk width, in ``[1, ny]``.
+    """
+    ny = max(1, int(ny))
+    if requested is not None:
+        return min(ny, max(1, int(requested)))
+    if torch.device(device).type == "cpu":
+        return min(ny, _CPU_CHUNK_COLUMNS_ADJOINT if adjoint else _CPU_CHUNK_COLUMNS)
+    return min(ny, max(1, _GPU_CHUNK_ELEMENTS // max(int(n_rows), 1)))
+
+
+def _work_buffers(
+    device: torch.device, dtype: torch.dtype, in_shape: tuple[int, int], n_out: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The dense input block ``(R_in, C_in, chunk)`` and, on CPU only, a reused output block.
+
+    On CPU the product writes into one reused ``(n_out, chunk)`` buffer: a fresh allocation
+    per chunk costs page faults that showed up as ~5 % of back-projection. Elsewhere (GPU)
+    the caching allocator makes that moot, so no second block is held (``None``).
+    """
+    buf = torch.empty((*in_shape, chunk), dtype=dtype, device=device)
+    out_buf = torch.empty((n_out, chunk), dtype=dtype, device=device) if device.type == "cpu" else None
+    return buf, out_buf
 
 
 class TiltProjector(LinearOperator):
@@ -171,12 +253,8 @@ class TiltProjector(LinearOperator):
             )
         return self._torch[key]
 
-    def _chunk(self, device: torch.device, n_rows: int, adjoint: bool = False) -> int:
-        if self.chunk_columns is not None:
-            return max(1, int(self.chunk_columns))
-        if device.type == "cpu":
-            return _CPU_CHUNK_COLUMNS_ADJOINT if adjoint else _CPU_CHUNK_COLUMNS
-        return max(1, _GPU_CHUNK_ELEMENTS // max(n_rows, 1))
+    def _chunk(self, device: torch.device, n_rows: int, ny: int, adjoint: bool = False) -> int:
+        return chunk_columns_for(device, n_rows, ny, adjoint=adjoint, requested=self.chunk_columns)
 
     def _slice_product(
         self, matrix: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, adjoint: bool = False
@@ -188,21 +266,17 @@ class TiltProjector(LinearOperator):
         """
         n_b, r_in, ny, c_in = src.shape
         _, r_out, _, c_out = dst.shape
-        chunk = self._chunk(src.device, max(r_in * c_in, r_out * c_out), adjoint)
+        chunk = self._chunk(src.device, max(r_in * c_in, r_out * c_out), ny, adjoint)
         src_cols = src.permute(0, 2, 1, 3)  # (B, ny, R_in, C_in) view
         dst_cols = dst.permute(0, 2, 1, 3)  # (B, ny, R_out, C_out) view
-        buf = torch.empty((r_in, c_in, chunk), dtype=src.dtype, device=src.device)
-        # On CPU the product writes into one reused buffer: a fresh (R_out·C_out, chunk)
-        # allocation per chunk costs page faults that showed up as ~5 % of back-projection.
-        reuse = src.device.type == "cpu"
-        out_buf = torch.empty((r_out * c_out, chunk), dtype=src.dtype, device=src.device)
+        buf, out_buf = _work_buffers(src.device, src.dtype, (r_in, c_in), r_out * c_out, chunk)
         for b in range(n_b):
             for y0 in range(0, ny, chunk):
                 y1 = min(ny, y0 + chunk)
                 block = buf[..., : y1 - y0]
                 block.copy_(src_cols[b, y0:y1].permute(1, 2, 0))  # (R_in, C_in, cols)
                 dense = block.reshape(r_in * c_in, y1 - y0)
-                if reuse and y1 - y0 == chunk:
+                if out_buf is not None and y1 - y0 == chunk:
                     out = csr_matmul(matrix, dense, out=out_buf)
                 else:
                     out = csr_matmul(matrix, dense)
@@ -266,6 +340,45 @@ class TiltProjector(LinearOperator):
         return TiltProjector(
             self.geometry[np.asarray(tilt_indices)], self.domain_shape, chunk_columns=self.chunk_columns
         )
+
+    def restrict_rows(self, y0: int, y1: int) -> TiltProjector:
+        """The projector of the slab of tilt-axis rows ``y0:y1``, sharing this one's matrices.
+
+        Rows along the tilt axis are independent, so the slab operator maps a
+        ``(nz, y1 − y0, nx)`` volume to a ``(n_tilts, y1 − y0, n_perp)`` tilt series with the
+        same sparse slice matrices (no rebuild, the device copies are shared too), and
+        ``restrict_rows(y0, y1)(x[:, y0:y1])`` equals ``self(x)[:, :, y0:y1]``. Its geometry is
+        this one's with ``detector_shape = (y1 − y0, n_perp)``.
+
+        Only for geometries without a detector warp (aligned stacks: tilt axis along ``Y``,
+        no shift along it); resample others first (``to_aligned``, or the streaming
+        workflow's :func:`~cryowedge.workflows.streaming.align_tilt_series`).
+
+        Raises
+        ------
+        ValueError
+            If the geometry needs a detector warp, or unless ``0 <= y0 < y1 <= ny``.
+        """
+        nz, ny, nx = self.domain_shape
+        if self.warp is not None:
+            raise ValueError(
+                f"restrict_rows needs an aligned geometry (tilt axis along Y, no y-shifts); this "
+                f"one has tilt_axis_angle_deg={self.geometry.tilt_axis_angle_deg} or y-shifts: "
+                "resample the tilt series into the aligned frame first."
+            )
+        y0, y1 = int(y0), int(y1)
+        if not 0 <= y0 < y1 <= ny:
+            raise ValueError(f"rows {y0}:{y1} must satisfy 0 <= y0 < y1 <= ny = {ny}.")
+        rows = y1 - y0
+        slab = object.__new__(TiltProjector)
+        slab.__dict__.update(self.__dict__)
+        slab.geometry = self.geometry.with_(detector_shape=(rows, self.aligned_shape[2]))
+        slab.domain_shape = (nz, rows, nx)
+        slab.range_shape = slab.geometry.tilt_series_shape
+        slab.aligned_shape = (self.aligned_shape[0], rows, self.aligned_shape[2])
+        # _a, _at and the per-device torch copies (the same dict) are shared, not copied
+        slab._warp_weight = {}
+        return slab
 
     def row_form(self) -> RowForm:
         """The slice matrix and reshapes for row-action methods (ART).
