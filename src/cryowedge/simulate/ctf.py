@@ -35,6 +35,8 @@ __all__ = [
     "ctf_2d",
     "apply_ctf",
     "phase_flip",
+    "defocus_at",
+    "defocus_of_point",
 ]
 
 logger = logging.getLogger(__name__)
@@ -255,3 +257,89 @@ def phase_flip(images: ArrayLike, ctf: ArrayLike) -> np.ndarray:
         raise ValueError(f"images must be (..., ny, nx), got shape {img.shape}.")
     c = np.asarray(ctf)
     return _fourier_multiply(img, np.where(c < 0, -1.0, 1.0), "ctf")
+
+
+def _check_tilt_defocus(tilt_angle_deg: float, defocus_angstrom: float, pixel_size_angstrom: float):
+    check_in_range(tilt_angle_deg, "tilt_angle_deg", -90.0, 90.0)
+    if not np.isfinite(defocus_angstrom):
+        raise ValueError(f"defocus_angstrom must be finite, got {defocus_angstrom!r}.")
+    check_positive(pixel_size_angstrom, "pixel_size_angstrom")
+
+
+def defocus_of_point(
+    x_px: ArrayLike,
+    z_px: ArrayLike,
+    tilt_angle_deg: float,
+    defocus_angstrom: float,
+    pixel_size_angstrom: float,
+) -> np.ndarray:
+    """Defocus of volume points ``(z, x)`` in the tilt image at ``tilt_angle_deg``.
+
+    ``Δf = Δf₀ − p · h`` with the point's height ``h = −x sin θ + z cos θ`` (pixels) along
+    the beam, measured towards the electron source from the plane through the tilt axis
+    that is in focus at ``Δf₀``. Underfocus means the objective lens is focused on a plane
+    *above* the specimen (towards the source), so a point higher up is *less* underfocused.
+    At ``θ = 0`` the volume's ``+z`` points towards the source; ``h`` is the direction
+    orthogonal to the projector's detector coordinate ``u = x cos θ + z sin θ``
+    (docs/conventions.md, "Handedness and IMOD"). At ``θ > 0`` the points on the specimen
+    plane (``z = 0``) at ``+x``, which the projector puts at ``+u``, are the more
+    under-focused ones, as IMOD, Dynamo and novaCTF expect.
+
+    Parameters
+    ----------
+    x_px, z_px : array_like
+        Centred volume coordinates (pixels, relative to index ``N // 2``); broadcast together.
+    tilt_angle_deg : float
+        Tilt angle ``θ`` (degrees, in (−90, 90)).
+    defocus_angstrom : float
+        Defocus ``Δf₀`` at the tilt axis on the specimen mid-plane (Å, positive = underfocus).
+    pixel_size_angstrom : float
+        Voxel / detector pixel size ``p`` (Å).
+
+    Returns
+    -------
+    numpy.ndarray
+        Defocus (Å, positive = underfocus), float64, of the broadcast shape of the inputs.
+    """
+    _check_tilt_defocus(tilt_angle_deg, defocus_angstrom, pixel_size_angstrom)
+    theta = np.deg2rad(tilt_angle_deg)
+    x = np.asarray(x_px, dtype=np.float64)
+    z = np.asarray(z_px, dtype=np.float64)
+    height = -x * np.sin(theta) + z * np.cos(theta)
+    return defocus_angstrom - pixel_size_angstrom * height
+
+
+def defocus_at(
+    u_px: ArrayLike,
+    tilt_angle_deg: float,
+    defocus_angstrom: float,
+    pixel_size_angstrom: float,
+) -> np.ndarray:
+    """Defocus of a tilted specimen plane at detector column ``u`` of an aligned image.
+
+    The specimen mid-plane (volume ``z = 0``) tilted by ``θ`` about the tilt axis (image
+    ``Y``) is seen at column ``u`` (centred pixels) with defocus
+    ``Δf(u) = Δf₀ + p · u · tan θ``: at positive tilts the right side (``+u``, ``+x``) of the
+    aligned image is the more under-focused one (the convention of IMOD, Dynamo and
+    novaCTF). Equals :func:`defocus_of_point` at ``x = u / cos θ``, ``z = 0``.
+
+    Parameters
+    ----------
+    u_px : array_like
+        Detector columns perpendicular to the tilt axis, centred (pixels, relative to
+        ``nx // 2`` of the aligned image), any shape.
+    tilt_angle_deg : float
+        Tilt angle ``θ`` (degrees, in (−90, 90)).
+    defocus_angstrom : float
+        Defocus ``Δf₀`` on the tilt axis (Å, positive = underfocus).
+    pixel_size_angstrom : float
+        Detector pixel size ``p`` (Å).
+
+    Returns
+    -------
+    numpy.ndarray
+        Defocus (Å, positive = underfocus), float64, same shape as ``u_px``.
+    """
+    _check_tilt_defocus(tilt_angle_deg, defocus_angstrom, pixel_size_angstrom)
+    u = np.asarray(u_px, dtype=np.float64)
+    return defocus_angstrom + pixel_size_angstrom * u * np.tan(np.deg2rad(tilt_angle_deg))
