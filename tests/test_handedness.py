@@ -60,7 +60,9 @@ def _handedness(points_xyz: np.ndarray) -> np.ndarray:
     return np.sign(np.einsum("ij,ij->i", np.cross(d[:-2], d[1:-1]), d[2:]))
 
 
-def _render_series_imod(beads_xyz: np.ndarray, angles_deg: np.ndarray, ny: int, nx: int) -> np.ndarray:
+def _render_series_imod(
+    beads_xyz: np.ndarray, angles_deg: np.ndarray, ny: int, nx: int
+) -> np.ndarray:
     """Aligned tilt series ``(n_tilts, ny, nx)`` of Gaussian beads placed by IMOD's equations.
 
     A bead at ``(X, Y, Z)`` of IMOD's rotated tomogram lies at XZ-slice row ``zz = −Z``
@@ -94,7 +96,7 @@ def _bead_volume(beads_xyz: np.ndarray, shape: tuple[int, int, int]) -> torch.Te
 
 
 def _find_beads(volume: np.ndarray, n_expected: int) -> np.ndarray:
-    """Centred ``(x, y, z)`` centroids of the ``n_expected`` brightest blobs of a ``(z, y, x)`` volume."""
+    """Centred ``(x, y, z)`` centroids of the ``n_expected`` brightest blobs in ``(z, y, x)``."""
     smooth = ndimage.gaussian_filter(volume, 1.0)
     labels, n = ndimage.label(smooth > 0.35 * smooth.max())
     assert n >= n_expected, f"found {n} blobs, expected {n_expected}"
