@@ -10,9 +10,11 @@ adjoint is the exact transpose of the forward map.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["trilinear_plan", "gather", "scatter_add", "chunk_elements"]
+__all__ = ["trilinear_plan", "gather", "scatter_add", "chunk_elements", "Kernels"]
 
 #: Samples per chunk (the 8 int64 indices and 8 weights of a sample take 128 B, plus the
 #: gathered values): ~2**18 samples ≈ 50 MiB of temporaries on CPU, 2**20 on GPU.
@@ -84,3 +86,22 @@ def scatter_add(
     """Transpose of :func:`gather`: ``dst[l, idx[i, c]] += weight[i, c] · values[l, i]`` in place."""
     contrib = values[:, :, None] * weight  # (L, n, 8)
     dst.index_add_(1, idx.reshape(-1), contrib.reshape(dst.shape[0], -1))
+
+
+class Kernels:
+    """The raw (non-differentiable) forward/adjoint of an operator with ``_apply(t, adjoint=)``.
+
+    Operators wrap it with :func:`cryowedge.operators.autograd.apply_forward` /
+    ``apply_adjoint`` so that their public ``forward`` and ``adjoint`` are differentiable.
+    """
+
+    def __init__(self, op: Any) -> None:
+        self.op = op
+        self.domain_shape = op.domain_shape
+        self.range_shape = op.range_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op._apply(x, adjoint=False)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op._apply(y, adjoint=True)

@@ -60,21 +60,6 @@ def as_rotation_matrices(matrices_xyz: ArrayLike | torch.Tensor, name: str = "ma
     return _snap_integers(m)
 
 
-class _Kernel:
-    """The non-differentiable forward/adjoint kernels (wrapped by autograd in Rotation3D)."""
-
-    def __init__(self, op: Rotation3D) -> None:
-        self.op = op
-        self.domain_shape = op.domain_shape
-        self.range_shape = op.range_shape
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op._apply(x, adjoint=False)
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self.op._apply(y, adjoint=True)
-
-
 class Rotation3D(LinearOperator):
     """Rotate ``(z, y, x)`` volumes by rotation matrices (trilinear, exact adjoint).
 
@@ -139,7 +124,7 @@ class Rotation3D(LinearOperator):
         # Source position of output voxel o (zyx indices): p = M (o - c) + c, with M = Rᵀ on
         # (z, y, x) vectors (out(r') = in(Rᵀ r')).
         self._sample = np.ascontiguousarray(np.swapaxes(xyz_to_zyx_matrix(self.matrices_xyz), -1, -2))
-        self._kernel = _Kernel(self)
+        self._kernel = _interp.Kernels(self)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ constructors
