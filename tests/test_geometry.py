@@ -122,3 +122,32 @@ def test_angular_weights():
     assert np.isclose(full.sum(), np.pi)
     uneven = angular_weights_rad(np.array([10.0, 0.0, 4.0]))
     np.testing.assert_allclose(uneven, np.deg2rad([6.0, 4.0, 5.0]))
+
+
+def test_equal_geometries_hash_equal():
+    """__eq__ is tolerant (1e-6 on angles); equal objects must still hash equal."""
+    # sums 0.000149995 and 0.000150005: a hash of the angle sum rounded to 4 decimals differs
+    a = TiltGeometry(tilt_angles_deg=[-10.0, 0.00015 - 5e-9, 10.0], detector_shape=(8, 9))
+    b = TiltGeometry(tilt_angles_deg=[-10.0, 0.00015 + 5e-9, 10.0], detector_shape=(8, 9))
+    assert a == b and hash(a) == hash(b)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        angles = np.sort(rng.uniform(-60, 60, 11))
+        kwargs = dict(detector_shape=(16, 20), pixel_size_angstrom=1.35, tilt_axis_angle_deg=85.3,
+                      shifts_px=rng.normal(0, 1, (11, 2)))
+        g = TiltGeometry(tilt_angles_deg=angles, **kwargs)
+        h = TiltGeometry(tilt_angles_deg=angles + rng.uniform(-1e-8, 1e-8, 11), **kwargs)
+        assert g == h and hash(g) == hash(h)
+        assert {g: 1}[h] == 1
+    # unequal geometries may share a hash, but equality still tells them apart
+    c = TiltGeometry(tilt_angles_deg=[-10.0, 1.0, 10.0], detector_shape=(8, 9))
+    assert c != a and len({a, b, c}) == 2
+
+
+def test_nearest_quarter_turn():
+    for axis, k in [(85.3, 1), (-85.3, 3), (94.0, 1), (176.0, 2), (-3.0, 0), (44.0, 0), (46.0, 1)]:
+        g = TiltGeometry(tilt_angles_deg=[0.0], detector_shape=(10, 20), tilt_axis_angle_deg=axis)
+        assert g.nearest_quarter_turns == k
+        assert g.quarter_turns is None
+    # near ±90° the tilt-axis length comes from raw x, as at exactly 90°
+    assert TiltGeometry(tilt_angles_deg=[0.0], detector_shape=(10, 20), tilt_axis_angle_deg=85.3).aligned_detector_shape[0] >= 20

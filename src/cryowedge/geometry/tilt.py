@@ -90,9 +90,16 @@ class TiltGeometry:
         if not np.isfinite(px) or px <= 0:
             raise ValueError(f"pixel_size_angstrom must be > 0 (Å), got {self.pixel_size_angstrom!r}.")
         object.__setattr__(self, "pixel_size_angstrom", px)
-        axis = float(self.tilt_axis_angle_deg)
+        try:
+            axis = float(self.tilt_axis_angle_deg)
+        except (TypeError, ValueError):
+            axis = float("nan")
         if not np.isfinite(axis):
-            raise ValueError(f"tilt_axis_angle_deg must be finite, got {self.tilt_axis_angle_deg!r}.")
+            raise ValueError(
+                f"tilt_axis_angle_deg must be a finite angle in degrees, got "
+                f"{self.tilt_axis_angle_deg!r}; take it from the .mdoc ('Tilt axis angle') or "
+                "pass 0 for an aligned stack."
+            )
         object.__setattr__(self, "tilt_axis_angle_deg", axis)
         if self.shifts_px is not None:
             shifts = np.asarray(self.shifts_px, dtype=np.float64)
@@ -138,21 +145,62 @@ class TiltGeometry:
         return k % 4 if abs(turns - k) < 1e-9 else None
 
     @property
+    def nearest_quarter_turns(self) -> int:
+        """The quarter turn (0–3) nearest to the tilt-axis angle: 85.3° → 1, like 90°."""
+        return int(round(self.tilt_axis_angle_deg / 90.0)) % 4
+
+    @property
+    def tilt_axis_cos_sin(self) -> tuple[float, float]:
+        """``(cos φ, sin φ)`` of the tilt-axis angle φ; exactly 0/±1 for quarter turns.
+
+        Aligned → raw is the counter-clockwise rotation ``raw = R(φ)·aligned + shift`` about
+        the centre pixels (docs/conventions.md).
+        """
+        k = self.quarter_turns
+        if k is not None:  # exact values, so quarter turns are permutations
+            return [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][k]
+        rad = np.deg2rad(self.tilt_axis_angle_deg)
+        return float(np.cos(rad)), float(np.sin(rad))
+
+    @property
     def aligned_detector_shape(self) -> tuple[int, int]:
         """``(n_axis, n_perp)`` detector shape with the tilt axis along ``Y``.
 
-        Equal to :attr:`detector_shape` unless the tilt axis is an odd number of quarter
-        turns, in which case ``ny`` and ``nx`` swap.
+        For a quarter-turn tilt axis this is :attr:`detector_shape`, with ``ny`` and ``nx``
+        swapped for odd turns (an exact permutation about the centre pixels). For any other
+        angle (e.g. 85.3° from a SerialEM ``.mdoc``: the axis lies nearest to raw ``X``, so
+        ``n_axis`` comes from ``nx``) it is the smallest shape whose pixel grid, centred on
+        pixel ``N // 2``, contains every raw pixel centre rotated into the aligned frame, so
+        no raw pixel is lost; it is a few pixels larger than the swapped shape. It depends
+        only on the detector shape and the axis angle (not on ``shifts_px``), so every
+        tilt subset shares it.
         """
+        ny, nx = self.detector_shape
         k = self.quarter_turns
-        if k is not None and k % 2 == 1:
-            return (self.detector_shape[1], self.detector_shape[0])
-        return self.detector_shape
+        if k is not None:
+            return (nx, ny) if k % 2 == 1 else (ny, nx)
+        cos_p, sin_p = self.tilt_axis_cos_sin
+        # Centred raw corner coordinates; the rotation is linear, so corners bound the footprint.
+        ry = np.array([-(ny // 2), ny - 1 - ny // 2], dtype=np.float64)[:, None]
+        rx = np.array([-(nx // 2), nx - 1 - nx // 2], dtype=np.float64)[None, :]
+        al_x = cos_p * rx + sin_p * ry  # aligned = R(-φ)·raw
+        al_y = -sin_p * rx + cos_p * ry
+        return (_grid_size_holding(al_y), _grid_size_holding(al_x))
 
     def default_volume_shape(self, thickness: int | None = None) -> tuple[int, int, int]:
-        """``(z, y, x)`` volume matching the aligned detector; ``thickness`` defaults to ``x``."""
+        """``(z, y, x)`` volume matching the aligned detector; ``thickness`` defaults to ``x``.
+
+        ``thickness`` (voxels) must be a positive integer when given.
+        """
         n_axis, n_perp = self.aligned_detector_shape
-        return (int(thickness) if thickness else n_perp, n_axis, n_perp)
+        if thickness is None:
+            return (n_perp, n_axis, n_perp)
+        if isinstance(thickness, bool) or int(thickness) != thickness or thickness < 1:
+            raise ValueError(
+                f"thickness must be a positive whole number of voxels, got {thickness!r}; "
+                f"omit it for the default ({n_perp} = detector width across the tilt axis)."
+            )
+        return (int(thickness), n_axis, n_perp)
 
     # ------------------------------------------------------------------ subsets
     def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> TiltGeometry:
@@ -262,7 +310,9 @@ class TiltGeometry:
         )
 
     def __hash__(self) -> int:
-        return hash((self.detector_shape, self.n_tilts, round(self.tilt_angles_deg.sum(), 4)))
+        # Only fields that __eq__ compares exactly: equal geometries always hash equal
+        # (angles, pixel size and axis are compared with tolerances).
+        return hash((self.detector_shape, self.n_tilts))
 
     def __repr__(self) -> str:
         angles = np.array2string(self.tilt_angles_deg, separator=", ", threshold=10**6)
@@ -300,6 +350,14 @@ class TiltGeometry:
         n = int(np.floor((max_deg - min_deg) / step_deg + 1e-9)) + 1
         angles = min_deg + step_deg * np.arange(n)
         return cls(tilt_angles_deg=angles, detector_shape=tuple(detector_shape), **kwargs)
+
+
+def _grid_size_holding(coords: np.ndarray) -> int:
+    """Smallest ``N`` whose centred pixel grid ``[-(N//2), N-1-N//2]`` holds every coordinate."""
+    tol = 1e-9  # the detector warp snaps coordinates this close to an integer
+    below = int(np.ceil(-float(np.min(coords)) - tol))  # need N // 2 >= below
+    above = int(np.ceil(float(np.max(coords)) - tol))  # need (N - 1) // 2 >= above
+    return max(1, 2 * below, 2 * above + 1)
 
 
 def missing_wedge_mask(

@@ -31,54 +31,92 @@ def needs_detector_warp(geometry: TiltGeometry) -> bool:
     return geometry.shifts_px is not None and bool(np.any(geometry.shifts_px[:, 0] != 0))
 
 
-def _cos_sin(angle_deg: float) -> tuple[float, float]:
-    turns = angle_deg / 90.0
-    k = int(round(turns))
-    if abs(turns - k) < 1e-9:  # exact values so quarter turns are permutations
-        return [(1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0)][k % 4]
-    rad = np.deg2rad(angle_deg)
-    return float(np.cos(rad)), float(np.sin(rad))
+#: Raw pixels per vectorised block when per-tilt shifts make every tilt's pattern different;
+#: bounds the temporaries (~100 B per pixel) while keeping the numpy calls long.
+_BLOCK_PIXELS = 2**18
+
+
+def _bilinear_rows(
+    geometry: TiltGeometry, shifts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Warp rows of ``len(shifts)`` tilts at once: ``(weights, columns, counts)``.
+
+    ``shifts`` is ``(n, 2)`` ``(dy, dx)`` raw pixels. Returns the kept weights and their
+    within-tilt aligned column indices in CSR order (raw pixel by pixel, columns increasing),
+    and the ``(n·ny·nx,)`` number of entries of each raw pixel.
+    """
+    ny, nx = geometry.detector_shape
+    nv, nu = geometry.aligned_detector_shape
+    cos_p, sin_p = geometry.tilt_axis_cos_sin
+    cy = (np.arange(ny) - ny // 2).astype(np.float64)[None, :, None]
+    cx = (np.arange(nx) - nx // 2).astype(np.float64)[None, None, :]
+    dy = shifts[:, 0][:, None, None]
+    dx = shifts[:, 1][:, None, None]
+    # raw = Rot(phi) @ aligned + shift  =>  aligned = Rot(-phi) @ (raw - shift); (n, ny, nx)
+    al_x = cos_p * (cx - dx) + sin_p * (cy - dy) + nu // 2
+    al_y = -sin_p * (cx - dx) + cos_p * (cy - dy) + nv // 2
+    # Snap to integers when within rounding error, so exact cases stay exact.
+    for al in (al_x, al_y):
+        nearest = np.round(al)
+        snap = np.abs(al - nearest) < 1e-9
+        al[snap] = nearest[snap]
+    j0 = np.floor(al_x)
+    i0 = np.floor(al_y)
+    fx = al_x - j0
+    fy = al_y - i0
+    j0 = j0.astype(np.int64)
+    i0 = i0.astype(np.int64)
+    # Neighbours in increasing column order: (i0, j0), (i0, j0+1), (i0+1, j0), (i0+1, j0+1).
+    weights = np.empty((*fx.shape, 4))
+    weights[..., 0] = (1.0 - fy) * (1.0 - fx)
+    weights[..., 1] = (1.0 - fy) * fx
+    weights[..., 2] = fy * (1.0 - fx)
+    weights[..., 3] = fy * fx
+    in_i = np.stack([(i0 >= 0) & (i0 < nv), (i0 >= -1) & (i0 < nv - 1)], axis=-1)
+    in_j = np.stack([(j0 >= 0) & (j0 < nu), (j0 >= -1) & (j0 < nu - 1)], axis=-1)
+    keep = in_i[..., [0, 0, 1, 1]] & in_j[..., [0, 1, 0, 1]] & (weights != 0)
+    base = i0 * nu + j0
+    columns = base[..., None] + np.array([0, 1, nu, nu + 1])
+    counts = keep.reshape(-1, 4).sum(axis=1)
+    return weights[keep], columns[keep], counts
 
 
 def build_warp_matrix(geometry: TiltGeometry) -> sp.csr_matrix:
-    """SciPy CSR ``(n_tilts·ny·nx, n_tilts·n_axis·n_perp)`` bilinear warp matrix."""
+    """SciPy CSR ``(n_tilts·ny·nx, n_tilts·n_axis·n_perp)`` bilinear warp matrix, float64.
+
+    Row ``t·ny·nx + i·nx + j`` (raw pixel) holds the bilinear weights of its centre, rotated
+    into the aligned frame, on the (up to) four aligned pixels around it; weights that fall
+    outside the aligned detector are dropped (none are, without shifts, since
+    :attr:`TiltGeometry.aligned_detector_shape` holds the rotated raw detector). The CSR
+    arrays are written directly: without shifts every tilt has the same pattern, computed
+    once and tiled; with shifts, blocks of tilts are computed by broadcasting.
+    """
     n_t = geometry.n_tilts
     ny, nx = geometry.detector_shape
     nv, nu = geometry.aligned_detector_shape
-    cos_p, sin_p = _cos_sin(geometry.tilt_axis_angle_deg)
-    shifts = geometry.shifts_px if geometry.shifts_px is not None else np.zeros((n_t, 2))
-    cy = (np.arange(ny) - ny // 2)[:, None].astype(np.float64)
-    cx = (np.arange(nx) - nx // 2)[None, :].astype(np.float64)
-    rows, cols, vals = [], [], []
-    raw_index = np.arange(ny * nx).reshape(ny, nx)
-    for t in range(n_t):
-        dy, dx = shifts[t]
-        # raw = Rot(phi) @ aligned + shift  =>  aligned = Rot(-phi) @ (raw - shift)
-        ry, rx = cy - dy, cx - dx
-        al_x = cos_p * rx + sin_p * ry + nu // 2
-        al_y = -sin_p * rx + cos_p * ry + nv // 2
-        al_x = np.broadcast_to(al_x, (ny, nx))
-        al_y = np.broadcast_to(al_y, (ny, nx))
-        # Snap to integers when within rounding error, so exact cases stay exact.
-        al_x = np.where(np.abs(al_x - np.round(al_x)) < 1e-9, np.round(al_x), al_x)
-        al_y = np.where(np.abs(al_y - np.round(al_y)) < 1e-9, np.round(al_y), al_y)
-        j0 = np.floor(al_x).astype(np.int64)
-        i0 = np.floor(al_y).astype(np.int64)
-        fx = al_x - j0
-        fy = al_y - i0
-        for di, wy in ((0, 1.0 - fy), (1, fy)):
-            for dj, wx in ((0, 1.0 - fx), (1, fx)):
-                i, j = i0 + di, j0 + dj
-                w = wy * wx
-                ok = (i >= 0) & (i < nv) & (j >= 0) & (j < nu) & (w != 0)
-                rows.append(t * ny * nx + raw_index[ok])
-                cols.append(t * nv * nu + i[ok] * nu + j[ok])
-                vals.append(w[ok])
-    rows_a = np.concatenate(rows)
-    cols_a = np.concatenate(cols)
-    vals_a = np.concatenate(vals)
-    shape = (n_t * ny * nx, n_t * nv * nu)
-    return sp.csr_matrix((vals_a, (rows_a, cols_a)), shape=shape)
+    n_raw, n_aligned = ny * nx, nv * nu
+    shape = (n_t * n_raw, n_t * n_aligned)
+    index_dtype = np.int32 if max(shape) < 2**31 - 1 else np.int64
+    if geometry.shifts_px is None:
+        data, cols, counts = _bilinear_rows(geometry, np.zeros((1, 2)))
+        offsets = np.arange(n_t, dtype=index_dtype) * index_dtype(n_aligned)
+        indices = (cols.astype(index_dtype)[None, :] + offsets[:, None]).ravel()
+        data = np.tile(data, n_t)
+        counts = np.tile(counts, n_t)
+    else:
+        step = max(1, _BLOCK_PIXELS // n_raw)
+        parts = []
+        for t0 in range(0, n_t, step):
+            d, c, k = _bilinear_rows(geometry, geometry.shifts_px[t0 : t0 + step])
+            tilt = np.repeat(np.arange(t0, t0 + len(k) // n_raw), n_raw)
+            c = c.astype(index_dtype) + np.repeat(tilt, k).astype(index_dtype) * index_dtype(n_aligned)
+            parts.append((d, c, k))
+        data = np.concatenate([p[0] for p in parts])
+        indices = np.concatenate([p[1] for p in parts])
+        counts = np.concatenate([p[2] for p in parts])
+    indptr = np.zeros(n_t * n_raw + 1, dtype=index_dtype)
+    np.cumsum(counts, out=indptr[1:])
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
 class DetectorWarp(LinearOperator):
