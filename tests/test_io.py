@@ -696,3 +696,140 @@ def test_vendored_crop_matches_shared_source() -> None:
 def test_no_stray_files_in_test_data() -> None:
     hidden = [name for name in os.listdir(DATA) if name.startswith(".") and ".tmp" in name]
     assert hidden == []
+
+
+# --------------------------------------------------------------------------- lazy reading, slab writing
+
+
+def test_lazy_mrc_reads_what_is_indexed(tmp_path: Path) -> None:
+    from cryowedge.io.mrc import open_mrc_lazy
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((5, 7, 9)).astype(np.float32)
+    write_mrc(tmp_path / "s.mrc", data, voxel_size_angstrom=(3.0, 2.0, 1.5), image_stack=True)
+    lazy = open_mrc_lazy(tmp_path / "s.mrc")
+    assert lazy.shape == (5, 7, 9) and lazy.is_image_stack and lazy.voxel_size_angstrom == (3.0, 2.0, 1.5)
+    keys = [(slice(None), slice(2, 5)), 3, (slice(1, 4), slice(None, None, 2), slice(3, 7)),
+            (Ellipsis, 2), (slice(None), -1), (slice(None), slice(None, None, -2)), (slice(None), slice(4, 4))]
+    for key in keys:
+        np.testing.assert_array_equal(lazy[key], data[key])
+    np.testing.assert_array_equal(np.asarray(lazy), data)
+    for dtype in (np.int8, np.int16, np.uint16):  # stored dtypes come back as stored
+        ints = (data * 20).astype(dtype)
+        write_mrc(tmp_path / "i.mrc", ints)
+        got = open_mrc_lazy(tmp_path / "i.mrc")[:, 1:4]
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, ints[:, 1:4])
+    with mrcfile.new(tmp_path / "be.mrc") as mrc:  # big-endian file, native-order result
+        mrc.set_data(data.astype(">f4"))
+    np.testing.assert_array_equal(open_mrc_lazy(tmp_path / "be.mrc")[:, 2:6], data[:, 2:6])
+    with pytest.raises(TypeError, match="integers and slices"):
+        lazy[[0, 1]]
+    with pytest.raises(IndexError, match="out of bounds for axis 1"):
+        lazy[:, 7]
+
+
+def test_lazy_mrc_refuses_truncated_and_compressed(tmp_path: Path) -> None:
+    from cryowedge.io.mrc import open_mrc_lazy
+
+    write_mrc(tmp_path / "t.mrc", np.ones((4, 6, 6), np.float32))
+    raw = (tmp_path / "t.mrc").read_bytes()
+    (tmp_path / "cut.mrc").write_bytes(raw[:-50])
+    with pytest.raises(ValueError, match="truncated|cannot read"):
+        open_mrc_lazy(tmp_path / "cut.mrc")
+    write_mrc(tmp_path / "c.mrc.gz", np.ones((2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="compressed"):
+        open_mrc_lazy(tmp_path / "c.mrc.gz")
+
+
+def test_load_tilt_series_lazy_matches_eager(tmp_path: Path) -> None:
+    from cryowedge.io.mrc import LazyMrcArray
+    from cryowedge.io.tilt_series import load_tilt_series
+
+    rng = np.random.default_rng(1)
+    stack = rng.standard_normal((4, 6, 8)).astype(np.float32)
+    write_mrc(tmp_path / "ts.mrc", stack, voxel_size_angstrom=5.0, image_stack=True)
+    write_tilt_angles(tmp_path / "ts.tlt", [-30.0, -10.0, 10.0, 30.0])
+    eager = load_tilt_series(tmp_path / "ts.mrc")
+    lazy = load_tilt_series(tmp_path / "ts.mrc", lazy=True)
+    assert isinstance(lazy.data, LazyMrcArray) and lazy.geometry == eager.geometry
+    np.testing.assert_array_equal(lazy.data[:, 2:5], eager.data[:, 2:5])
+    with mrcfile.open(tmp_path / "ts.mrc", mode="r+") as mrc:
+        mrc.data[2, 3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"image 2\).*non-finite"):
+        load_tilt_series(tmp_path / "ts.mrc", lazy=True)
+
+
+def test_slab_writer_round_trip_and_header(tmp_path: Path) -> None:
+    from cryowedge.io.mrc import MrcSlabWriter
+
+    vol = np.random.default_rng(2).standard_normal((4, 10, 6)).astype(np.float32)
+    out = tmp_path / "sub" / "v.mrc"
+    with MrcSlabWriter(out, vol.shape, voxel_size_angstrom=2.5, origin_angstrom=(1.0, 2.0, 3.0)) as writer:
+        assert writer.tmp_path is not None and writer.tmp_path.exists() and not out.exists()
+        for y0 in (9, 0, 3, 6):  # any order, last slab partial
+            writer.write_rows(y0, vol[:, y0 : y0 + 3])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.mrc"]
+    back = read_mrc(out)
+    np.testing.assert_array_equal(back.data, vol)
+    assert back.voxel_size_angstrom == (2.5, 2.5, 2.5) and back.origin_angstrom == (1.0, 2.0, 3.0)
+    write_mrc(tmp_path / "ref.mrc", vol, voxel_size_angstrom=2.5, origin_angstrom=(1.0, 2.0, 3.0))
+    with mrcfile.open(out) as mrc, mrcfile.open(tmp_path / "ref.mrc") as ref:
+        for name in mrc.header.dtype.names:  # the same header as write_mrc, statistics included
+            if name in ("dmin", "dmax", "dmean", "rms"):
+                assert float(mrc.header[name]) == pytest.approx(float(ref.header[name]), rel=1e-5)
+            else:
+                assert mrc.header[name].tobytes() == ref.header[name].tobytes(), name
+    assert mrcfile.validate(str(out), print_file=_stdio.StringIO())
+
+
+def test_slab_writer_leaves_nothing_on_failure(tmp_path: Path, monkeypatch) -> None:
+    from cryowedge.io.mrc import MrcSlabWriter
+
+    out = tmp_path / "v.mrc"
+    write_mrc(out, np.zeros((2, 2, 2), np.float32))
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError, match="boom"):  # an exception while slabs are written
+        with MrcSlabWriter(out, (2, 4, 3)) as writer:
+            writer.write_rows(0, np.ones((2, 2, 3)))
+            raise RuntimeError("boom")
+    with pytest.raises(ValueError, match="never written"):  # rows missing at the end
+        with MrcSlabWriter(out, (2, 4, 3)) as writer:
+            writer.write_rows(0, np.ones((2, 2, 3)))
+    with pytest.raises(ValueError, match="does not fit the volume"):
+        with MrcSlabWriter(out, (2, 4, 3)) as writer:
+            writer.write_rows(3, np.ones((2, 2, 3)))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)  # a write that fails (full disk)
+    with pytest.raises(OSError, match="no space left on the device while writing"):
+        with MrcSlabWriter(out, (2, 4, 3)) as writer:
+            writer.write_rows(0, np.ones((2, 4, 3)))
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mrc"] and out.read_bytes() == before
+
+
+def test_slab_writer_checks_space_and_permissions_first(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from cryowedge.io.mrc import MrcSlabWriter
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(ValueError, match=r"not enough free disk space .* needs 4.94e-05 GB"):
+        MrcSlabWriter(tmp_path / "v.mrc", (10, 11, 11 * 10)).__enter__()
+    monkeypatch.setattr(shutil, "disk_usage", real)
+
+    def no_room(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)  # fails at reservation
+    with pytest.raises(OSError, match="no space left"):
+        with MrcSlabWriter(tmp_path / "v.mrc", (2, 2, 2)):
+            pass
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(ValueError, match="is not writable"):
+        with MrcSlabWriter(tmp_path / "v.mrc", (2, 2, 2)):
+            pass

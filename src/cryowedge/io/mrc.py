@@ -13,11 +13,15 @@ digits (``10.52``, ``0.8345``) comes back exactly.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,15 @@ from .._arrays import to_numpy
 from .._validation import check_finite, check_ndim, check_positive
 from ._atomic import atomic_write
 
-__all__ = ["MrcVolume", "read_mrc", "write_mrc", "read_fei_tilt_series"]
+__all__ = [
+    "LazyMrcArray",
+    "MrcSlabWriter",
+    "MrcVolume",
+    "open_mrc_lazy",
+    "read_fei_tilt_series",
+    "read_mrc",
+    "write_mrc",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -429,6 +441,399 @@ def write_mrc(
         _log_caught(caught, final, set())
     logger.debug("wrote %s: shape %s, dtype %s, voxel %s Å", final, array.shape, array.dtype, voxel)
     return final
+
+
+# --------------------------------------------------------------------------- lazy / slab I/O
+
+
+class LazyMrcArray:
+    """Read-only view of an MRC data block that reads only what is indexed.
+
+    Indexing (``lazy[t]``, ``lazy[:, y0:y1]``, ``lazy[:, y0:y1, x0:x1]``; integers and slices
+    on the three axes) returns a NumPy array in the file's dtype, native byte order. Each
+    read is one positioned read per section (``os.pread``), not a memory map: a map of the
+    whole file would count against an address-space limit (``ulimit -v``) and its touched
+    pages against the resident size, which is what streaming must keep bounded.
+    ``numpy.asarray(lazy)`` reads everything.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file.
+    shape : tuple of int
+        ``(n_sections, ny, nx)``: ``(n_tilts, y, x)`` for a tilt series, ``(z, y, x)`` for a
+        volume (a 2D file is ``(1, ny, nx)``).
+    dtype : numpy.dtype
+        The stored dtype (int8, int16, uint16, float16, float32), native byte order.
+    voxel_size_angstrom, origin_angstrom : tuple of float
+        ``(z, y, x)`` in Å, as :func:`read_mrc` reports them.
+    is_image_stack : bool
+        True for an image stack (``ispg = 0``).
+    """
+
+    def __init__(self, path: Path, header: Any, shape: tuple[int, int, int],
+                 file_dtype: np.dtype, data_offset: int) -> None:
+        self.path = path
+        self.shape = shape
+        self._file_dtype = file_dtype
+        self.dtype = file_dtype.newbyteorder("=")
+        self._offset = int(data_offset)
+        self.voxel_size_angstrom: Triplet = (
+            _voxel_size_from_cell(header.cella.z, header.mz),
+            _voxel_size_from_cell(header.cella.y, header.my),
+            _voxel_size_from_cell(header.cella.x, header.mx),
+        )
+        self.origin_angstrom: Triplet = (
+            _shortest_float32(header.origin.z),
+            _shortest_float32(header.origin.y),
+            _shortest_float32(header.origin.x),
+        )
+        self.is_image_stack = int(header.ispg) == 0 and int(header.nz) > 1
+
+    ndim = 3
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole data block."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def has_voxel_size(self) -> bool:
+        """True if the header gives a usable voxel size (all three components > 0)."""
+        return all(v > 0 for v in self.voxel_size_angstrom)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LazyMrcArray({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def _key(self, key: Any) -> list[Any]:
+        items = list(key) if isinstance(key, tuple) else [key]
+        if any(k is Ellipsis for k in items):
+            i = next(j for j, k in enumerate(items) if k is Ellipsis)
+            items[i : i + 1] = [slice(None)] * (3 - (len(items) - 1))
+        items += [slice(None)] * (3 - len(items))
+        if len(items) != 3 or not all(isinstance(k, (slice, int, np.integer)) for k in items):
+            raise TypeError(
+                f"LazyMrcArray supports integers and slices on its 3 axes, got {key!r}; "
+                "index the array read with numpy.asarray() for anything else."
+            )
+        for axis, (k, n) in enumerate(zip(items, self.shape, strict=True)):
+            if not isinstance(k, slice) and not -n <= int(k) < n:
+                raise IndexError(f"index {int(k)} is out of bounds for axis {axis} with size {n}.")
+        return items
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        kt, ky, kx = self._key(key)
+        n_sec, ny, nx = self.shape
+        sections = range(n_sec)[kt] if isinstance(kt, slice) else [range(n_sec)[int(kt)]]
+        rows = range(ny)[ky] if isinstance(ky, slice) else range(ny)[int(ky) : int(ky) + 1 or None]
+        y_lo, y_hi = (min(rows), max(rows) + 1) if len(rows) else (0, 0)
+        item = self._file_dtype.itemsize
+        out = np.empty((len(sections), y_hi - y_lo, nx), dtype=self.dtype)
+        if out.size:
+            with open(self.path, "rb") as handle:
+                fd = handle.fileno()
+                for i, t in enumerate(sections):
+                    start = self._offset + (t * ny + y_lo) * nx * item
+                    _pread_into(fd, out[i], start, self._file_dtype, self.path)
+        if len(rows) and rows.step != 1:
+            out = out[:, np.asarray(rows) - y_lo]
+        out = out[:, :, kx] if isinstance(kx, slice) else out[:, :, int(kx)]
+        if not isinstance(ky, slice):
+            out = out[:, 0]
+        if not isinstance(kt, slice):
+            out = out[0]
+        return np.ascontiguousarray(out)
+
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+
+def _pread_into(fd: int, target: np.ndarray, offset: int, file_dtype: np.dtype, path: Path) -> None:
+    """Fill the C-contiguous ``target`` from ``fd`` at ``offset`` (file dtype → native)."""
+    raw = target.view(np.uint8).reshape(-1)
+    done = 0
+    while done < raw.size:
+        n = os.preadv(fd, [memoryview(raw[done:])], offset + done)
+        if n == 0:
+            raise ValueError(f"{str(path)!r} is truncated: its data block ends early.")
+        done += n
+    if not file_dtype.isnative and file_dtype.itemsize > 1:
+        target.byteswap(inplace=True)
+
+
+def open_mrc_lazy(path: str | os.PathLike[str], *, permissive: bool = False) -> LazyMrcArray:
+    """Open an MRC file for lazy reading: only the header is read now.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An uncompressed MRC/CCP4 file (2D image or 3D volume / image stack).
+    permissive : bool, default False
+        Passed to :func:`mrcfile.open` (header only).
+
+    Returns
+    -------
+    LazyMrcArray
+        ``(n_sections, ny, nx)`` view; index it to read slabs.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file is compressed, not MRC, holds complex or 4D data, or is shorter than its
+        header says.
+    """
+    path = Path(path)
+    _check_readable(path, "MRC file")
+    if path.suffix in (".gz", ".bz2"):
+        raise ValueError(
+            f"{str(path)!r} is compressed; lazy (slab) reading needs an uncompressed MRC file: "
+            "decompress it first (gunzip / bunzip2)."
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with mrcfile.open(path, mode="r", permissive=permissive, header_only=True) as mrc:
+                header = mrc.header.copy()
+                file_dtype = mrcfile.utils.data_dtype_from_header(header)
+                shape = tuple(int(s) for s in mrcfile.utils.data_shape_from_header(header))
+                offset = int(header.nbytes) + int(header.nsymbt)
+        except (ValueError, EOFError) as err:
+            raise ValueError(
+                f"cannot read {str(path)!r} as an MRC file: mrcfile says: {err}."
+            ) from err
+    _log_caught(caught, path, set())
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise ValueError(f"{str(path)!r} holds a {len(shape)}D array {shape}; expected 2D or 3D.")
+    if np.dtype(file_dtype).kind == "c":
+        raise ValueError(f"{str(path)!r} holds complex data; lazy reading supports real data only.")
+    needed = offset + math.prod(shape) * np.dtype(file_dtype).itemsize
+    if path.stat().st_size < needed:
+        raise ValueError(
+            f"{str(path)!r} is truncated: its header promises {needed} bytes, the file has "
+            f"{path.stat().st_size}."
+        )
+    return LazyMrcArray(path, header, shape, np.dtype(file_dtype), offset)
+
+
+def _check_output_space(final: Path, n_bytes: int) -> None:
+    """One-line errors, before any work, for an unwritable directory or too little space."""
+    parent = final.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot write {str(final)!r}: directory {str(existing)!r} is not writable; "
+            "choose another output path."
+        )
+    free = shutil.disk_usage(existing).free
+    if n_bytes > free:
+        raise ValueError(
+            f"not enough free disk space for {str(final)!r}: it needs {n_bytes / 1e9:.3g} GB "
+            f"and {str(existing)!r} has {free / 1e9:.3g} GB free; free space or choose "
+            "another output directory."
+        )
+
+
+class MrcSlabWriter:
+    """Write a ``(nz, ny, nx)`` float32 MRC volume by slabs of ``y`` rows, atomically.
+
+    Use as a context manager. On entry the output directory is checked (writable, enough
+    free space), and a hidden temporary MRC file with the final header is created next to
+    ``path`` and its blocks reserved (``posix_fallocate``), so a full disk fails here, before
+    any work. :meth:`write_rows` writes slabs with positioned writes (no memory map, so the
+    resident size stays that of one slab). On a clean exit with every row written, the
+    header statistics (min, max, mean, rms) are filled in and the file is renamed onto
+    ``path``; on any exception, or if rows are missing, the temporary file is removed and
+    an existing ``path`` is left untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; parent directories are created.
+    shape : (int, int, int)
+        ``(nz, ny, nx)`` of the volume.
+    voxel_size_angstrom : float or (z, y, x) sequence, default 1.0
+        Voxel size in Å.
+    origin_angstrom : float or (z, y, x) sequence, default (0, 0, 0)
+        Header origin in Å.
+    overwrite : bool, default True
+        If False, refuse an existing ``path`` (``FileExistsError``) before anything is written.
+
+    Examples
+    --------
+    >>> with MrcSlabWriter("tomo.mrc", (64, 512, 512), voxel_size_angstrom=10.0) as out:  # doctest: +SKIP
+    ...     for y0 in range(0, 512, 128):
+    ...         out.write_rows(y0, reconstruct(y0, y0 + 128))  # (64, 128, 512)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        shape: Sequence[int],
+        *,
+        voxel_size_angstrom: float | Sequence[float] = 1.0,
+        origin_angstrom: float | Sequence[float] = (0.0, 0.0, 0.0),
+        overwrite: bool = True,
+    ) -> None:
+        dims = tuple(int(s) for s in shape)
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"shape must be (nz, ny, nx) with positive sizes, got {tuple(shape)!r}.")
+        self.path = Path(path)
+        self.shape = dims
+        self.voxel_size_angstrom = _as_zyx_triplet(voxel_size_angstrom, "voxel_size_angstrom")
+        for axis, size in zip("zyx", self.voxel_size_angstrom, strict=True):
+            check_positive(size, f"voxel_size_angstrom ({axis})", allow_zero=True)
+        self.origin_angstrom = _as_zyx_triplet(origin_angstrom, "origin_angstrom")
+        self.overwrite = overwrite
+        self._stack: ExitStack | None = None
+        self._fd = -1
+        self._offset = 0
+        self._written = np.zeros(dims[1], dtype=bool)
+        self._stats = (0, 0.0, 0.0, np.inf, -np.inf)  # count, mean, M2, min, max (float64)
+        self.tmp_path: Path | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the file to write (header + float32 data), in bytes."""
+        return 1024 + math.prod(self.shape) * 4
+
+    def __enter__(self) -> MrcSlabWriter:
+        from ._atomic import _check_can_write
+
+        _check_can_write(self.path, self.overwrite)
+        _check_output_space(self.path, self.nbytes)
+        stack = ExitStack()
+        try:
+            tmp = stack.enter_context(atomic_write(self.path, overwrite=self.overwrite))
+            self.tmp_path = tmp
+            header = self._header(tmp)
+            self._offset = int(header.nbytes)
+            handle = stack.enter_context(open(tmp, "r+b"))
+            handle.write(header.tobytes())
+            handle.flush()
+            self._fd = handle.fileno()
+            self._reserve(self.nbytes)
+        except BaseException:
+            stack.__exit__(*sys.exc_info())
+            raise
+        self._stack = stack
+        return self
+
+    def _header(self, tmp: Path) -> Any:
+        """The final header, made by mrcfile for a placeholder and given the real shape."""
+        nz, ny, nx = self.shape
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(np.zeros((2, 1, 1), dtype=np.float32))
+                mrc.set_volume()
+                header = mrc.header.copy()
+        header.nx, header.ny, header.nz = nx, ny, nz
+        header.mx, header.my, header.mz = nx, ny, nz
+        vz, vy, vx = self.voxel_size_angstrom
+        header.cella.x, header.cella.y, header.cella.z = vx * nx, vy * ny, vz * nz
+        header.origin.x, header.origin.y, header.origin.z = self.origin_angstrom[::-1]
+        return header
+
+    def _reserve(self, n_bytes: int) -> None:
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(self._fd, 0, n_bytes)
+            else:  # pragma: no cover - non-POSIX: a sparse file, space checked above
+                os.ftruncate(self._fd, n_bytes)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+
+    def write_rows(self, y0: int, block: ArrayLike) -> None:
+        """Write the slab ``volume[:, y0 : y0 + rows, :] = block``.
+
+        Parameters
+        ----------
+        y0 : int
+            First row along ``y``.
+        block : array_like
+            ``(nz, rows, nx)`` finite values (stored as float32).
+        """
+        if self._stack is None:
+            raise RuntimeError("MrcSlabWriter.write_rows must be called inside its 'with' block.")
+        nz, ny, nx = self.shape
+        data = np.ascontiguousarray(to_numpy(block), dtype=np.float32)
+        rows = data.shape[1] if data.ndim == 3 else -1
+        if data.ndim != 3 or data.shape[0] != nz or data.shape[2] != nx or not 0 <= y0 <= ny - rows:
+            raise ValueError(
+                f"slab of shape {data.shape} at y0={y0} does not fit the volume {self.shape}; "
+                f"expected ({nz}, rows, {nx}) with 0 <= y0 and y0 + rows <= {ny}."
+            )
+        check_finite(data, f"slab at rows {y0}:{y0 + rows}")
+        try:
+            for z in range(nz):
+                start = self._offset + (z * ny + y0) * nx * 4
+                view = memoryview(data[z]).cast("B")
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(self._fd, view[done:], start + done)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+        self._written[y0 : y0 + rows] = True
+        self._update_stats(data)
+
+    def _update_stats(self, data: np.ndarray) -> None:
+        n_a, mean_a, m2_a, lo, hi = self._stats
+        n_b = data.size
+        mean_b = float(data.mean(dtype=np.float64))
+        m2_b = float(np.square(data - mean_b, dtype=np.float64).sum())
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        mean = mean_a + delta * n_b / n
+        m2 = m2_a + m2_b + delta**2 * n_a * n_b / n
+        self._stats = (n, mean, m2, min(lo, float(data.min())), max(hi, float(data.max())))
+
+    def _finish(self) -> None:
+        missing = np.flatnonzero(~self._written)
+        if missing.size:
+            raise ValueError(
+                f"{missing.size} of {self.shape[1]} rows were never written (first: y = "
+                f"{int(missing[0])}); {str(self.path)!r} was not created."
+            )
+        n, mean, m2, lo, hi = self._stats
+        patch = np.zeros((), dtype=mrcfile.dtypes.HEADER_DTYPE)
+        fields = {"dmin": lo, "dmax": hi, "dmean": mean, "rms": math.sqrt(m2 / n)}
+        try:
+            for name, value in fields.items():
+                field_dtype, field_offset = mrcfile.dtypes.HEADER_DTYPE.fields[name][:2]
+                patch[name] = value
+                os.pwrite(self._fd, patch[name].tobytes(), field_offset)
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        stack, self._stack = self._stack, None
+        if stack is None:  # pragma: no cover - __enter__ failed
+            return False
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException:
+                stack.__exit__(*sys.exc_info())  # removes the temporary file, re-raises
+                raise
+        return bool(stack.__exit__(exc_type, exc, tb))  # renames (or removes on error)
+
+
+def _write_error(path: Path, err: OSError) -> OSError:
+    if err.errno == errno.ENOSPC:
+        message = f"no space left on the device while writing {str(path)!r}"
+    else:
+        message = f"writing {str(path)!r} failed: {err.strerror or err}"
+    return OSError(err.errno, f"{message}; nothing was written (the temporary file is removed).")
 
 
 # --------------------------------------------------------------------------- legacy FEI

@@ -10,7 +10,7 @@ import numpy as np
 
 from cryowedge._validation import check_finite, check_ndim
 from cryowedge.geometry.tilt import TiltGeometry
-from cryowedge.io.mrc import read_fei_tilt_series, read_mrc
+from cryowedge.io.mrc import LazyMrcArray, open_mrc_lazy, read_fei_tilt_series, read_mrc
 from cryowedge.io.tilt_files import read_mdoc, read_tilt_angles
 
 __all__ = ["TiltSeriesData", "load_tilt_series", "find_angle_file"]
@@ -22,9 +22,13 @@ _ANGLE_SUFFIXES = (".tlt", ".rawtlt", ".mrc.mdoc", ".mdoc", ".st.mdoc")
 
 @dataclass(frozen=True)
 class TiltSeriesData:
-    """A tilt series ``(n_tilts, y, x)`` float32 with its :class:`TiltGeometry`."""
+    """A tilt series ``(n_tilts, y, x)`` with its :class:`TiltGeometry`.
 
-    data: np.ndarray
+    ``data`` is a float32 array, or with ``load_tilt_series(..., lazy=True)`` a
+    :class:`~cryowedge.io.mrc.LazyMrcArray` in the file's dtype that reads slabs on indexing.
+    """
+
+    data: np.ndarray | LazyMrcArray
     geometry: TiltGeometry
     source: Path
 
@@ -43,15 +47,21 @@ def find_angle_file(stack_path: str | Path) -> Path | None:
 _OLD_FEI_SIGNS = ("Map ID string not found", "Unrecognised machine stamp")
 
 
-def _read_stack(stack_path: Path, permissive: bool) -> tuple[np.ndarray, float | None, np.ndarray | None]:
+def _read_stack(
+    stack_path: Path, permissive: bool, lazy: bool = False
+) -> tuple[np.ndarray | LazyMrcArray, float | None, np.ndarray | None]:
     """``(data, header pixel size in Å or None, FEI tilt angles or None)`` of a stack.
+
+    With ``lazy`` the data are a :class:`LazyMrcArray` (nothing read yet), except for old
+    FEI stacks, which are small and read whole.
 
     A file the strict reader refuses for lacking the ``MAP`` id or machine stamp is retried
     as an old FEI/Tecnai stack (:func:`~cryowedge.io.mrc.read_fei_tilt_series`: int16 counts
     offset, angles from the extended header); its header pixel size is not trusted.
     """
     try:
-        mrc = read_mrc(stack_path, permissive=permissive)
+        mrc = open_mrc_lazy(stack_path, permissive=permissive) if lazy else read_mrc(
+            stack_path, permissive=permissive)
     except ValueError as exc:
         if not any(sign in str(exc) for sign in _OLD_FEI_SIGNS):
             raise
@@ -62,7 +72,7 @@ def _read_stack(stack_path: Path, permissive: bool) -> tuple[np.ndarray, float |
                        "(int16 counts offset, tilt angles from its extended header)", stack_path.name)
         return data, None, fei_angles
     pixel = float(mrc.voxel_size_angstrom[-1]) if mrc.has_voxel_size else None
-    return mrc.data, pixel, None
+    return (mrc if lazy else mrc.data), pixel, None
 
 
 def load_tilt_series(
@@ -72,6 +82,7 @@ def load_tilt_series(
     tilt_axis_angle_deg: float | None = None,
     pixel_size_angstrom: float | None = None,
     permissive: bool = False,
+    lazy: bool = False,
 ) -> TiltSeriesData:
     """Read an MRC tilt series and its angles, and check they belong together.
 
@@ -93,6 +104,11 @@ def load_tilt_series(
         FEI/Tecnai stack and read with :func:`~cryowedge.io.mrc.read_fei_tilt_series`
         (int16 counts offset undone); its extended-header angles serve when no angle file is
         found, and its header pixel size is ignored.
+    lazy
+        Read only the header now and return ``data`` as a
+        :class:`~cryowedge.io.mrc.LazyMrcArray` (file dtype; slabs are read when indexed), for
+        stacks larger than memory (see :mod:`cryowedge.workflows.streaming`). The finiteness
+        check then reads the stack once, one image at a time. Needs an uncompressed file.
 
     Raises
     ------
@@ -102,14 +118,19 @@ def load_tilt_series(
     """
     stack_path = Path(stack_path)
     angles_path = find_angle_file(stack_path) if angles_path is None else Path(angles_path)
-    data, header_pixel, fei_angles = _read_stack(stack_path, permissive)
+    data, header_pixel, fei_angles = _read_stack(stack_path, permissive, lazy)
     if angles_path is None and fei_angles is None:
         raise FileNotFoundError(
             f"no tilt-angle file found next to {stack_path} (looked for "
             f"{', '.join(stack_path.stem + s for s in _ANGLE_SUFFIXES)}); pass --angles FILE."
         )
     check_ndim(data, 3, f"tilt series {stack_path.name}", "(n_tilts, y, x)")
-    check_finite(data, f"tilt series {stack_path.name}")
+    if isinstance(data, LazyMrcArray):
+        if data.dtype.kind == "f":  # integer stacks are finite by construction
+            for t in range(data.shape[0]):
+                check_finite(data[t], f"tilt series {stack_path.name} (image {t})")
+    else:
+        check_finite(data, f"tilt series {stack_path.name}")
     mdoc_axis = mdoc_pixel = None
     if angles_path is None:
         angles, angles_name = np.asarray(fei_angles, dtype=np.float64), "the FEI extended header"
@@ -146,4 +167,6 @@ def load_tilt_series(
         pixel_size_angstrom=pixel_size_angstrom,
         tilt_axis_angle_deg=tilt_axis_angle_deg,
     )
-    return TiltSeriesData(data=np.asarray(data, dtype=np.float32), geometry=geometry, source=stack_path)
+    if not isinstance(data, LazyMrcArray):
+        data = np.asarray(data, dtype=np.float32)
+    return TiltSeriesData(data=data, geometry=geometry, source=stack_path)
