@@ -150,4 +150,5 @@ def test_nearest_quarter_turn():
         assert g.nearest_quarter_turns == k
         assert g.quarter_turns is None
     # near ±90° the tilt-axis length comes from raw x, as at exactly 90°
-    assert TiltGeometry(tilt_angles_deg=[0.0], detector_shape=(10, 20), tilt_axis_angle_deg=85.3).aligned_detector_shape[0] >= 20
+    g = TiltGeometry(tilt_angles_deg=[0.0], detector_shape=(10, 20), tilt_axis_angle_deg=85.3)
+    assert g.aligned_detector_shape[0] >= 20

@@ -69,10 +69,14 @@ def test_no_raw_pixel_lost_at_any_axis(axis, shape):
         assert coords.min() < -(m // 2) - 1e-9 or coords.max() > m - 1 - m // 2 + 1e-9
 
 
-@pytest.mark.parametrize(("axis", "swapped"), [(0, False), (90, True), (-90, True), (180, False), (270, True)])
+@pytest.mark.parametrize(
+    ("axis", "swapped"), [(0, False), (90, True), (-90, True), (180, False), (270, True)]
+)
 def test_quarter_turns_stay_exact_permutations(axis, swapped):
     ny, nx = 9, 14
-    geom = TiltGeometry(tilt_angles_deg=[0.0, 20.0], detector_shape=(ny, nx), tilt_axis_angle_deg=axis)
+    geom = TiltGeometry(
+        tilt_angles_deg=[0.0, 20.0], detector_shape=(ny, nx), tilt_axis_angle_deg=axis
+    )
     assert geom.aligned_detector_shape == ((nx, ny) if swapped else (ny, nx))
     m = build_warp_matrix(geom)
     assert set(np.unique(m.data).tolist()) <= {1.0}  # every weight is exactly 1
@@ -103,7 +107,10 @@ def _reference_warp_matrix(geom: TiltGeometry) -> np.ndarray:
 @pytest.mark.parametrize("axis", [MDOC_AXIS_DEG, -20.0])
 def test_vectorised_warp_matches_pixelwise_definition(axis, shifts):
     geom = TiltGeometry(
-        tilt_angles_deg=[-30.0, 0.0, 40.0], detector_shape=(7, 10), tilt_axis_angle_deg=axis, shifts_px=shifts
+        tilt_angles_deg=[-30.0, 0.0, 40.0],
+        detector_shape=(7, 10),
+        tilt_axis_angle_deg=axis,
+        shifts_px=shifts,
     )
     m = build_warp_matrix(geom)
     m.check_format(full_check=True)
@@ -153,7 +160,9 @@ def _rotate_to_raw(aligned: np.ndarray, axis_deg: float, raw_shape: tuple[int, i
     offset = np.array([nv // 2, nu // 2]) - matrix @ np.array([ny // 2, nx // 2])
     return np.stack(
         [
-            ndimage.affine_transform(img.astype(np.float64), matrix, offset, (ny, nx), order=3, cval=0.0)
+            ndimage.affine_transform(
+                img.astype(np.float64), matrix, offset, (ny, nx), order=3, cval=0.0
+            )
             for img in aligned
         ]
     ).astype(np.float32)
@@ -164,7 +173,8 @@ def _write_mdoc(path: Path, angles: np.ndarray) -> None:
     text = (TEST_DATA / "synthetic_tilt.mdoc").read_text()
     header = text[: text.index("[ZValue")]
     sections = "".join(
-        f"[ZValue = {i}]\nTiltAngle = {a:.2f}\nPixelSpacing = 1.35\n\n" for i, a in enumerate(angles)
+        f"[ZValue = {i}]\nTiltAngle = {a:.2f}\nPixelSpacing = 1.35\n\n"
+        for i, a in enumerate(angles)
     )
     path.write_text(header + sections)
 
@@ -209,7 +219,8 @@ def test_raw_series_from_mdoc_has_the_right_geometry(raw_and_aligned):
 
 def test_raw_fbp_matches_aligned_fbp(raw_and_aligned):
     series, aligned, aligned_geom = raw_and_aligned
-    from_raw = fbp(series.data, series.geometry, volume_shape=series.geometry.default_volume_shape(THICKNESS))
+    raw_shape = series.geometry.default_volume_shape(THICKNESS)
+    from_raw = fbp(series.data, series.geometry, volume_shape=raw_shape)
     from_aligned = fbp(aligned, aligned_geom, volume_shape=(THICKNESS, *REFERENCE_DETECTOR))
     assert _box_correlation(from_raw, from_aligned) >= 0.99
 
@@ -229,11 +240,13 @@ def test_raw_sirt_matches_aligned_sirt(raw_and_aligned):
 def test_volume_larger_than_detector_is_refused():
     geom = TiltGeometry.from_range(-60, 60, 30, (40, 56), tilt_axis_angle_deg=MDOC_AXIS_DEG)
     n_axis, n_perp = geom.aligned_detector_shape
-    with pytest.raises(ValueError, match=rf"volume y size {n_axis + 10} must equal .*\({n_axis} px") as err:
+    match = rf"volume y size {n_axis + 10} must equal .*\({n_axis} px"
+    with pytest.raises(ValueError, match=match) as err:
         TiltProjector(geom, volume_shape=(16, n_axis + 10, n_perp))
     assert "\n" not in str(err.value)
     for bad in (0, -5, 2.5):
-        with pytest.raises(ValueError, match=rf"thickness must be a positive whole number.*got {bad}") as err:
+        match = rf"thickness must be a positive whole number.*got {bad}"
+        with pytest.raises(ValueError, match=match) as err:
             geom.default_volume_shape(bad)
         assert "\n" not in str(err.value)
     assert geom.default_volume_shape(12) == (12, n_axis, n_perp)
@@ -241,6 +254,7 @@ def test_volume_larger_than_detector_is_refused():
 
 @pytest.mark.parametrize("axis", [float("nan"), float("inf"), "north"])
 def test_non_finite_tilt_axis_is_refused(axis):
-    with pytest.raises(ValueError, match=r"tilt_axis_angle_deg must be a finite angle in degrees") as err:
+    match = r"tilt_axis_angle_deg must be a finite angle in degrees"
+    with pytest.raises(ValueError, match=match) as err:
         TiltGeometry(tilt_angles_deg=[0.0, 10.0], detector_shape=(8, 8), tilt_axis_angle_deg=axis)
     assert "\n" not in str(err.value)

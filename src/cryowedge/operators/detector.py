@@ -109,7 +109,8 @@ def build_warp_matrix(geometry: TiltGeometry) -> sp.csr_matrix:
         for t0 in range(0, n_t, step):
             d, c, k = _bilinear_rows(geometry, geometry.shifts_px[t0 : t0 + step])
             tilt = np.repeat(np.arange(t0, t0 + len(k) // n_raw), n_raw)
-            c = c.astype(index_dtype) + np.repeat(tilt, k).astype(index_dtype) * index_dtype(n_aligned)
+            offset = np.repeat(tilt, k).astype(index_dtype) * index_dtype(n_aligned)
+            c = c.astype(index_dtype) + offset
             parts.append((d, c, k))
         data = np.concatenate([p[0] for p in parts])
         indices = np.concatenate([p[1] for p in parts])

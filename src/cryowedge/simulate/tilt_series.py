@@ -54,7 +54,7 @@ class SimulatedTiltSeries:
 
 
 def _fine_centre_offset(n: int, k: int) -> float:
-    """Centred fine coordinate (fine px) of the coarse centre pixel ``n // 2`` at ``k``× oversampling.
+    """Centred fine coordinate (fine px) of coarse centre pixel ``n // 2``, ``k``× oversampled.
 
     Coarse index ``i`` sits at fine index ``k·i + (k-1)/2``; the fine grid's own centre is
     ``(k·n) // 2``. Zero for ``k = 1``; ``(k-1)/2`` for even ``n``; ``-1/2`` or 0 for odd ``n``.
