@@ -1,4 +1,4 @@
-"""`cryowedge evaluate` / evaluate workflow: grey-level normalisation (default affine) end to end."""
+"""`cryowedge evaluate` and its workflow: grey-level normalisation (default affine) end to end."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data
 from scipy import ndimage
 from scipy.special import erf
 
@@ -239,6 +240,83 @@ def test_read_pdb_atoms_parsing(tmp_path):
     (tmp_path / "empty.pdb").write_text("HEADER\nEND\n")
     with pytest.raises(ValueError, match="no ATOM/HETATM"):
         read_pdb_atoms(tmp_path / "empty.pdb")
+
+
+def test_read_pdb_atoms_refuses_bad_files(tmp_path):
+    bad = tmp_path / "typo.pdb"
+    bad.write_text(_TINY_PDB.replace("  6.134", "  6.1x4", 1))
+    with pytest.raises(ValueError, match=r"typo.pdb, line 2: cannot read x, y, z.*6\.1x4"):
+        read_pdb_atoms(bad)
+    broken = tmp_path / "broken.cif"
+    broken.write_text("data_x\nloop_\n_atom_site.id\n'unterminated\n")
+    with pytest.raises(ValueError, match=r"cannot read .*broken.cif as mmCIF"):
+        read_pdb_atoms(broken)
+    tiny = tmp_path / "tiny.pdb"
+    tiny.write_text(_TINY_PDB)
+    nan_cif = tmp_path / "nan.cif"
+    _write_mmcif_with_gemmi(tiny, nan_cif)
+    text = nan_cif.read_text()
+    assert text.count(" 11.104 ") == 1
+    nan_cif.write_text(text.replace(" 11.104 ", " abc "))
+    with pytest.raises(ValueError, match="atom 0 .*not a number"):
+        read_pdb_atoms(nan_cif)
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(ValueError, match="no ATOM/HETATM"):
+        read_pdb_atoms(tmp_path / "notes.txt")
+
+
+def _write_mmcif_with_gemmi(source: Path, target: Path) -> None:
+    """mmCIF of ``source`` written by gemmi (an independent writer, not our reader)."""
+    import gemmi
+
+    structure = gemmi.read_structure(str(source))
+    structure.setup_entities()
+    document = structure.make_mmcif_document()
+    text = document.as_string()
+    if target.suffix == ".gz":
+        target.write_bytes(gzip.compress(text.encode()))
+    else:
+        target.write_text(text)
+
+
+@pytest.mark.parametrize("name", ["1a5t.cif", "1a5t.mmcif", "1a5t.cif.gz"])
+def test_mmcif_round_trip_gives_the_same_atoms(tmp_path, name):
+    cif = tmp_path / name
+    _write_mmcif_with_gemmi(BUNDLED_PDB, cif)
+    assert cif.read_bytes()[:2] == b"\x1f\x8b" if name.endswith(".gz") else (
+        cif.read_text().startswith("data_")
+    )
+    for options in ({}, {"include_water": True}, {"include_hetatm": False},
+                    {"include_hydrogens": False}):
+        c_pdb, e_pdb = read_pdb_atoms(BUNDLED_PDB, **options)
+        c_cif, e_cif = read_pdb_atoms(cif, **options)
+        np.testing.assert_array_equal(e_cif, e_pdb)
+        np.testing.assert_allclose(c_cif, c_pdb, atol=5e-4)  # 3 decimals in both formats
+
+
+def test_tiny_pdb_through_mmcif(tmp_path):
+    # altloc B, HETATM, water, blank element columns and the ENDMDL cut survive the round trip
+    pdb = tmp_path / "tiny.pdb"
+    pdb.write_text(_TINY_PDB)
+    cif = tmp_path / "tiny.cif"
+    _write_mmcif_with_gemmi(pdb, cif)
+    for options in ({}, {"include_water": True, "include_hydrogens": False},
+                    {"include_hetatm": False}):
+        c_pdb, e_pdb = read_pdb_atoms(pdb, **options)
+        c_cif, e_cif = read_pdb_atoms(cif, **options)
+        assert sorted(e_cif) == sorted(e_pdb)
+        order = np.lexsort(c_pdb.T), np.lexsort(c_cif.T)
+        np.testing.assert_allclose(c_cif[order[1]], c_pdb[order[0]], atol=5e-4)
+
+
+@pytest.mark.realdata
+def test_shared_1a5t_matches_bundled_copy():
+    path = shared_data("1A5T.pdb")
+    coords, elements = read_pdb_atoms(path)
+    bundled = read_pdb_atoms(BUNDLED_PDB)
+    np.testing.assert_array_equal(coords, bundled[0])
+    np.testing.assert_array_equal(elements, bundled[1])
+    assert coords.shape == (3063, 3) and elements[0] == "N"
 
 
 def test_read_bundled_1a5t():

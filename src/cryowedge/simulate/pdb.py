@@ -1,7 +1,7 @@
-"""Particle density maps from atomic models (PDB files) as sums of Gaussian atoms.
+"""Particle density maps from atomic models (PDB or mmCIF files) as sums of Gaussian atoms.
 
-Coordinates are in ångström in (x, y, z) order as in the PDB file; maps are ``(z, y, x)``
-float32 arrays with the box centre at ``N // 2`` (docs/conventions.md).
+Files are read with gemmi. Coordinates are in ångström in (x, y, z) order as in the file;
+maps are ``(z, y, x)`` float32 arrays with the box centre at ``N // 2`` (docs/conventions.md).
 
 The map is ``sum_atoms w_a · G(r - r_a; σ)`` integrated over each voxel, where ``w_a`` is
 the atomic number of the element (a simple proxy for its electron-scattering strength) and
@@ -12,12 +12,12 @@ falls inside it, and the map sums to ``Σ w_a`` (minus what falls outside the bo
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 from collections.abc import Sequence
 from importlib import resources
 
+import gemmi
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import erf
@@ -46,23 +46,56 @@ ATOMIC_NUMBERS: dict[str, int] = {s.upper(): z for z, s in enumerate(_SYMBOLS, s
 ATOMIC_NUMBERS["D"] = 1
 
 _WATER_NAMES = frozenset({"HOH", "WAT", "DOD", "H2O", "SOL", "TIP", "TIP3"})
+_KEPT_ALTLOCS = frozenset({"\0", " ", "A", "1"})  # no alternate location, or the first one
 _DATA_FILE = "1A5T.pdb.gz"
 
 
-def _element_from_name(atom_name: str) -> str:
-    """Guess the element from the 4-character PDB atom name (columns 13-16)."""
-    name = atom_name.ljust(4)
-    if name[0] in " 0123456789":
-        # Column 13 blank (or a digit, as in '1HB '): one-letter element in column 14.
-        return name[1].strip().upper()
-    two = name[:2].upper()
-    if name.strip().upper() == two and two in ATOMIC_NUMBERS:
-        return two  # an ion named by its element: 'ZN  ', 'FE  ', 'CL  '
-    if two[0] == "H":
-        return "H"  # 4-character hydrogen names: 'HD21', 'HG12'
-    if two in ATOMIC_NUMBERS:
-        return two  # left-justified two-letter element: 'FE1 ', 'CL2 '
-    return two[0]
+def _is_mmcif(text: str) -> bool:
+    """True if ``text`` is CIF: its first line that is not blank or a comment opens a data block."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return stripped.lower().startswith("data_")
+    return False
+
+
+def _check_pdb_coordinates(text: str, path: str) -> None:
+    """Refuse ATOM/HETATM records whose x, y, z columns (31-54) are not numbers.
+
+    gemmi's fixed-column reader is lenient (it reads ``"11.1x4"`` as 11.1); a typo in a
+    coordinate must not silently move an atom.
+    """
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.startswith(("ATOM  ", "HETATM")):
+            try:
+                float(line[30:38]), float(line[38:46]), float(line[46:54])
+            except ValueError as exc:
+                raise ValueError(
+                    f"{path}, line {lineno}: cannot read x, y, z from columns 31-54 of "
+                    f"{line.rstrip()!r} ({exc}). Is this a fixed-column PDB file?"
+                ) from None
+
+
+def _read_structure(path: str) -> gemmi.Structure:
+    """Parse a PDB or mmCIF file (gzip detected by content, format by content) with gemmi."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    text = raw.decode("latin-1")
+    is_cif = _is_mmcif(text)
+    if not is_cif:
+        _check_pdb_coordinates(text, path)
+    try:
+        if is_cif:
+            return gemmi.make_structure_from_block(gemmi.cif.read_string(text).sole_block())
+        return gemmi.read_pdb_string(text)
+    except (RuntimeError, ValueError) as exc:
+        lines = str(exc).strip().splitlines()
+        reason = " ".join(lines[:2]) if lines else type(exc).__name__
+        raise ValueError(
+            f"cannot read {path} as {'mmCIF' if is_cif else 'PDB'}: {reason}. Check the file."
+        ) from None
 
 
 def read_pdb_atoms(
@@ -72,17 +105,22 @@ def read_pdb_atoms(
     include_water: bool = False,
     include_hydrogens: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read atom coordinates and elements from a PDB file (optionally gzipped).
+    """Read atom coordinates and elements from a PDB or mmCIF file (optionally gzipped).
 
-    Parses the fixed columns of ``ATOM``/``HETATM`` records: x, y, z from columns
-    31-54, the element from columns 77-78 or, when those are blank, from the atom name
-    (columns 13-16). Only the first model is read (records after the first ``ENDMDL``
-    are ignored) and of alternate locations only blank, ``A`` or ``1`` are kept.
+    Parsing is gemmi's (:func:`gemmi.read_pdb_string`, :func:`gemmi.cif.read_string`):
+    the element comes from the element column (PDB columns 77-78, mmCIF
+    ``type_symbol``) or, when that is blank, from the atom name by gemmi's rules (column
+    13 blank or a digit: one-letter element from column 14; ions such as ``ZN`` named by
+    their element). Only the first model is read, and of alternate locations only none,
+    ``A`` or ``1`` are kept. Atoms come in the structure's order (chain, residue, atom),
+    which is the file order for well-formed files.
 
     Parameters
     ----------
     path : str or os.PathLike
-        ``.pdb`` or ``.pdb.gz``/``.ent.gz`` file (gzip detected by content).
+        ``.pdb``/``.ent`` or ``.cif``/``.mmcif`` file, optionally gzipped (``.gz``).
+        Gzip and the format are detected from the content (mmCIF starts with
+        ``data_``), not from the name.
     include_hetatm : bool
         Keep ``HETATM`` records (ligands, ions).
     include_water : bool
@@ -96,55 +134,46 @@ def read_pdb_atoms(
     coords_xyz_angstrom : numpy.ndarray
         ``(n, 3)`` float64 coordinates (x, y, z) in Å.
     elements : numpy.ndarray
-        ``(n,)`` str element symbols, upper case (e.g. ``"C"``, ``"ZN"``).
+        ``(n,)`` str element symbols, upper case (e.g. ``"C"``, ``"ZN"``; ``"X"`` when
+        no element can be inferred, which :func:`atom_weights` refuses).
 
     Raises
     ------
     ValueError
-        If a record is malformed (the message names the line) or no atom is found.
+        If the file cannot be parsed or a coordinate is not a number (the message names
+        the file and, for PDB, the line), or no atom is found.
     """
     p = os.fspath(path)
-    with open(p, "rb") as fh:
-        raw = fh.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    text = io.StringIO(raw.decode("latin-1"))
+    structure = _read_structure(p)
     coords: list[tuple[float, float, float]] = []
     elements: list[str] = []
-    for lineno, line in enumerate(text, start=1):
-        record = line[:6]
-        if record.startswith("ENDMDL"):
-            break
-        if record == "HETATM":
-            if not include_hetatm:
-                continue
-        elif not record.startswith("ATOM"):
-            continue
-        altloc = line[16:17] if len(line) > 16 else " "
-        if altloc not in (" ", "A", "1", ""):
-            continue
-        resname = line[17:20].strip().upper()
-        if not include_water and resname in _WATER_NAMES:
-            continue
-        try:
-            xyz = (float(line[30:38]), float(line[38:46]), float(line[46:54]))
-        except ValueError as exc:
-            raise ValueError(
-                f"{p}, line {lineno}: cannot read x, y, z from columns 31-54 of "
-                f"{line.rstrip()!r} ({exc}). Is this a fixed-column PDB file?"
-            ) from None
-        element = line[76:78].strip().upper() if len(line) > 76 else ""
-        if not element or element not in ATOMIC_NUMBERS:
-            element = _element_from_name(line[12:16])
-        if not include_hydrogens and element in ("H", "D"):
-            continue
-        coords.append(xyz)
-        elements.append(element)
+    if len(structure) > 0:
+        for chain in structure[0]:
+            for residue in chain:
+                if residue.het_flag == "H" and not include_hetatm:
+                    continue
+                if not include_water and residue.name.strip().upper() in _WATER_NAMES:
+                    continue
+                for atom in residue:
+                    if atom.altloc not in _KEPT_ALTLOCS:
+                        continue
+                    element = atom.element.name.upper()
+                    if not include_hydrogens and element in ("H", "D"):
+                        continue
+                    coords.append((atom.pos.x, atom.pos.y, atom.pos.z))
+                    elements.append(element)
     if not coords:
         raise ValueError(
             f"no ATOM/HETATM records found in {p}; check the file or the include_* options."
         )
-    return np.asarray(coords, dtype=np.float64), np.asarray(elements, dtype=str)
+    xyz = np.asarray(coords, dtype=np.float64)
+    if not np.isfinite(xyz).all():
+        bad = int(np.flatnonzero(~np.isfinite(xyz).all(axis=1))[0])
+        raise ValueError(
+            f"{p}: atom {bad} (element {elements[bad]}) has a coordinate that is not a number "
+            f"({xyz[bad].tolist()}); fix the file."
+        )
+    return xyz, np.asarray(elements, dtype=str)
 
 
 def atom_weights(elements: Sequence[str] | np.ndarray) -> np.ndarray:

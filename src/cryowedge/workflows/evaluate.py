@@ -62,7 +62,9 @@ def evaluate_arrays(
     normalize = check_normalize(normalize)
     for name, vol in volumes.items():
         if vol.shape != reference.shape:
-            raise ValueError(f"{name} has shape {vol.shape} but the reference has {reference.shape}.")
+            raise ValueError(
+                f"{name} has shape {vol.shape} but the reference has {reference.shape}."
+            )
     wedge = missing_wedge_mask(reference.shape, tilt_range_deg) if tilt_range_deg else None
     rows = {
         name: compare_volumes(vol, reference, pixel_size_angstrom=pixel_size_angstrom,
@@ -71,7 +73,8 @@ def evaluate_arrays(
     }
     if output_dir is not None:
         out = Path(output_dir)
-        write_text_atomic(out / "metrics.md", metrics_table_markdown(rows, normalize=normalize) + "\n")
+        table = metrics_table_markdown(rows, normalize=normalize)
+        write_text_atomic(out / "metrics.md", table + "\n")
         records = {name: {**row, "normalize": normalize} for name, row in rows.items()}
         write_text_atomic(out / "metrics.json", json.dumps(records, indent=2))
         curves = {}
