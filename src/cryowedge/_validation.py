@@ -19,6 +19,7 @@ __all__ = [
     "check_in_range",
     "check_choice",
     "check_positive_int",
+    "check_tilt_series",
 ]
 
 
@@ -108,3 +109,25 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
     if normalised not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}.")
     return normalised
+
+
+def check_tilt_series(tilt_series: Any, geometry: Any, name: str = "tilt_series") -> None:
+    """Validate a ``(n_tilts, y, x)`` stack against its :class:`~cryowedge.geometry.TiltGeometry`.
+
+    Checks the number of dimensions (a batch ``(b, n_tilts, y, x)`` is allowed), one image
+    per tilt angle, the ``(y, x)`` image size against ``geometry.detector_shape`` (pixels)
+    and finiteness. The geometry is only read (``n_tilts``, ``detector_shape``).
+    """
+    check_ndim(tilt_series, (3, 4), name, "(n_tilts, y, x) (or a batch (b, n_tilts, y, x))")
+    shape = tuple(tilt_series.shape[-3:])
+    if shape[0] != geometry.n_tilts:
+        raise ValueError(
+            f"{name} has {shape[0]} images but the geometry has {geometry.n_tilts} tilt angles; "
+            "the tilt-angle file must list exactly one angle per image (check .tlt/.rawtlt)."
+        )
+    if shape[1:] != geometry.detector_shape:
+        raise ValueError(
+            f"{name} images are {shape[1:]} (y, x) but the geometry's detector_shape is "
+            f"{geometry.detector_shape}."
+        )
+    check_finite(tilt_series, name)

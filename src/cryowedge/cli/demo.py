@@ -3,6 +3,10 @@
 Example::
 
     cryowedge demo            # writes ./cryowedge_demo/
+    cryowedge demo --config demo.yaml --out my_demo
+
+The reconstructions are the ``demo`` presets of the registered methods
+(:mod:`cryowedge.config.registry`), or the ``methods:`` of ``--config``.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ from cryowedge.cli._common import console, progress_bar, user_errors
 
 def demo(
     out: Path = typer.Option(Path("cryowedge_demo"), help="output directory"),
+    config: Path | None = typer.Option(
+        None, help="YAML with DemoConfig fields: simulate: {...}, methods: {name: {method: ..., ...}} "
+        "\\[default: the registered methods' demo presets]"),
 ) -> None:
     """Simulate, reconstruct and evaluate a small tomogram (under 3 minutes on 2 CPU cores)."""
+    from cryowedge.config.models import DemoConfig
     from cryowedge.metrics import metrics_table_markdown
     from cryowedge.workflows.demo import run_demo
     from cryowedge.workflows.evaluate import DEFAULT_NORMALIZE
 
     with user_errors():
+        cfg = DemoConfig.from_yaml(config) if config else DemoConfig()
         with progress_bar("demo") as progress:
-            result = run_demo(out, progress=progress)
+            result = run_demo(out, cfg, progress=progress)
     console.print(metrics_table_markdown(result["metrics"], normalize=DEFAULT_NORMALIZE))
     console.print(f"wrote {len(result['files'])} files to {out}/ in {result['seconds']:.1f} s "
                   "(orthoslices.png, fsc.png, metrics.md, *.mrc)")

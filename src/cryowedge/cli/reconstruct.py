@@ -6,60 +6,52 @@ Examples::
     cryowedge reconstruct needle.mrc needle_rec.mrc --angles needle.tlt --tilt-axis-angle 90
     cryowedge reconstruct tilt_series.mrc tomo_sirt.mrc --method sirt --n-iter 50 --positivity
     cryowedge reconstruct tilt_series.mrc tomo_tv.mrc --method tv --tv-lambda 5 --checkpoint-every 5
+
+The options come from the method registry (:mod:`cryowedge.config.registry`): the
+``--method`` choices are the registered methods, and every field of a method's config model
+is an option, accepted only with that method (``--help`` groups them by method).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from cryowedge.cli._common import console, progress_bar, user_errors
-from cryowedge.config.models import DEFAULT_ITERATIONS, DEFAULT_RELAXATION, ReconstructConfig
+from cryowedge.cli._options import ConfigCommand, ConfigOption, changes_for, config_options
+from cryowedge.config.models import ReconstructConfig
+from cryowedge.config.registry import methods
 
-_D = ReconstructConfig()
+
+def options() -> list[ConfigOption]:
+    """The options of every registered method (``--method`` lists them with their summaries)."""
+    specs = methods()
+    opts = config_options({spec.name: spec.config for spec in specs})
+    summaries = "; ".join(f"{spec.name}: {spec.summary}" if spec.summary else spec.name for spec in specs)
+    default = ReconstructConfig.model_fields["method"].default
+    return [dataclasses.replace(o, help=f"reconstruction method ({summaries})", default_text=default)
+            if o.name == "method" else o for o in opts]
 
 
-def reconstruct(
+def _reconstruct(
     tilt_series: Path = typer.Argument(..., help="MRC tilt series (n_tilts, y, x)"),
     output: Path = typer.Argument(..., help="output tomogram MRC (z, y, x)"),
     angles: Path | None = typer.Option(None, help=".tlt/.rawtlt/.mdoc \\[default: next to the stack]"),
-    config: Path | None = typer.Option(None, help="YAML file with ReconstructConfig fields"),
-    method: str | None = typer.Option(None, help=f"fbp | wbp | sirt | sart | art | cgls | tv \\[default: {_D.method}]"),
-    filter_name: str | None = typer.Option(None, "--filter", help=f"ram-lak|shepp-logan|cosine|hamming|hann|sirt|none \\[default: {_D.filter_name}]"),
-    cutoff: float | None = typer.Option(None, help=f"window cutoff, fraction of Nyquist \\[default: {_D.cutoff}]"),
-    sirt_iterations: int | None = typer.Option(None, help=f"iterations mimicked by --filter sirt \\[default: {_D.sirt_iterations}]"),
-    radial_cutoff: float | None = typer.Option(None, help="IMOD-style radial low-pass cutoff, cycles/px"),
-    radial_falloff: float | None = typer.Option(None, help=f"radial Gaussian fall-off, cycles/px \\[default: {_D.radial_falloff}]"),
-    padding: str | None = typer.Option(None, help=f"edge | zero \\[default: {_D.padding}]"),
-    thickness: int | None = typer.Option(None, help="output z size in voxels \\[default: x size]"),
-    tilt_axis_angle: float | None = typer.Option(None, help="in-plane tilt-axis angle, degrees \\[default: from mdoc, else 0]"),
+    config: Path | None = typer.Option(None, help="YAML file with the options of one method (method: ...)"),
     pixel_size: float | None = typer.Option(None, help="override the header pixel size (Å)"),
-    device: str | None = typer.Option(None, help=f"auto | cpu | cuda \\[default: {_D.device}]"),
-    n_iter: int | None = typer.Option(None, help=f"iterations, iterative methods \\[default: {DEFAULT_ITERATIONS}]"),
-    relaxation: float | None = typer.Option(None, help=f"relaxation in (0, 2) \\[default: {DEFAULT_RELAXATION}]"),
-    positivity: bool | None = typer.Option(None, "--positivity/--no-positivity", help=f"constrain the tomogram to >= 0 \\[default: {_D.positivity}]"),
-    tv_lambda: float | None = typer.Option(None, help=f"tv: TV weight λ on the data normalised to unit std \\[default: {_D.tv_lambda}]"),
-    regularizer: str | None = typer.Option(None, help=f"tv: tv | tv-aniso | l1 \\[default: {_D.regularizer}]"),
-    rho: float | None = typer.Option(None, help="tv: initial ADMM penalty \\[default: 10 x lambda]"),
-    cg_iter: int | None = typer.Option(None, help=f"tv: inner CG iterations \\[default: {_D.cg_iter}]"),
-    tol: float | None = typer.Option(None, help="stop when the relative change of the tomogram falls below this"),
-    order: str | None = typer.Option(None, help=f"art/sart: random | sequential \\[default: {_D.order}]"),
-    checkpoint_every: int | None = typer.Option(None, help="iterative: save a checkpoint every N iterations"),
     resume: bool = typer.Option(False, help="continue an interrupted iterative run from its checkpoint"),
     overwrite: bool = typer.Option(True, help="replace an existing output"),
+    *,
+    given: dict[str, Any],
 ) -> None:
-    """Reconstruct a tomogram (FBP, WBP, SIRT, SART, ART, CGLS or TV-ADMM) from a single-axis tilt series."""
+    """Reconstruct a tomogram from a single-axis tilt series with a registered method (see --method)."""
     from cryowedge.workflows.reconstruct import reconstruct_file
 
     with user_errors():
-        base = ReconstructConfig.from_yaml(config) if config else ReconstructConfig()
-        cfg = base.updated(method=method, filter_name=filter_name, cutoff=cutoff, sirt_iterations=sirt_iterations,
-                           radial_cutoff=radial_cutoff, radial_falloff=radial_falloff, padding=padding,
-                           thickness=thickness, tilt_axis_angle_deg=tilt_axis_angle, device=device,
-                           n_iter=n_iter, relaxation=relaxation, positivity=positivity, tv_lambda=tv_lambda,
-                           regularizer=regularizer, rho=rho, cg_iter=cg_iter, tol=tol, order=order,
-                           checkpoint_every=checkpoint_every)
+        cfg = build_config(config, given)
         if not tilt_series.exists():
             raise FileNotFoundError(f"tilt series {tilt_series} does not exist.")
         with progress_bar(f"reconstruct ({cfg.method})") as progress:
@@ -68,5 +60,19 @@ def reconstruct(
     console.print(f"wrote {output}")
 
 
+def build_config(config: Path | None, given: dict[str, Any]) -> ReconstructConfig:
+    """The resolved config: the YAML file (or the defaults), then the options given.
+
+    Options that belong to another method than the chosen one are an error.
+    """
+    base = ReconstructConfig.from_yaml(config) if config else None
+    method = given.get("method") or (base.method if base is not None else ReconstructConfig().method)
+    changes = changes_for(options(), given, owner=method)
+    return base.updated(**changes) if base is not None else ReconstructConfig(**changes)
+
+
+reconstruct = ConfigCommand(_reconstruct, options, name="reconstruct")
+
+
 def register(app: typer.Typer) -> None:
-    app.command(help=reconstruct.__doc__)(reconstruct)
+    app.command(name="reconstruct")(reconstruct)

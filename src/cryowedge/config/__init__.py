@@ -1,21 +1,55 @@
-"""Typed configuration models (the single home of defaults)."""
+"""Typed configuration models (the single home of defaults) and the method registry."""
 
 from cryowedge.config.models import (
+    ArtConfig,
     BaseConfig,
+    CglsConfig,
     DemoConfig,
+    FbpConfig,
+    IterativeConfig,
     ReconstructConfig,
+    SartConfig,
     SimulateConfig,
+    SirtConfig,
     StetConfig,
     StetReconstructConfig,
     StetSimulateConfig,
+    TvConfig,
+    WbpConfig,
+)
+from cryowedge.config.registry import (
+    MethodSpec,
+    config_union,
+    get_method,
+    method_names,
+    methods,
+    parse_method_config,
+    register_method,
+    unregister_method,
 )
 
 __all__ = [
+    "ArtConfig",
     "BaseConfig",
+    "CglsConfig",
     "DemoConfig",
+    "FbpConfig",
+    "IterativeConfig",
+    "MethodSpec",
     "ReconstructConfig",
+    "SartConfig",
     "SimulateConfig",
+    "SirtConfig",
     "StetConfig",
     "StetReconstructConfig",
     "StetSimulateConfig",
+    "TvConfig",
+    "WbpConfig",
+    "config_union",
+    "get_method",
+    "method_names",
+    "methods",
+    "parse_method_config",
+    "register_method",
+    "unregister_method",
 ]

@@ -1,42 +1,82 @@
-"""Typed configuration models: the ONLY home of defaults.
+"""Typed configuration models: the ONLY home of defaults, help texts and option names.
 
-The CLI derives its option defaults from these models, and every run writes the resolved
-model (plus version and command line) next to its outputs. ``extra="forbid"`` catches
-typos in YAML files.
+The CLI generates its options from these models (:mod:`cryowedge.cli._options`): the option
+name is the field name with dashes (or the field's ``cli`` entry), the help is the field's
+description, the default and the choices come from the field. Every run writes the
+resolved model (plus version and command line) next to its outputs. ``extra="forbid"``
+catches typos in YAML files.
+
+Reconstruction options are one model per method (:class:`FbpConfig`, :class:`SirtConfig`,
+...), subclasses of :class:`ReconstructConfig` that hold the shared fields; together they
+form a discriminated union on ``method``, built from the method registry
+(:mod:`cryowedge.config.registry`). ``ReconstructConfig(method="sirt", n_iter=5)`` builds the
+method's model.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from cryowedge.config.registry import get_method, methods, parse_method_config, register_method
 
 __all__ = [
     "BaseConfig",
     "SimulateConfig",
     "ReconstructConfig",
+    "IterativeConfig",
+    "FbpConfig",
+    "WbpConfig",
+    "SirtConfig",
+    "SartConfig",
+    "ArtConfig",
+    "CglsConfig",
+    "TvConfig",
     "DemoConfig",
-    "RECONSTRUCT_METHODS",
-    "ITERATIVE_METHODS",
-    "DEFAULT_ITERATIONS",
-    "DEFAULT_RELAXATION",
     "StetSimulateConfig",
     "StetReconstructConfig",
     "StetConfig",
     "RENAMED_OPTIONS",
+    "cli",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Options that were renamed, old name → new name, so old YAML files get a precise hint.
 RENAMED_OPTIONS = {"lam": "tv_lambda"}
+
+
+def cli(*flags: str, part: int | None = None, help: str | None = None) -> dict[str, Any]:
+    """CLI metadata of a field, for ``Field(json_schema_extra=cli(...))``.
+
+    ``flags`` replace the default ``--field-name`` (e.g. ``cli("--filter")``); ``part`` makes
+    the field one value of a multi-value option shared with other fields (``--tilt-range MIN
+    MAX``: part 0 and 1), whose help is the ``help`` of part 0.
+    """
+    meta: dict[str, Any] = {}
+    if flags:
+        meta["cli"] = list(flags)
+    if part is not None:
+        meta["cli_part"] = part
+    if help is not None:
+        meta["cli_help"] = help
+    return meta
 
 
 class BaseConfig(BaseModel):
     """Pydantic base with YAML round trip and no unknown keys."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def _unknown_option_hint(cls, key: str) -> str | None:
+        """A hint for an unknown key (subclasses name the model that has it)."""
+        return None
 
     @model_validator(mode="before")
     @classmethod
@@ -50,30 +90,43 @@ class BaseConfig(BaseModel):
             new = RENAMED_OPTIONS.get(str(key))
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = (f"renamed to '{new}'" if new in cls.model_fields
-                    else f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(fields)}")
+                    else cls._unknown_option_hint(str(key)) or (
+                        f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(fields)}"))
             problems.append(f"unknown option '{key}' ({hint})")
         if problems:
             raise ValueError("; ".join(problems))
         return data
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> BaseConfig:
-        """Load from a YAML file (unknown keys are an error)."""
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+    def _read_yaml(cls, path: str | Path) -> dict[str, Any]:
+        data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of options, got {type(data).__name__}.")
-        return cls(**data)
+        return data
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BaseConfig:
+        """Load from a YAML file (unknown keys are an error)."""
+        return cls(**cls._read_yaml(path))
 
     def to_yaml(self) -> str:
         """YAML text of the resolved configuration."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def updated(self, **changes: Any) -> BaseConfig:
-        """Copy with the non-``None`` values of ``changes`` applied (and validated)."""
-        data = self.model_dump()
+        """Copy with the non-``None`` values of ``changes`` applied (and validated).
+
+        Only the fields set explicitly on ``self`` are carried over (the rest keep their
+        defaults), so validators see which options a user actually gave.
+        """
+        data = self.model_dump(exclude_unset=True)
         data.update({k: v for k, v in changes.items() if v is not None})
         return type(self)(**data)
+
+
+# --------------------------------------------------------------------------------------
+# Simulation
+# --------------------------------------------------------------------------------------
 
 
 class _PhantomTiltSeriesConfig(BaseConfig):
@@ -83,13 +136,17 @@ class _PhantomTiltSeriesConfig(BaseConfig):
         "cell", description="crowded cell, 3D Shepp-Logan or hollow spheres"
     )
     shape: tuple[int, int, int] = Field((64, 128, 128), description="volume (z, y, x) in voxels")
-    pixel_size_angstrom: float = Field(10.0, gt=0, description="voxel / detector pixel size, Å")
-    tilt_min_deg: float = Field(-60.0, ge=-90, le=90)
-    tilt_max_deg: float = Field(60.0, ge=-90, le=90)
-    tilt_step_deg: float = Field(2.0, gt=0)
+    pixel_size_angstrom: float = Field(10.0, gt=0, description="voxel / detector pixel size, Å",
+                                       json_schema_extra=cli("--pixel-size"))
+    tilt_min_deg: float = Field(-60.0, ge=-90, le=90, description="lowest tilt, degrees",
+                                json_schema_extra=cli("--tilt-range", part=0, help="min max tilt, degrees"))
+    tilt_max_deg: float = Field(60.0, ge=-90, le=90, description="highest tilt, degrees",
+                                json_schema_extra=cli("--tilt-range", part=1))
+    tilt_step_deg: float = Field(2.0, gt=0, description="tilt step, degrees", json_schema_extra=cli("--tilt-step"))
     n_particles: int = Field(12, ge=0, description="particles in the cell phantom")
     oversample: int = Field(2, ge=1, le=4, description="project a finer volume and bin")
-    seed: int = 0
+    seed: int = Field(0, description="random seed")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
     @model_validator(mode="after")
     def _check_tilts_and_shape(self) -> _PhantomTiltSeriesConfig:
@@ -107,10 +164,20 @@ class SimulateConfig(_PhantomTiltSeriesConfig):
 
     snr: float | None = Field(0.5, gt=0, description="Gaussian noise SNR (signal var / noise var)")
     dose_e_per_angstrom2: float | None = Field(
-        None, gt=0, description="Poisson noise at this dose per tilt, instead of snr"
+        None, gt=0, description="Poisson noise at this dose per tilt (e/Å²), instead of snr",
+        json_schema_extra=cli("--dose"),
     )
-    defocus_angstrom: float | None = Field(None, description="apply a CTF with this defocus (Å)")
+    defocus_angstrom: float | None = Field(None, description="apply a CTF with this defocus (Å)",
+                                           json_schema_extra=cli("--defocus"))
     even_odd: bool = Field(True, description="also write half-dose even/odd series")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dose_replaces_snr(cls, data: Any) -> Any:
+        """A dose given without an snr replaces the default snr (Poisson instead of Gaussian)."""
+        if isinstance(data, dict) and data.get("dose_e_per_angstrom2") is not None and "snr" not in data:
+            data = {**data, "snr": None}
+        return data
 
     @model_validator(mode="after")
     def _check_noise(self) -> SimulateConfig:
@@ -119,78 +186,269 @@ class SimulateConfig(_PhantomTiltSeriesConfig):
         return self
 
 
-#: Reconstruction methods: direct (fbp, wbp) and iterative (the rest; see cryowedge.solvers).
-RECONSTRUCT_METHODS = ("fbp", "wbp", "sirt", "sart", "art", "cgls", "tv")
-ITERATIVE_METHODS = ("sirt", "sart", "art", "cgls", "tv")
-#: Per-method defaults used when ``n_iter`` / ``relaxation`` are left unset. SART's 0.2 is
-#: the CRM paper's; ART's 0.5 damps noise in row action; CGLS fixes its own steps (1.0).
-#: On noisy data SIRT/SART/CGLS semi-converge (later iterations fit noise), so the counts
-#: are modest; see docs/results.md for the measured trade-off.
-DEFAULT_ITERATIONS = {"sirt": 20, "sart": 10, "art": 3, "cgls": 10, "tv": 30}
-DEFAULT_RELAXATION = {"sirt": 1.0, "sart": 0.2, "art": 0.5, "cgls": 1.0, "tv": 1.0}
+# --------------------------------------------------------------------------------------
+# Reconstruction: one model per method, registered with its runner
+# --------------------------------------------------------------------------------------
 
 
-class ReconstructConfig(BaseConfig):
-    """Reconstruction options (``cryowedge reconstruct``)."""
+class _ReconstructionCommon(BaseConfig):
+    """Fields of every reconstruction command (``reconstruct`` and ``stet reconstruct``)."""
 
-    method: Literal["fbp", "wbp", "sirt", "sart", "art", "cgls", "tv"] = "fbp"
-    filter_name: str = Field("ram-lak", description="ram-lak|shepp-logan|cosine|hamming|hann|sirt|none")
+    method: str = Field(description="reconstruction method")
+    thickness: int | None = Field(None, ge=1, description="output z size in voxels (default: x size)")
+    tilt_axis_angle_deg: float | None = Field(
+        None, allow_inf_nan=False, description="in-plane tilt-axis angle on the raw images, degrees "
+        "(default: from the .mdoc, else 0)", json_schema_extra=cli("--tilt-axis-angle"))
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    normalize: bool = Field(True, description="scale the data to unit std before solving (and the result "
+                            "back), so weights do not depend on the data's units (iterative methods)")
+
+
+class ReconstructConfig(_ReconstructionCommon):
+    """Reconstruction options (``cryowedge reconstruct``): the fields every method shares.
+
+    Each method has its own subclass (:class:`FbpConfig`, ..., :class:`TvConfig`), found
+    through the method registry; calling ``ReconstructConfig(method=..., **options)`` (or
+    :meth:`from_yaml`, :meth:`model_validate`) builds the registered model of ``method``
+    (default ``"fbp"``), so this class is also the discriminated union's entry point.
+    """
+
+    method: str = Field("fbp", description="reconstruction method")
+    checkpoint_every: int | None = Field(None, ge=1, description="save the iterate every N iterations next "
+                                         "to the output (resume with --resume; iterative methods)")
+    seed: int = Field(0, description="random seed (art/sart visiting order)")
+    slab_rows: int | None = Field(None, gt=0, description="rows along the tilt axis (y) per streamed slab "
+                                  "(default: automatic)", json_schema_extra=cli("--slab", "--slab-rows"))
+
+    def __new__(cls, /, *args: Any, **data: Any) -> ReconstructConfig:
+        # Calling the base builds the method's model. Python then runs that model's
+        # __init__ on the same keywords again: a second, identical validation (cheap).
+        if cls is ReconstructConfig and not args:
+            return parse_method_config(data)
+        return super().__new__(cls)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> ReconstructConfig:  # type: ignore[override]
+        if cls is ReconstructConfig and isinstance(obj, dict):
+            return parse_method_config(obj)
+        return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def _unknown_option_hint(cls, key: str) -> str | None:
+        owners = [spec.name for spec in methods() if key in spec.config.model_fields]
+        if owners:
+            return f"applies to method {', '.join(owners)}, not {cls.model_fields['method'].default}"
+        return None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ReconstructConfig:
+        """Load a method's options from YAML (``method:`` picks the model, default fbp).
+
+        Files written by the flat model of earlier versions keep working: ``null`` for
+        ``n_iter``/``relaxation`` means the method's default, and options of other methods are
+        dropped when they hold their default (any other value is an error naming the method
+        they belong to).
+        """
+        data = cls._read_yaml(path)
+        if cls is not ReconstructConfig:
+            data.setdefault("method", cls.model_fields["method"].default)
+        model = get_method(data.get("method", "fbp")).config
+        for key in ("n_iter", "relaxation"):
+            if key in data and data[key] is None:
+                del data[key]
+        dropped = []
+        for key in [k for k in data if k not in model.model_fields]:
+            others = [spec.config.model_fields[key] for spec in methods() if key in spec.config.model_fields]
+            if others and all(data[key] is None or data[key] == f.default for f in others):
+                dropped.append(key)
+                del data[key]
+        if dropped:
+            logger.info("%s: ignoring options of other methods at their defaults: %s", path, ", ".join(dropped))
+        return model(**data)
+
+    def updated(self, **changes: Any) -> ReconstructConfig:
+        """Copy with the non-``None`` ``changes``; a new ``method`` keeps only the shared fields."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes.get("method", self.method) == self.method:
+            return super().updated(**changes)
+        shared = {k: v for k, v in self.model_dump(exclude_unset=True).items()
+                  if k in ReconstructConfig.model_fields and k != "method"}
+        return parse_method_config({**shared, **changes})
+
+
+class _FilteredConfig(ReconstructConfig):
+    """Filter options of the direct methods (FBP, WBP)."""
+
+    filter_name: str = Field("ram-lak", description="ram-lak | shepp-logan | cosine | hamming | hann | sirt | none",
+                             json_schema_extra=cli("--filter"))
     cutoff: float = Field(1.0, gt=0, le=1, description="window cutoff, fraction of Nyquist")
-    sirt_iterations: int = Field(10, ge=1, description="iterations mimicked by the sirt filter")
-    radial_cutoff: float | None = Field(None, gt=0, le=0.5, description="radial low-pass, cycles/px")
+    radial_cutoff: float | None = Field(None, gt=0, le=0.5, description="IMOD-style radial low-pass cutoff, "
+                                        "cycles/px")
     radial_falloff: float = Field(0.035, gt=0, description="radial Gaussian fall-off, cycles/px")
-    padding: Literal["edge", "zero"] = "edge"
-    thickness: int | None = Field(None, ge=1, description="output z size (voxels); default = x size")
-    tilt_axis_angle_deg: float = Field(0.0, description="in-plane tilt-axis angle on the raw images")
-    device: str = Field("auto", description="auto|cpu|cuda|cuda:N")
-    # --- iterative methods (sirt, sart, art, cgls, tv) ---
-    n_iter: int | None = Field(None, description="iterations (sweeps for art/sart, outer for tv); "
-                               f"default per method {DEFAULT_ITERATIONS}")
-    relaxation: float | None = Field(None, description="relaxation in (0, 2) (ADMM over-relaxation "
-                                     f"for tv); default per method {DEFAULT_RELAXATION}")
-    positivity: bool = Field(False, description="constrain the tomogram to be >= 0 (not for cgls)")
-    tv_lambda: float = Field(5.0, ge=0, description="TV weight λ on the data normalised to unit std "
-                             "(about noise variance / prior scale: lower it for cleaner data)")
-    regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv", description="tv regulariser")
-    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
-    cg_iter: int = Field(10, ge=1, description="inner CG iterations per ADMM step")
-    tol: float | None = Field(None, gt=0, description="stop when the relative change falls below")
-    order: Literal["random", "sequential"] = Field("random", description="art/sart visiting order")
-    normalize: bool = Field(True, description="scale the data to unit std before iterating "
-                            "(and the result back) for well-scaled arithmetic")
-    checkpoint_every: int | None = Field(None, ge=1, description="save the iterate every N "
-                                         "iterations next to the output (resume with --resume)")
-    seed: int = 0
+    padding: Literal["edge", "zero"] = Field("edge", description="detector padding before filtering")
 
-    @model_validator(mode="after")
-    def _check(self) -> ReconstructConfig:
+    @field_validator("filter_name")
+    @classmethod
+    def _filter(cls, value: str) -> str:
         from cryowedge.recon.filters import normalise_filter_name
 
-        self.__dict__["filter_name"] = normalise_filter_name(self.filter_name)
-        if self.n_iter is not None and self.n_iter < 1:
-            raise ValueError(f"n_iter must be a positive integer, got {self.n_iter}.")
-        if self.relaxation is not None and not 0.0 < self.relaxation < 2.0:
-            raise ValueError(f"relaxation must lie in (0, 2), got {self.relaxation}.")
-        if self.method == "cgls" and self.positivity:
+        return normalise_filter_name(value)
+
+
+@register_method(runner="cryowedge.workflows.methods:run_fbp", summary="filtered back-projection",
+                 demo={"fbp_ramlak": {"filter_name": "ram-lak"}, "fbp_hann": {"filter_name": "hann"},
+                       "fbp_sirt_like": {"filter_name": "sirt", "sirt_iterations": 30}})
+class FbpConfig(_FilteredConfig):
+    """Filtered back-projection (``--method fbp``)."""
+
+    method: Literal["fbp"] = "fbp"
+    sirt_iterations: int = Field(10, ge=1, description="iterations mimicked by --filter sirt")
+
+
+@register_method(runner="cryowedge.workflows.methods:run_wbp", summary="weighted back-projection (exact weighting)",
+                 demo={"wbp": {"filter_name": "hann"}})
+class WbpConfig(_FilteredConfig):
+    """Weighted back-projection (``--method wbp``)."""
+
+    method: Literal["wbp"] = "wbp"
+
+
+def _n_iter(default: int) -> Any:
+    return Field(default, description="iterations (sweeps for art/sart, outer iterations for tv)")
+
+
+def _relaxation(default: float) -> Any:
+    return Field(default, description="relaxation in (0, 2) (ADMM over-relaxation for tv)")
+
+
+class IterativeConfig(ReconstructConfig):
+    """Options of every iterative method (solvers of :mod:`cryowedge.solvers`).
+
+    On noisy data SIRT/SART/CGLS semi-converge (later iterations fit noise), so the default
+    iteration counts are modest; see docs/results.md for the measured trade-off.
+    """
+
+    n_iter: int = _n_iter(20)
+    positivity: bool = Field(False, description="constrain the tomogram to be >= 0 (not for cgls)")
+    tol: float | None = Field(None, gt=0, description="stop when the relative change of the tomogram falls "
+                              "below this")
+
+    @field_validator("n_iter")
+    @classmethod
+    def _positive_n_iter(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"n_iter must be a positive integer, got {value}.")
+        return value
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the method's solver (``cryowedge.solvers.SOLVERS[method]``)."""
+        kwargs = {"n_iter": self.n_iter, "positivity": self.positivity, "tol": self.tol}
+        if "relaxation" in type(self).model_fields:
+            kwargs["relaxation"] = self.relaxation  # type: ignore[attr-defined]
+        return kwargs
+
+
+class _RelaxedConfig(IterativeConfig):
+    relaxation: float = _relaxation(1.0)
+
+    @field_validator("relaxation")
+    @classmethod
+    def _relaxation_range(cls, value: float) -> float:
+        if not 0.0 < value < 2.0:
+            raise ValueError(f"relaxation must lie in (0, 2), got {value}.")
+        return value
+
+
+class _RowActionConfig(_RelaxedConfig):
+    order: Literal["random", "sequential"] = Field("random", description="tilt / row visiting order")
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        return {**super().solver_kwargs(), "order": self.order, "seed": self.seed}
+
+
+@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:sirt",
+                 summary="simultaneous iterative reconstruction", demo={"sirt": {"n_iter": 10, "positivity": True}})
+class SirtConfig(_RelaxedConfig):
+    """SIRT (``--method sirt``)."""
+
+    method: Literal["sirt"] = "sirt"
+
+
+@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:sart",
+                 summary="simultaneous algebraic reconstruction (one tilt per update)")
+class SartConfig(_RowActionConfig):
+    """SART (``--method sart``); relaxation 0.2 is the CRM paper's."""
+
+    method: Literal["sart"] = "sart"
+    n_iter: int = _n_iter(10)
+    relaxation: float = _relaxation(0.2)
+
+
+@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:art",
+                 summary="ART / Kaczmarz row action")
+class ArtConfig(_RowActionConfig):
+    """ART (``--method art``); relaxation 0.5 damps noise in row action."""
+
+    method: Literal["art"] = "art"
+    n_iter: int = _n_iter(3)
+    relaxation: float = _relaxation(0.5)
+
+
+@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:cgls",
+                 summary="conjugate gradient least squares")
+class CglsConfig(IterativeConfig):
+    """CGLS (``--method cgls``): it chooses its own step lengths (no relaxation)."""
+
+    method: Literal["cgls"] = "cgls"
+    n_iter: int = _n_iter(10)
+
+    @field_validator("positivity")
+    @classmethod
+    def _no_positivity(cls, value: bool) -> bool:
+        if value:
             raise ValueError("cgls cannot enforce positivity; use --method sirt, sart or tv.")
-        return self
+        return value
 
-    @property
-    def resolved_iterations(self) -> int:
-        """``n_iter`` or the method's default."""
-        return self.n_iter if self.n_iter is not None else DEFAULT_ITERATIONS.get(self.method, 1)
 
-    @property
-    def resolved_relaxation(self) -> float:
-        """``relaxation`` or the method's default."""
-        return self.relaxation if self.relaxation is not None else DEFAULT_RELAXATION.get(self.method, 1.0)
+@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:tv_admm",
+                 summary="TV-regularised least squares by ADMM + CG",
+                 demo={"tv_admm": {"n_iter": 15, "cg_iter": 5, "positivity": True}})
+class TvConfig(_RelaxedConfig):
+    """TV-ADMM (``--method tv``)."""
+
+    method: Literal["tv"] = "tv"
+    n_iter: int = _n_iter(30)
+    tv_lambda: float = Field(5.0, ge=0, description="TV weight λ on the data normalised to unit std "
+                             "(about noise variance / prior scale: lower it for cleaner data)")
+    regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv", description="regulariser")
+    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
+    cg_iter: int = Field(10, ge=1, description="inner CG iterations per ADMM step")
+    halo_rows: int = Field(8, gt=0, description="rows of overlap on each side of a streamed slab (TV couples "
+                           "neighbouring rows)", json_schema_extra=cli("--halo", "--halo-rows"))
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        return {**super().solver_kwargs(), "lam": self.tv_lambda, "regularizer": self.regularizer,
+                "rho": self.rho, "cg_iter": self.cg_iter}
+
+
+def _demo_methods() -> dict[str, ReconstructConfig]:
+    return {name: spec.config(**changes) for spec in methods() for name, changes in spec.demo.items()}
 
 
 class DemoConfig(BaseConfig):
-    """The no-argument demo: a small crowded cell, ±60° series, noise, FBP and WBP."""
+    """The no-argument demo: a small crowded cell, a ±60° noisy series and the registered
+    methods' demo presets (FBP, WBP, SIRT, TV-ADMM)."""
 
     simulate: SimulateConfig = SimulateConfig(shape=(64, 128, 128), n_particles=16, snr=1.0)
-    reconstruct: ReconstructConfig = ReconstructConfig(filter_name="hann")
+    methods: dict[str, SerializeAsAny[ReconstructConfig]] = Field(
+        default_factory=_demo_methods, description="output name → reconstruction options (with method)")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_models(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"methods must map output names to options, got {type(value).__name__}.")
+        return {name: parse_method_config(v) for name, v in value.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -207,16 +465,18 @@ class StetSimulateConfig(_PhantomTiltSeriesConfig):
     per scanned pixel as at full dose; unmeasured pixels are stored as 0).
     """
 
-    tilt_min_deg: float = Field(-70.0, ge=-90, le=90)
-    tilt_max_deg: float = Field(70.0, ge=-90, le=90)
-    tilt_step_deg: float = Field(1.0, gt=0)
+    tilt_min_deg: float = Field(-70.0, ge=-90, le=90, description="lowest tilt, degrees",
+                                json_schema_extra=cli("--tilt-range", part=0, help="min max tilt, degrees"))
+    tilt_max_deg: float = Field(70.0, ge=-90, le=90, description="highest tilt, degrees",
+                                json_schema_extra=cli("--tilt-range", part=1))
+    tilt_step_deg: float = Field(1.0, gt=0, description="tilt step, degrees", json_schema_extra=cli("--tilt-step"))
     seed: int = Field(0, description="seed of the phantom, the noise and the scan mask")
-    dose_fraction: float = Field(0.3, gt=0, le=1, description="fraction of pixels scanned per tilt")
+    dose_fraction: float = Field(0.3, gt=0, le=1, description="fraction of the pixels scanned per tilt, (0, 1]")
     snr: float = Field(10.0, gt=0, description="Gaussian noise SNR per pixel (signal var / noise var); "
                        "10 suits STEM of stained sections")
 
 
-class StetReconstructConfig(BaseConfig):
+class StetReconstructConfig(_ReconstructionCommon):
     """Reconstruction from randomly undersampled STET data (``cryowedge stet reconstruct``).
 
     ``method="tv"`` solves thesis eq. 3.6, ``min ½‖S H x − b‖² + λ‖∇x‖₁`` (anisotropic TV by
@@ -225,24 +485,21 @@ class StetReconstructConfig(BaseConfig):
     reconstruction from the inpainted projections. With ``normalize`` the data are divided
     by the standard deviation of the measured pixels first (and the result multiplied
     back), so ``tv_lambda`` and ``inpaint_mu`` do not depend on the data's units (the
-    convention of :class:`ReconstructConfig`).
+    convention of :class:`TvConfig`).
     """
 
     method: Literal["tv", "inpaint-tv"] = Field(
-        "tv", description="tv: CS-TV on the undersampled data; inpaint-tv: inpaint, then TV"
+        "tv", description="tv: CS-TV on the undersampled data; inpaint-tv: 2-D inpainting, then TV"
     )
-    tv_lambda: float = Field(1.0, ge=0, description="TV weight λ on the data normalised to unit std")
+    tv_lambda: float = Field(1.0, ge=0, description="TV weight λ on the data normalised to unit std "
+                             "(as in reconstruct)")
     regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv-aniso", description="regulariser")
     positivity: bool = Field(True, description="constrain the tomogram to be >= 0")
     n_iter: int = Field(40, ge=1, description="outer ADMM iterations of the reconstruction")
     cg_iter: int = Field(6, ge=1, description="inner CG iterations per ADMM step")
     rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
-    inpaint_mu: float = Field(0.1, ge=0, description="2-D TV weight μ of the inpainting step")
-    inpaint_iter: int = Field(30, ge=1, description="ADMM iterations of the inpainting step")
-    normalize: bool = Field(True, description="scale the data to unit std first, so tv_lambda is unit-free")
-    thickness: int | None = Field(None, ge=1, description="output z size (voxels); default = x size")
-    tilt_axis_angle_deg: float = Field(0.0, description="in-plane tilt-axis angle on the raw images")
-    device: str = Field("auto", description="auto|cpu|cuda|cuda:N")
+    inpaint_mu: float = Field(0.1, ge=0, description="2-D TV weight μ of the inpainting step (inpaint-tv)")
+    inpaint_iter: int = Field(30, ge=1, description="ADMM iterations of the inpainting step (inpaint-tv)")
 
 
 class StetConfig(BaseConfig):
@@ -255,10 +512,7 @@ class StetConfig(BaseConfig):
     def section_from_yaml(cls, path: str | Path, section: Literal["simulate", "reconstruct"]) -> BaseConfig:
         """One section from a YAML file that holds either a whole ``StetConfig`` (keys
         ``simulate``/``reconstruct``) or just that section's fields."""
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of options, got {type(data).__name__}.")
+        data = cls._read_yaml(path)
         if data and set(data) <= {"simulate", "reconstruct"}:
             return getattr(cls(**data), section)
         model = StetSimulateConfig if section == "simulate" else StetReconstructConfig

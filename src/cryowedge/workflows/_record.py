@@ -14,7 +14,9 @@ import yaml
 from cryowedge._version import __version__
 from cryowedge.io._atomic import write_text_atomic
 
-ProgressCallback = Callable[[str, float], None]
+#: ``progress(step, fraction)``: what a workflow reports (the CLI draws a bar). Not to be
+#: confused with :class:`cryowedge.solvers.ProgressCallback`, a solver callback.
+ProgressFn = Callable[[str, float], None]
 
 
 def write_run_record(directory: str | Path, command: str, parameters: dict[str, Any],
@@ -37,14 +39,14 @@ def write_run_record(directory: str | Path, command: str, parameters: dict[str, 
     return path
 
 
-def report(progress: ProgressCallback | None, step: str, fraction: float) -> None:
+def report_progress(progress: ProgressFn | None, step: str, fraction: float) -> None:
     """Call ``progress`` if given."""
     if progress is not None:
         progress(step, fraction)
 
 
 def iteration_progress(
-    progress: ProgressCallback | None,
+    progress: ProgressFn | None,
     step: str,
     start: float,
     span: float,
@@ -61,6 +63,6 @@ def iteration_progress(
     def callback(info: Any) -> None:
         n = total if total is not None else done + info.n_iter
         k = done + info.iteration
-        report(progress, f"{step} {k}/{n}", start + span * k / n)
+        report_progress(progress, f"{step} {k}/{n}", start + span * k / n)
 
     return callback

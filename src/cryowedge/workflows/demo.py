@@ -13,27 +13,20 @@ from cryowedge.io.mrc import write_mrc
 from cryowedge.io.tilt_files import write_tilt_angles
 from cryowedge.metrics import metrics_table_markdown
 from cryowedge.viz.figures import orthoslice_panel
-from cryowedge.workflows._record import ProgressCallback, report, write_run_record
+from cryowedge.workflows._record import ProgressFn, report_progress, write_run_record
 from cryowedge.workflows.evaluate import DEFAULT_NORMALIZE, evaluate_arrays
 from cryowedge.workflows.reconstruct import reconstruct_array
 from cryowedge.workflows.simulate import simulate_from_config
 
-__all__ = ["run_demo", "DEMO_METHODS"]
-
-#: Reconstructions shown by the demo: name → changes to the demo's ReconstructConfig.
-DEMO_METHODS: dict[str, dict] = {
-    "fbp_ramlak": {"method": "fbp", "filter_name": "ram-lak"},
-    "fbp_hann": {"method": "fbp", "filter_name": "hann"},
-    "fbp_sirt_like": {"method": "fbp", "filter_name": "sirt", "sirt_iterations": 30},
-    "wbp": {"method": "wbp", "filter_name": "hann"},
-    "sirt": {"method": "sirt", "n_iter": 10, "positivity": True},
-    "tv_admm": {"method": "tv", "n_iter": 15, "cg_iter": 5, "positivity": True},
-}
+__all__ = ["run_demo"]
 
 
 def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | None = None, *,
-             progress: ProgressCallback | None = None) -> dict[str, object]:
+             progress: ProgressFn | None = None) -> dict[str, object]:
     """Run the demo and write MRCs, orthoslices.png, fsc.png, metrics.md/.json, run.yaml.
+
+    The reconstructions are ``config.methods``: by default the ``demo`` presets of the
+    registered methods (:mod:`cryowedge.config.registry`).
 
     Returns a dict with the metrics table rows, the output paths and the wall time (s).
     """
@@ -41,7 +34,7 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
     cfg = config or DemoConfig()
     out = Path(output_dir)
     sim_cfg = cfg.simulate
-    report(progress, "simulating cell + tilt series", 0.0)
+    report_progress(progress, "simulating cell + tilt series", 0.0)
     truth, sim = simulate_from_config(sim_cfg)
     px = sim_cfg.pixel_size_angstrom
     files = {
@@ -50,12 +43,12 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
         "angles": write_tilt_angles(out / "tilt_series.tlt", sim.geometry.tilt_angles_deg),
     }
     volumes: dict[str, np.ndarray] = {}
-    for i, (name, changes) in enumerate(DEMO_METHODS.items()):
-        report(progress, f"reconstructing ({name})", 0.2 + 0.5 * i / len(DEMO_METHODS))
-        rcfg = cfg.reconstruct.updated(**changes, thickness=truth.shape[0])
+    for i, (name, method_cfg) in enumerate(cfg.methods.items()):
+        report_progress(progress, f"reconstructing ({name})", 0.2 + 0.5 * i / len(cfg.methods))
+        rcfg = method_cfg.updated(thickness=truth.shape[0])
         volumes[name] = reconstruct_array(sim.tilt_series, sim.geometry, rcfg)
         files[name] = write_mrc(out / f"{name}.mrc", volumes[name], voxel_size_angstrom=px)
-    report(progress, "metrics + figures", 0.75)
+    report_progress(progress, "metrics + figures", 0.75)
     rows = evaluate_arrays(volumes, truth, pixel_size_angstrom=px,
                            tilt_range_deg=sim.geometry.tilt_range_deg, output_dir=out)
     panel = {"ground truth": truth, **volumes}
@@ -66,5 +59,5 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
                       + f"\n\nwall time: {seconds:.1f} s\n")
     files["run"] = write_run_record(out, "demo", cfg.model_dump(mode="json"),
                                     {k: str(v) for k, v in files.items()})
-    report(progress, "done", 1.0)
+    report_progress(progress, "done", 1.0)
     return {"metrics": rows, "files": files, "seconds": seconds}

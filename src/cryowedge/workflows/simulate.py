@@ -12,7 +12,7 @@ from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import write_mrc
 from cryowedge.io.tilt_files import write_tilt_angles
 from cryowedge.simulate.tilt_series import SimulatedTiltSeries, simulate_tilt_series
-from cryowedge.workflows._record import ProgressCallback, report, write_run_record
+from cryowedge.workflows._record import ProgressFn, report_progress, write_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,13 @@ def make_phantom(config: SimulateConfig) -> np.ndarray:
 
 def simulate_from_config(config: SimulateConfig, device: str | None = None
                          ) -> tuple[np.ndarray, SimulatedTiltSeries]:
-    """Ground truth and simulated series for ``config`` (no files written)."""
+    """Ground truth and simulated series for ``config`` (no files written).
+
+    ``device`` overrides ``config.device`` (``"auto"``: the GPU when there is one).
+    """
+    from cryowedge.utils.device import resolve_device
+
+    device = str(resolve_device(device or config.device))
     volume = make_phantom(config)
     geometry = TiltGeometry.from_range(
         config.tilt_min_deg, config.tilt_max_deg, config.tilt_step_deg,
@@ -61,12 +67,12 @@ def simulate_from_config(config: SimulateConfig, device: str | None = None
 
 
 def simulate_to_files(config: SimulateConfig, output_dir: str | Path, *,
-                      progress: ProgressCallback | None = None, device: str | None = None) -> dict[str, Path]:
+                      progress: ProgressFn | None = None, device: str | None = None) -> dict[str, Path]:
     """Simulate and write ``ground_truth.mrc``, ``tilt_series.mrc`` (+ ``.tlt``), even/odd halves."""
     out = Path(output_dir)
-    report(progress, "phantom", 0.0)
+    report_progress(progress, "phantom", 0.0)
     volume, sim = simulate_from_config(config, device=device)
-    report(progress, "writing", 0.8)
+    report_progress(progress, "writing", 0.8)
     px = config.pixel_size_angstrom
     files = {
         "ground_truth": write_mrc(out / "ground_truth.mrc", volume, voxel_size_angstrom=px),
@@ -81,5 +87,5 @@ def simulate_to_files(config: SimulateConfig, output_dir: str | Path, *,
     files = {k: Path(v) for k, v in files.items()}
     files["run"] = write_run_record(out, "simulate", config.model_dump(mode="json"),
                                     {k: str(v) for k, v in files.items()})
-    report(progress, "done", 1.0)
+    report_progress(progress, "done", 1.0)
     return files

@@ -47,8 +47,8 @@ from cryowedge.operators.tilt_projector import TiltProjector
 from cryowedge.recon.fbp import check_tilt_series
 from cryowedge.simulate.scan_mask import check_dose_fraction, random_scan_mask, uniform_tilt_subset
 from cryowedge.solvers import Callback, CallbackList, SolverResult, tv_admm
-from cryowedge.workflows._record import ProgressCallback, iteration_progress, report, write_run_record
-from cryowedge.workflows.reconstruct import data_scale
+from cryowedge.workflows._record import ProgressFn, iteration_progress, report_progress, write_run_record
+from cryowedge.workflows.methods import data_scale
 
 __all__ = [
     "StetSimulation",
@@ -565,7 +565,7 @@ def stet_simulate_files(
     config: StetSimulateConfig | None = None,
     output_dir: str | Path = ".",
     *,
-    progress: ProgressCallback | None = None,
+    progress: ProgressFn | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Path]:
     """Simulate RB-STET data and write them (atomically, voxel size set).
@@ -583,18 +583,21 @@ def stet_simulate_files(
     from cryowedge.io.tilt_files import write_tilt_angles
     from cryowedge.workflows.simulate import make_phantom
 
+    from cryowedge.utils.device import resolve_device
+
     cfg = config or StetSimulateConfig()
+    device = resolve_device(device or cfg.device)  # fail early on an unavailable GPU
     out = Path(output_dir)
-    report(progress, "phantom", 0.0)
+    report_progress(progress, "phantom", 0.0)
     volume = make_phantom(SimulateConfig(phantom=cfg.phantom, shape=cfg.shape,
                                          pixel_size_angstrom=cfg.pixel_size_angstrom,
                                          n_particles=cfg.n_particles, seed=cfg.seed))
     geometry = TiltGeometry.from_range(cfg.tilt_min_deg, cfg.tilt_max_deg, cfg.tilt_step_deg,
                                        cfg.shape[1:], pixel_size_angstrom=cfg.pixel_size_angstrom)
-    report(progress, "projecting", 0.2)
+    report_progress(progress, "projecting", 0.2)
     sim = simulate_stet(volume, geometry, dose_fraction=cfg.dose_fraction, snr=cfg.snr,
                         oversample=cfg.oversample, seed=cfg.seed, device=device)
-    report(progress, "writing", 0.8)
+    report_progress(progress, "writing", 0.8)
     px = cfg.pixel_size_angstrom
     series = out / "tilt_series.mrc"
     files = {
@@ -611,7 +614,7 @@ def stet_simulate_files(
          "noise_sigma": sim.noise_sigma},
         {k: str(v) for k, v in files.items()},
     )
-    report(progress, "done", 1.0)
+    report_progress(progress, "done", 1.0)
     return files
 
 
@@ -624,7 +627,7 @@ def stet_reconstruct_file(
     angles_path: str | Path | None = None,
     pixel_size_angstrom: float | None = None,
     overwrite: bool = True,
-    progress: ProgressCallback | None = None,
+    progress: ProgressFn | None = None,
     callback: Callback | None = None,
 ) -> Path:
     """Reconstruct an RB-STET tilt-series file with its scan mask; write the tomogram MRC.
@@ -678,7 +681,7 @@ def stet_reconstruct_file(
             "`cryowedge stet simulate`). Pass --mask FILE."
         )
     device = resolve_device(cfg.device)  # fail early on an unavailable GPU
-    report(progress, "reading", 0.0)
+    report_progress(progress, "reading", 0.0)
     series = load_tilt_series(series_path, angles_path, tilt_axis_angle_deg=cfg.tilt_axis_angle_deg,
                               pixel_size_angstrom=pixel_size_angstrom)
     mask = read_scan_mask(mask_path, series.data.shape)
@@ -701,7 +704,7 @@ def stet_reconstruct_file(
                                           inpaint_iter=cfg.inpaint_iter, inpaint_callback=inpaint_cb,
                                           callback=cb, **common)
     volume = result.x.detach().cpu().numpy().astype(np.float32)
-    report(progress, "writing", 0.9)
+    report_progress(progress, "writing", 0.9)
     write_mrc(output_path, volume, voxel_size_angstrom=series.geometry.pixel_size_angstrom,
               overwrite=overwrite)
     write_run_record(
@@ -711,5 +714,5 @@ def stet_reconstruct_file(
          "geometry": series.geometry.to_dict()},
         {"volume": str(output_path)}, name=output_path.stem + ".run.yaml",
     )
-    report(progress, "done", 1.0)
+    report_progress(progress, "done", 1.0)
     return output_path
