@@ -697,7 +697,7 @@ class MrcSlabWriter:
         self._stack: ExitStack | None = None
         self._fd = -1
         self._offset = 0
-        self._written = np.zeros(dims[1], dtype=bool)
+        self._written = np.zeros(dims[:2], dtype=bool)  # (z, y) lines done
         self._stats = (0, 0.0, 0.0, np.inf, -np.inf)  # count, mean, M2, min, max (float64)
         self.tmp_path: Path | None = None
 
@@ -774,17 +774,39 @@ class MrcSlabWriter:
                 f"expected ({nz}, rows, {nx}) with 0 <= y0 and y0 + rows <= {ny}."
             )
         check_finite(data, f"slab at rows {y0}:{y0 + rows}")
+        for z in range(nz):
+            self._pwrite(data[z], self._offset + (z * ny + y0) * nx * 4)
+        self._written[:, y0 : y0 + rows] = True
+        self._update_stats(data)
+
+    def write_sections(self, z0: int, block: ArrayLike) -> None:
+        """Write whole sections ``volume[z0 : z0 + k] = block`` (``(k, ny, nx)``, one write).
+
+        For a tilt series written image by image (``z`` is then the tilt index).
+        """
+        if self._stack is None:
+            raise RuntimeError("MrcSlabWriter.write_sections must be called inside its 'with' block.")
+        nz, ny, nx = self.shape
+        data = np.ascontiguousarray(to_numpy(block), dtype=np.float32)
+        k = data.shape[0] if data.ndim == 3 else -1
+        if data.ndim != 3 or data.shape[1:] != (ny, nx) or not 0 <= z0 <= nz - k:
+            raise ValueError(
+                f"sections of shape {data.shape} at z0={z0} do not fit the volume {self.shape}; "
+                f"expected (k, {ny}, {nx}) with 0 <= z0 and z0 + k <= {nz}."
+            )
+        check_finite(data, f"sections {z0}:{z0 + k}")
+        self._pwrite(data, self._offset + z0 * ny * nx * 4)
+        self._written[z0 : z0 + k] = True
+        self._update_stats(data)
+
+    def _pwrite(self, data: np.ndarray, start: int) -> None:
+        view = memoryview(data).cast("B")
+        done = 0
         try:
-            for z in range(nz):
-                start = self._offset + (z * ny + y0) * nx * 4
-                view = memoryview(data[z]).cast("B")
-                done = 0
-                while done < len(view):
-                    done += os.pwrite(self._fd, view[done:], start + done)
+            while done < len(view):
+                done += os.pwrite(self._fd, view[done:], start + done)
         except OSError as err:
             raise _write_error(self.path, err) from None
-        self._written[y0 : y0 + rows] = True
-        self._update_stats(data)
 
     def _update_stats(self, data: np.ndarray) -> None:
         n_a, mean_a, m2_a, lo, hi = self._stats
@@ -798,11 +820,12 @@ class MrcSlabWriter:
         self._stats = (n, mean, m2, min(lo, float(data.min())), max(hi, float(data.max())))
 
     def _finish(self) -> None:
-        missing = np.flatnonzero(~self._written)
+        missing = np.argwhere(~self._written)
         if missing.size:
+            z, y = (int(v) for v in missing[0])
             raise ValueError(
-                f"{missing.size} of {self.shape[1]} rows were never written (first: y = "
-                f"{int(missing[0])}); {str(self.path)!r} was not created."
+                f"{len(missing)} of {self._written.size} (z, y) lines were never written "
+                f"(first: z = {z}, y = {y}); {str(self.path)!r} was not created."
             )
         n, mean, m2, lo, hi = self._stats
         patch = np.zeros((), dtype=mrcfile.dtypes.HEADER_DTYPE)
