@@ -20,7 +20,7 @@ from cryowedge.operators.rotation import Rotation3D
 
 def _smooth_blob(shape, center_zyx, sigma):
     grid = np.indices(shape).astype(np.float64)
-    r2 = sum((g - c) ** 2 for g, c in zip(grid, center_zyx))
+    r2 = sum((g - c) ** 2 for g, c in zip(grid, center_zyx, strict=True))
     return np.exp(-r2 / (2 * sigma**2))
 
 

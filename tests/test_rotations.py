@@ -176,7 +176,8 @@ def test_relion_matrix_is_inverse_of_scipy_active_zyz():
     np.testing.assert_allclose(m, np.swapaxes(active, -1, -2), atol=1e-12)
     # ... and the explicit formula of the module docstring, entry by entry.
     rot, tilt, psi = np.deg2rad(angles.T)
-    c1, s1, c2, s2, c3, s3 = np.cos(rot), np.sin(rot), np.cos(tilt), np.sin(tilt), np.cos(psi), np.sin(psi)
+    c1, s1, c2, s2 = np.cos(rot), np.sin(rot), np.cos(tilt), np.sin(tilt)
+    c3, s3 = np.cos(psi), np.sin(psi)
     np.testing.assert_allclose(m[:, 0, 1], c3 * c2 * s1 + s3 * c1, atol=1e-12)
     np.testing.assert_allclose(m[:, 1, 2], s3 * s2, atol=1e-12)
     np.testing.assert_allclose(m[:, 2, 0], s2 * c1, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Sub-volume extraction/insertion and centre crop/pad: exact crops, zeros outside, exact adjoints."""
+"""Sub-volume extraction/insertion and centre crop/pad: exact crops, zeros outside, adjoints."""
 
 from __future__ import annotations
 
@@ -126,6 +126,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="box_shape"):
         SubvolumeExtract((8, 8, 8), [[1, 2, 3]], (4, 4))
     with pytest.raises(ValueError, match=r"rotations_xyz must be \(3, 3\) or \(N, 3, 3\)"):
-        SubvolumeExtract((8, 8, 8), [[1, 2, 3]], (4, 4, 4), rotations_xyz=random_rotations(2, rng=0))
+        SubvolumeExtract(
+            (8, 8, 8), [[1, 2, 3]], (4, 4, 4), rotations_xyz=random_rotations(2, rng=0)
+        )
     with pytest.raises(ValueError, match="same number of positive axes"):
         CenterCrop((4, 4, 4), (4, 4))

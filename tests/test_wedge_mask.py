@@ -47,7 +47,10 @@ def test_projector_energy_lies_in_measured_region(lo, hi, mirror_min):
     geom = TiltGeometry.from_range(lo, hi, 2, (n, n))
     energy = _psf_energy(geom, n)
     total = energy.sum()
-    own = energy[wedge_mask((n, n, n), geom.tilt_angles_deg, missing=True, dtype=torch.bool)].sum() / total
+    own = (
+        energy[wedge_mask((n, n, n), geom.tilt_angles_deg, missing=True, dtype=torch.bool)].sum()
+        / total
+    )
     mirrored = wedge_mask((n, n, n), -geom.tilt_angles_deg, missing=True, dtype=torch.bool)
     other = energy[mirrored].sum() / total
     # Measured: own 1.9 % / 1.3 % (leakage of the linear-interpolation projector near the wedge
@@ -78,13 +81,19 @@ def test_rotated_mask_follows_rotated_projector():
         region = (torch.sqrt(kx_t**2 + kz_t**2) >= 2.0 / n) & (kx**2 + ky**2 + kz**2 <= 0.45**2)
         region = region.expand(energy.shape)
 
-        def frac(mask: torch.Tensor) -> float:
+        def frac(
+            mask: torch.Tensor, energy: torch.Tensor = energy, region: torch.Tensor = region
+        ) -> float:
             return float(energy[mask & region].sum() / energy[region].sum())
 
         angles = geom.tilt_angles_deg
         own = frac(wedge_mask((n, n, n), angles, rotation_xyz=r, missing=True, dtype=torch.bool))
-        mirrored = frac(wedge_mask((n, n, n), -angles, rotation_xyz=r, missing=True, dtype=torch.bool))
-        inverse = frac(wedge_mask((n, n, n), angles, rotation_xyz=r.T, missing=True, dtype=torch.bool))
+        mirrored = frac(
+            wedge_mask((n, n, n), -angles, rotation_xyz=r, missing=True, dtype=torch.bool)
+        )
+        inverse = frac(
+            wedge_mask((n, n, n), angles, rotation_xyz=r.T, missing=True, dtype=torch.bool)
+        )
         # Measured: own 5.0 / 5.5 %, mirrored 26 / 28 %, the wrong direction Rᵀ 43 / 52 %.
         assert own < 0.1
         assert mirrored > 2.5 * own
@@ -104,7 +113,9 @@ def test_quarter_turn_rotation_is_exact_grid_rotation():
     rs = random_rotations(3, rng=1)
     batch = wedge_mask((8, 9, 10), angles, rotation_xyz=rs, rfft=True)
     assert batch.shape == (3, 8, 9, 6)
-    torch.testing.assert_close(batch[2], wedge_mask((8, 9, 10), angles, rotation_xyz=rs[2], rfft=True))
+    torch.testing.assert_close(
+        batch[2], wedge_mask((8, 9, 10), angles, rotation_xyz=rs[2], rfft=True)
+    )
 
 
 def test_tilt_axis_angle():
@@ -112,11 +123,17 @@ def test_tilt_axis_angle():
     angles = np.arange(-40.0, 71.0, 2.0)
     base = wedge_mask((n, n, n), angles, centered=True, dtype=torch.bool).numpy()
     # Axis turned by 180° in the xy plane = mirrored tilt range (docs/conventions.md).
-    flipped = wedge_mask((n, n, n), angles, tilt_axis_angle_deg=180.0, centered=True, dtype=torch.bool)
-    np.testing.assert_array_equal(flipped.numpy(), wedge_mask((n, n, n), -angles, centered=True, dtype=torch.bool).numpy())
+    flipped = wedge_mask(
+        (n, n, n), angles, tilt_axis_angle_deg=180.0, centered=True, dtype=torch.bool
+    )
+    np.testing.assert_array_equal(
+        flipped.numpy(), wedge_mask((n, n, n), -angles, centered=True, dtype=torch.bool).numpy()
+    )
     # Axis at +90° (along -x): the y-axis mask rotated as an object by the active in-plane
     # rotation Q taking +y to -x (RELION's passive Rz(-90)); on the array, rot90 with k=-1.
-    quarter = wedge_mask((n, n, n), angles, tilt_axis_angle_deg=90.0, centered=True, dtype=torch.bool).numpy()
+    quarter = wedge_mask(
+        (n, n, n), angles, tilt_axis_angle_deg=90.0, centered=True, dtype=torch.bool
+    ).numpy()
     q = euler_zyz_to_matrix(-90.0, 0.0, 0.0)
     np.testing.assert_allclose(q @ [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], atol=1e-12)
     np.testing.assert_array_equal(quarter, rotate_volume(base.astype(np.float32), q, order=0) > 0.5)
@@ -141,7 +158,9 @@ def test_soft_edges():
     assert torch.all(soft[wider == 0] == 0)  # zero beyond the taper
     ramp = (soft > 0) & (soft < 1)
     assert ramp.any() and torch.all(wider[ramp] == 1) and torch.all(hard[ramp] == 0)
-    missing = wedge_mask(shape, angles, centered=True, soft_edge_deg=10.0, missing=True, dtype=torch.float64)
+    missing = wedge_mask(
+        shape, angles, centered=True, soft_edge_deg=10.0, missing=True, dtype=torch.float64
+    )
     torch.testing.assert_close(missing, 1 - soft, rtol=0, atol=0)
 
 

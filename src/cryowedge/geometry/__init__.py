@@ -7,6 +7,7 @@ from cryowedge.geometry.rotations import (
     rotate_volume,
 )
 from cryowedge.geometry.tilt import TiltGeometry, angular_weights_rad, missing_wedge_mask
+from cryowedge.geometry.wedge import wedge_mask
 
 __all__ = [
     "TiltGeometry",
@@ -16,4 +17,5 @@ __all__ = [
     "missing_wedge_mask",
     "random_rotations",
     "rotate_volume",
+    "wedge_mask",
 ]

@@ -73,7 +73,11 @@ def fourier_grid_xyz(
     f64 = torch.float64
     kz = torch.fft.fftfreq(nz, dtype=f64, device=dev)
     ky = torch.fft.fftfreq(ny, dtype=f64, device=dev)
-    kx = torch.fft.rfftfreq(nx, dtype=f64, device=dev) if rfft else torch.fft.fftfreq(nx, dtype=f64, device=dev)
+    kx = (
+        torch.fft.rfftfreq(nx, dtype=f64, device=dev)
+        if rfft
+        else torch.fft.fftfreq(nx, dtype=f64, device=dev)
+    )
     if centered:
         kz, ky = torch.fft.fftshift(kz), torch.fft.fftshift(ky)
         if not rfft:
@@ -84,7 +88,9 @@ def fourier_grid_xyz(
 def _tilt_range(tilt_angles_deg: ArrayLike) -> tuple[float, float]:
     angles = np.asarray(tilt_angles_deg, dtype=np.float64).ravel()
     if angles.size == 0:
-        raise ValueError("tilt_angles_deg is empty; pass the tilt angles in degrees (or a (min, max) pair).")
+        raise ValueError(
+            "tilt_angles_deg is empty; pass the tilt angles in degrees (or a (min, max) pair)."
+        )
     if not np.isfinite(angles).all() or np.abs(angles).max() > 90.0:
         raise ValueError(
             f"tilt_angles_deg must be finite degrees within [-90, 90], got range "
@@ -145,16 +151,22 @@ def wedge_mask(
     """
     shape = tuple(int(s) for s in volume_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}.")
+        raise ValueError(
+            f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}."
+        )
     lo, hi = _tilt_range(tilt_angles_deg)
     axis = float(tilt_axis_angle_deg)
     if not np.isfinite(axis):
-        raise ValueError(f"tilt_axis_angle_deg must be finite degrees, got {tilt_axis_angle_deg!r}.")
+        raise ValueError(
+            f"tilt_axis_angle_deg must be finite degrees, got {tilt_axis_angle_deg!r}."
+        )
     soft = float(soft_edge_deg)
     if not np.isfinite(soft) or soft < 0:
         raise ValueError(f"soft_edge_deg must be >= 0 degrees, got {soft_edge_deg!r}.")
     if dtype == torch.bool and soft > 0:
-        raise ValueError("a soft-edged mask cannot be boolean; pass a floating dtype or soft_edge_deg=0.")
+        raise ValueError(
+            "a soft-edged mask cannot be boolean; pass a floating dtype or soft_edge_deg=0."
+        )
     if dtype != torch.bool and not dtype.is_floating_point:
         raise ValueError(f"dtype must be torch.bool or a floating dtype, got {dtype}.")
     dev = torch.device("cpu") if device is None else torch.device(device)
@@ -169,7 +181,8 @@ def wedge_mask(
         dev_orth = np.abs(r @ np.swapaxes(r, -1, -2) - np.eye(3)).max() if r.size else 0.0
         if dev_orth > 1e-5:
             raise ValueError(
-                f"rotation_xyz is not orthogonal (max |R Rᵀ − I| = {dev_orth:.3g}); pass rotation matrices."
+                f"rotation_xyz is not orthogonal (max |R Rᵀ − I| = {dev_orth:.3g}); "
+                "pass rotation matrices."
             )
         batch = r.shape[:-2]
         transform = transform @ r
@@ -193,12 +206,17 @@ def wedge_mask(
         return mask.expand(out_shape).to(dtype).contiguous()
     # Angular distance to [lo, hi] on the 180°-periodic circle of directions.
     dist = torch.stack(
-        [torch.clamp(torch.maximum(lo - a, a - hi), min=0.0) for a in (angle, angle - 180.0, angle + 180.0)]
+        [
+            torch.clamp(torch.maximum(lo - a, a - hi), min=0.0)
+            for a in (angle, angle - 180.0, angle + 180.0)
+        ]
     ).amin(dim=0)
     weight = torch.where(
         dist <= _ANGLE_TOL_DEG,
         torch.ones_like(dist),
-        torch.where(dist < soft, 0.5 * (1.0 + torch.cos(torch.pi * dist / soft)), torch.zeros_like(dist)),
+        torch.where(
+            dist < soft, 0.5 * (1.0 + torch.cos(torch.pi * dist / soft)), torch.zeros_like(dist)
+        ),
     )
     weight = torch.where(on_axis, torch.ones_like(weight), weight)
     if missing:

@@ -83,7 +83,7 @@ def gather(src: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.
 def scatter_add(
     dst: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor, values: torch.Tensor
 ) -> None:
-    """Transpose of :func:`gather`: ``dst[l, idx[i, c]] += weight[i, c] · values[l, i]`` in place."""
+    """Transpose of :func:`gather`, in place: ``dst[l, idx[i, c]] += w[i, c] · values[l, i]``."""
     contrib = values[:, :, None] * weight  # (L, n, 8)
     dst.index_add_(1, idx.reshape(-1), contrib.reshape(dst.shape[0], -1))
 

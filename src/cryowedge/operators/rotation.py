@@ -34,7 +34,9 @@ __all__ = ["Rotation3D", "as_rotation_matrices"]
 logger = logging.getLogger(__name__)
 
 
-def as_rotation_matrices(matrices_xyz: ArrayLike | torch.Tensor, name: str = "matrices_xyz") -> np.ndarray:
+def as_rotation_matrices(
+    matrices_xyz: ArrayLike | torch.Tensor, name: str = "matrices_xyz"
+) -> np.ndarray:
     """Check and return ``(..., 3, 3)`` proper rotation matrices as float64 NumPy.
 
     Entries within 1e-12 of an integer are rounded, so quarter turns are exact
@@ -99,7 +101,9 @@ class Rotation3D(LinearOperator):
     ) -> None:
         shape = tuple(int(s) for s in volume_shape)
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}.")
+            raise ValueError(
+                f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}."
+            )
         m = as_rotation_matrices(matrices_xyz)
         if m.ndim not in (2, 3):
             raise ValueError(f"matrices_xyz must be (3, 3) or (B, 3, 3), got {m.shape}.")
@@ -123,7 +127,9 @@ class Rotation3D(LinearOperator):
         self.range_shape = shape if self.single else stack
         # Source position of output voxel o (zyx indices): p = M (o - c) + c, with M = Rᵀ on
         # (z, y, x) vectors (out(r') = in(Rᵀ r')).
-        self._sample = np.ascontiguousarray(np.swapaxes(xyz_to_zyx_matrix(self.matrices_xyz), -1, -2))
+        self._sample = np.ascontiguousarray(
+            np.swapaxes(xyz_to_zyx_matrix(self.matrices_xyz), -1, -2)
+        )
         self._kernel = _interp.Kernels(self)
         self._device_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -97,7 +97,8 @@ class SubvolumeExtract(LinearOperator):
             m = as_rotation_matrices(rotations_xyz, "rotations_xyz")
             if m.shape not in ((3, 3), (self.n_boxes, 3, 3)):
                 raise ValueError(
-                    f"rotations_xyz must be (3, 3) or (N, 3, 3) = ({self.n_boxes}, 3, 3), got {m.shape}."
+                    f"rotations_xyz must be (3, 3) or (N, 3, 3) = ({self.n_boxes}, 3, 3), "
+                    f"got {m.shape}."
                 )
             m = np.broadcast_to(m, (self.n_boxes, 3, 3))
             # Source offset of box voxel o: M (o - bc) with M = Rᵀ on (z, y, x) vectors.
@@ -129,7 +130,9 @@ class SubvolumeExtract(LinearOperator):
 
     def _apply(self, t: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
         if not t.dtype.is_floating_point:
-            raise TypeError(f"SubvolumeExtract input must be a floating-point tensor, got {t.dtype}.")
+            raise TypeError(
+                f"SubvolumeExtract input must be a floating-point tensor, got {t.dtype}."
+            )
         in_shape = self.range_shape if adjoint else self.domain_shape
         out_shape = self.domain_shape if adjoint else self.range_shape
         lead = t.shape[: t.ndim - len(in_shape)]
@@ -172,10 +175,15 @@ def extract_subvolumes(
     *,
     rotations_xyz: ArrayLike | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Boxes ``(..., N, bz, by, bx)`` of ``volume`` ``(..., nz, ny, nx)``; see :class:`SubvolumeExtract`."""
+    """Boxes ``(..., N, bz, by, bx)`` cut from ``volume`` ``(..., nz, ny, nx)``.
+
+    See :class:`SubvolumeExtract` (positions, rotations, zeros outside).
+    """
     if not isinstance(volume, torch.Tensor) or volume.ndim < 3:
         raise ValueError("volume must be a torch tensor (..., nz, ny, nx).")
-    op = SubvolumeExtract(tuple(volume.shape[-3:]), positions_zyx, box_shape, rotations_xyz=rotations_xyz)
+    op = SubvolumeExtract(
+        tuple(volume.shape[-3:]), positions_zyx, box_shape, rotations_xyz=rotations_xyz
+    )
     return op(volume)
 
 
@@ -192,7 +200,9 @@ def insert_subvolumes(
     """
     if not isinstance(boxes, torch.Tensor) or boxes.ndim < 4:
         raise ValueError("boxes must be a torch tensor (..., N, bz, by, bx).")
-    op = SubvolumeExtract(volume_shape, positions_zyx, tuple(boxes.shape[-3:]), rotations_xyz=rotations_xyz)
+    op = SubvolumeExtract(
+        volume_shape, positions_zyx, tuple(boxes.shape[-3:]), rotations_xyz=rotations_xyz
+    )
     return op.adjoint(boxes)
 
 
@@ -219,17 +229,22 @@ class CenterCrop(LinearOperator):
         r = tuple(int(s) for s in range_shape)
         if len(d) != len(r) or len(d) == 0 or min(d + r) < 1:
             raise ValueError(
-                f"CenterCrop needs two shapes with the same number of positive axes, got {d} and {r}."
+                "CenterCrop needs two shapes with the same number of positive axes, "
+                f"got {d} and {r}."
             )
         self.domain_shape, self.range_shape = d, r
         self._src = tuple(
-            slice(max(0, n // 2 - m // 2), max(0, n // 2 - m // 2) + min(n, m)) for n, m in zip(d, r)
+            slice(max(0, n // 2 - m // 2), max(0, n // 2 - m // 2) + min(n, m))
+            for n, m in zip(d, r, strict=True)
         )
         self._dst = tuple(
-            slice(max(0, m // 2 - n // 2), max(0, m // 2 - n // 2) + min(n, m)) for n, m in zip(d, r)
+            slice(max(0, m // 2 - n // 2), max(0, m // 2 - n // 2) + min(n, m))
+            for n, m in zip(d, r, strict=True)
         )
 
-    def _move(self, t: torch.Tensor, shape: tuple[int, ...], src: tuple, dst: tuple) -> torch.Tensor:
+    def _move(
+        self, t: torch.Tensor, shape: tuple[int, ...], src: tuple, dst: tuple
+    ) -> torch.Tensor:
         out = t.new_zeros((*t.shape[: t.ndim - len(shape)], *shape))
         out[(Ellipsis, *dst)] = t[(Ellipsis, *src)]
         return out
