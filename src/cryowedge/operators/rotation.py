@@ -86,9 +86,11 @@ class Rotation3D(LinearOperator):
     Shapes: ``domain_shape`` is ``(nz, ny, nx)`` for one matrix or ``broadcast=True``,
     ``(B, nz, ny, nx)`` otherwise; ``range_shape`` is ``(nz, ny, nx)`` for one matrix,
     ``(B, nz, ny, nx)`` otherwise. Further leading dimensions are batch dimensions.
-    Any floating dtype and device work (matrices and sampling positions are kept in float64
-    on the input's device, weights are cast to the input dtype). ``forward`` and ``adjoint``
-    are differentiable (the backward of one is the other).
+    Any device works; float32/float64 inputs keep their dtype, half-precision inputs are
+    computed in float32 and return float32 (the policy of
+    :mod:`cryowedge.operators.autograd`). Matrices and sampling positions are kept in float64
+    on the input's device; the weights are cast to the data dtype. ``forward`` and
+    ``adjoint`` are differentiable (the backward of one is the other).
     """
 
     def __init__(

@@ -63,8 +63,9 @@ class SubvolumeExtract(LinearOperator):
     -----
     ``forward``: ``(..., nz, ny, nx)`` → ``(..., N, bz, by, bx)``; ``adjoint`` (= insertion):
     ``(..., N, bz, by, bx)`` → ``(..., nz, ny, nx)``, the exact transpose. Leading dimensions
-    are batch dimensions (every volume uses the same positions). Both are differentiable;
-    any floating dtype and device work (positions are kept in float64).
+    are batch dimensions (every volume uses the same positions). Both are differentiable and
+    run on any device; positions are kept in float64; half-precision inputs are computed in
+    float32 and return float32 (:mod:`cryowedge.operators.autograd`).
     """
 
     def __init__(
