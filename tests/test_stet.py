@@ -14,14 +14,10 @@ from cryowedge.cli import app
 from cryowedge.io.mrc import read_mrc, write_mrc
 from cryowedge.operators.elementary import MaskOperator
 from cryowedge.simulate import random_scan_mask, shepp_logan_3d, uniform_tilt_subset
-from cryowedge.workflows.stet import (
-    inpaint_projections,
-    mask_path_for,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-    stet_operator,
-)
+from cryowedge.io.scan_mask import mask_path_for
+from cryowedge.operators.scan import stet_operator
+from cryowedge.recon.stet import inpaint_projections, reconstruct_stet, reconstruct_tds
+from cryowedge.simulate.stet import simulate_stet
 
 runner = CliRunner()
 
@@ -143,7 +139,6 @@ def test_zero_lambda_solution_satisfies_the_normal_equations(rng, fraction):
 def test_stet_tv_lambda_is_the_solver_lambda_on_unit_std_measured_pixels(rng):
     """``tv_lambda`` means what it means in ``reconstruct``: λ on data / std(scanned pixels)."""
     from cryowedge.solvers import tv_admm
-    from cryowedge.workflows.stet import stet_operator
 
     geom = TiltGeometry.from_range(-60, 60, 20, (3, 10))
     shape = (6, 3, 10)
@@ -289,3 +284,27 @@ def test_stet_config_yaml_whole_or_section_and_typos(simulated, tmp_path):
     assert result.exit_code == 2 and "lamda" in result.output
     result = runner.invoke(app, ["stet", "simulate", str(tmp_path / "s"), "--dose-fraction", "1.5"])
     assert result.exit_code == 2 and "dose_fraction" in result.output
+
+
+def test_old_import_path_still_works():
+    """The STET pieces moved to their layers; workflows.stet re-exports them for older code."""
+    from cryowedge.workflows import stet as old
+
+    assert old.stet_operator is stet_operator and old.simulate_stet is simulate_stet
+    assert old.reconstruct_stet is reconstruct_stet and old.mask_path_for is mask_path_for
+
+
+def test_read_scan_mask_refuses_non_binary_and_wrong_shape(tmp_path):
+    from cryowedge.io.scan_mask import read_scan_mask
+
+    path = tmp_path / "ts_mask.mrc"
+    mask = np.zeros((3, 4, 5), np.uint8)
+    mask[:, ::2] = 1
+    write_mrc(path, mask, image_stack=True)
+    np.testing.assert_array_equal(read_scan_mask(path, (3, 4, 5)), mask.astype(bool))
+    with pytest.raises(ValueError, match=r"\(3, 4, 5\).*\(3, 4, 6\)"):
+        read_scan_mask(path, (3, 4, 6))
+    mask[0, 0, 0] = 2
+    write_mrc(path, mask, image_stack=True)
+    with pytest.raises(ValueError, match=r"only 0 and 1 .* got values \[0, 1, 2\]"):
+        read_scan_mask(path)

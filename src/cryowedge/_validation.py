@@ -19,6 +19,7 @@ __all__ = [
     "check_in_range",
     "check_choice",
     "check_positive_int",
+    "check_scan_mask_shape",
     "check_tilt_series",
 ]
 
@@ -131,3 +132,12 @@ def check_tilt_series(tilt_series: Any, geometry: Any, name: str = "tilt_series"
             f"{geometry.detector_shape}."
         )
     check_finite(tilt_series, name)
+
+
+def check_scan_mask_shape(mask_shape: Sequence[int], data_shape: Sequence[int], what: str = "data") -> None:
+    """Raise unless a STET scan mask's ``(n_tilts, ny, nx)`` shape equals the data's (both named)."""
+    if tuple(mask_shape) != tuple(data_shape):
+        raise ValueError(
+            f"scan mask shape {tuple(mask_shape)} does not match the {what} shape "
+            f"{tuple(data_shape)} (n_tilts, ny, nx); use the mask written with these data."
+        )

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
+from cryowedge._filter_names import FILTER_NAMES, normalise_filter_name, normalise_wbp_filter_name
 from cryowedge.config.registry import get_method, methods, parse_method_config, register_method
 
 __all__ = [
@@ -279,7 +280,7 @@ class ReconstructConfig(_ReconstructionCommon):
 class _FilteredConfig(ReconstructConfig):
     """Filter options of the direct methods (FBP, WBP)."""
 
-    filter_name: str = Field("ram-lak", description="ram-lak | shepp-logan | cosine | hamming | hann | sirt | none",
+    filter_name: str = Field("ram-lak", description=" | ".join(FILTER_NAMES) + " (wbp: no sirt)",
                              json_schema_extra=cli("--filter"))
     cutoff: float = Field(1.0, gt=0, le=1, description="window cutoff, fraction of Nyquist")
     radial_cutoff: float | None = Field(None, gt=0, le=0.5, description="IMOD-style radial low-pass cutoff, "
@@ -290,8 +291,6 @@ class _FilteredConfig(ReconstructConfig):
     @field_validator("filter_name")
     @classmethod
     def _filter(cls, value: str) -> str:
-        from cryowedge.recon.filters import normalise_filter_name
-
         return normalise_filter_name(value)
 
 
@@ -308,9 +307,14 @@ class FbpConfig(_FilteredConfig):
 @register_method(runner="cryowedge.workflows.methods:run_wbp", summary="weighted back-projection (exact weighting)",
                  demo={"wbp": {"filter_name": "hann"}})
 class WbpConfig(_FilteredConfig):
-    """Weighted back-projection (``--method wbp``)."""
+    """Weighted back-projection (``--method wbp``): no ``sirt`` filter (it modifies the FBP ramp)."""
 
     method: Literal["wbp"] = "wbp"
+
+    @field_validator("filter_name")
+    @classmethod
+    def _filter(cls, value: str) -> str:
+        return normalise_wbp_filter_name(value)
 
 
 def _n_iter(default: int) -> Any:

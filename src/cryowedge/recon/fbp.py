@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryowedge._validation import check_choice, check_finite, check_ndim
+from cryowedge._validation import check_choice, check_tilt_series
 from cryowedge.geometry.tilt import TiltGeometry, angular_weights_rad
 from cryowedge.operators.tilt_projector import TiltProjector
 from cryowedge.recon.filters import (
@@ -50,23 +50,6 @@ def as_tensor(
     if device is not None:
         t = t.to(device)
     return t
-
-
-def check_tilt_series(tilt_series: Any, geometry: TiltGeometry, name: str = "tilt_series") -> None:
-    """Validate a ``(n_tilts, y, x)`` stack against its geometry (shape, finiteness)."""
-    check_ndim(tilt_series, (3, 4), name, "(n_tilts, y, x) (or a batch (b, n_tilts, y, x))")
-    shape = tuple(tilt_series.shape[-3:])
-    if shape[0] != geometry.n_tilts:
-        raise ValueError(
-            f"{name} has {shape[0]} images but the geometry has {geometry.n_tilts} tilt angles; "
-            "the tilt-angle file must list exactly one angle per image (check .tlt/.rawtlt)."
-        )
-    if shape[1:] != geometry.detector_shape:
-        raise ValueError(
-            f"{name} images are {shape[1:]} (y, x) but the geometry's detector_shape is "
-            f"{geometry.detector_shape}."
-        )
-    check_finite(tilt_series, name)
 
 
 def _pad(x: torch.Tensor, n_pad: int, mode: str) -> torch.Tensor:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryowedge._validation import check_choice, check_in_range, check_positive, check_positive_int
+from cryowedge._filter_names import (  # re-exported: the names live in a low module
+    FILTER_NAMES,
+    WBP_FILTER_NAMES,
+    normalise_filter_name,
+    normalise_wbp_filter_name,
+)
+from cryowedge._validation import check_in_range, check_positive, check_positive_int
 
 __all__ = [
     "FILTER_NAMES",
@@ -24,33 +30,6 @@ __all__ = [
     "EXACT_WEIGHTING_WORK_BYTES",
     "fbp_filter",
 ]
-
-#: Names accepted by ``filter_name`` (aliases ``ramlak``/``ramp`` map to ``ram-lak``).
-FILTER_NAMES = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann", "sirt", "none")
-_ALIASES = {"ramlak": "ram-lak", "ramp": "ram-lak", "ram_lak": "ram-lak", "shepp_logan": "shepp-logan",
-            "hanning": "hann"}
-#: Names :func:`~cryowedge.recon.fbp.wbp` accepts: the windows on the exact weighting
-#: (``"ram-lak"`` = no window) and ``"none"`` (plain back-projection, as in FBP). The
-#: SIRT-like filter modifies the FBP ramp, which WBP replaces, so it is FBP-only.
-WBP_FILTER_NAMES = tuple(name for name in FILTER_NAMES if name != "sirt")
-
-
-def normalise_filter_name(name: str) -> str:
-    """Canonical filter name; raises ``ValueError`` listing the choices for an unknown one."""
-    key = str(name).lower()
-    key = _ALIASES.get(key, key)
-    return check_choice(key, "filter", FILTER_NAMES)
-
-
-def normalise_wbp_filter_name(name: str) -> str:
-    """Canonical WBP filter name (one of :data:`WBP_FILTER_NAMES`); ``ValueError`` otherwise."""
-    key = normalise_filter_name(name)
-    if key not in WBP_FILTER_NAMES:
-        raise ValueError(
-            f"filter {name!r} is not available for WBP (it modifies the FBP ramp, which WBP's exact "
-            f"weighting replaces); choose one of {', '.join(WBP_FILTER_NAMES)}, or use method 'fbp'."
-        )
-    return key
 
 
 def padded_length(n: int) -> int:

@@ -23,6 +23,7 @@ import torch
 from cryowedge.config.models import FbpConfig, IterativeConfig, WbpConfig
 from cryowedge.config.registry import get_method
 from cryowedge.geometry.tilt import TiltGeometry
+from cryowedge.recon.scaling import data_scale
 from cryowedge.solvers import Callback
 from cryowedge.workflows._record import ProgressFn, iteration_progress
 
@@ -57,18 +58,6 @@ class MethodContext:
     checkpoint_path: str | Path | None = None
     resume: bool = False
     callback: Callback | None = None
-
-
-def data_scale(values: torch.Tensor, normalize: bool = True) -> float:
-    """Standard deviation of ``values``, the factor iterative workflows divide the data by.
-
-    1 when not normalising or when the values are constant, too few or not finite, so the
-    division is always safe.
-    """
-    if not normalize or values.numel() < 2:
-        return 1.0
-    scale = float(values.double().std())
-    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 def _filter_options(config: FbpConfig | WbpConfig, context: MethodContext) -> dict[str, Any]:
