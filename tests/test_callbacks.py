@@ -111,3 +111,13 @@ def test_progress_callback_never_stops_a_shared_display(rng):
         sirt(op, b, n_iter=3, callback=ProgressCallback("SIRT", progress=progress))
         assert progress.live.is_started and progress.tasks[0].completed == 3
     assert not progress.live.is_started
+
+
+def test_cgls_calls_on_end_when_it_reaches_the_exact_solution_early():
+    import numpy as np
+
+    op = MatrixOperator(np.eye(3))  # CGLS solves an identity system in one step
+    spy = _EndSpy()
+    result = cgls(op, np.array([1.0, 2.0, 3.0]), n_iter=10, callback=spy)
+    assert result.stopped_early and result.n_iter == 1
+    assert spy.ends == [1]

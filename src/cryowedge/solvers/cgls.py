@@ -53,13 +53,14 @@ def cgls(
     gamma = float(torch.sum(s * s))
     result = SolverResult(x=x, n_iter=0, history={})
     for k in range(1, n_iter + 1):
-        if gamma == 0.0:  # exact solution reached
+        q = operator.forward(p) if gamma > 0.0 else None
+        qq = 0.0 if q is None else float(torch.sum(q * q))
+        if qq == 0.0:  # exact solution reached (Aᵀr = 0 or A p = 0): the run ends here
             result.stopped_early = True
-            break
-        q = operator.forward(p)
-        qq = float(torch.sum(q * q))
-        if qq == 0.0:
-            result.stopped_early = True
+            if callable(getattr(callback, "on_end", None)):
+                res_norm = norm(r)
+                callback.on_end(IterationInfo(k - 1, n_iter, x, residual_norm=res_norm,
+                                              objective=0.5 * res_norm**2, relative_change=0.0))
             break
         alpha = gamma / qq
         x_norm = norm(x)
