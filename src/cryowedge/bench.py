@@ -24,6 +24,7 @@ from cryowedge.solvers import sirt
 
 __all__ = [
     "bench_projector",
+    "bench_scale",
     "bench_iterative",
     "astra_fbp_slices",
     "astra_sirt_slices",
@@ -362,3 +363,222 @@ def fbp_peak_memory(size: int = 512, n_tilts: int = 61) -> float:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- bench scale
+
+#: Named problem sizes of ``bench scale``: ``(nz, ny, nx)`` volume, detector ``(ny, nx)``.
+SCALE_SIZES: dict[str, tuple[int, int, int]] = {
+    "k3": (300, 1023, 1440),  # bin-4 K3 (5760 × 4092 → 1440 × 1023), thickness 300
+}
+#: The default streamed case: a 2.1 GB volume, more than the 2 GB address space it runs in.
+STREAMED_SHAPE = (128, 8192, 512)
+
+
+def parse_scale_size(spec: str) -> tuple[int, int, int]:
+    """``"256"`` → ``(256, 256, 256)``, ``"k3"`` → ``(300, 1023, 1440)``, ``"64x512x128"`` → as given."""
+    text = str(spec).strip().lower()
+    if text in SCALE_SIZES:
+        return SCALE_SIZES[text]
+    parts = text.split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) == 1:
+        dims = dims * 3
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(
+            f"size {spec!r} must be N (a cube), NZxNYxNX or one of {', '.join(SCALE_SIZES)}."
+        )
+    return dims  # type: ignore[return-value]
+
+
+def _scale_child(case: dict[str, Any]) -> dict[str, Any]:
+    """Run one ``bench scale`` case in this (fresh) process; returns its timings."""
+    from cryowedge.io.mrc import open_mrc_lazy
+    from cryowedge.workflows.streaming import method_slab_runner, plan_slab_rows, stream_reconstruct
+
+    if case.get("probe"):  # what the interpreter, torch and cryowedge cost before any work
+        import cryowedge.workflows.streaming  # noqa: F401
+
+        with open("/proc/self/status") as handle:
+            vm = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
+        return {"seconds": 0.0, "vm_size_gb": vm / 1e9}
+    nz, ny, nx = case["shape"]
+    geom = TiltGeometry(tilt_angles_deg=np.linspace(-60.0, 60.0, case["n_tilts"]), detector_shape=(ny, nx))
+    options = {"n_iter": case["sirt_iter"]} if case["method"] == "sirt" else {}
+    if case.get("input"):  # streamed: lazily read stack → MRC output
+        series = open_mrc_lazy(case["input"])
+        rows = case.get("slab_rows") or plan_slab_rows((nz, ny, nx), geom.n_tilts, nx, case["method"])
+        rows = rows or ny
+        t0 = time.perf_counter()
+        stream_reconstruct(series, geom, (nz, ny, nx), case["output"],
+                           method_slab_runner(case["method"], **options), slab_rows=rows)
+        return {"seconds": time.perf_counter() - t0, "slab_rows": rows}
+    data = np.random.default_rng(0).random((geom.n_tilts, ny, nx), dtype=np.float32)
+    t0 = time.perf_counter()
+    method_slab_runner(case["method"], **options)(data, geom, (nz, ny, nx))
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _run_case(case: dict[str, Any], address_space_bytes: int | None = None) -> dict[str, Any]:
+    """Run ``case`` in a fresh interpreter (optionally under ``RLIMIT_AS``); add its peak RSS."""
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        if address_space_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
+
+    # the child reports its own peak RSS (ru_maxrss, KiB on Linux) when it is done
+    code = ("import json, resource, sys; from cryowedge.bench import _scale_child; "
+            "r = _scale_child(json.loads(sys.argv[1])); "
+            "r['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9; "
+            "print(json.dumps(r))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(case)], capture_output=True,
+                          text=True, preexec_fn=limit, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        raise RuntimeError(f"bench scale case {case} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _write_random_stack(path: Any, n_tilts: int, ny: int, nx: int) -> None:
+    """A ``(n_tilts, ny, nx)`` float32 MRC stack of uniform noise, written image by image."""
+    from cryowedge.io.mrc import MrcSlabWriter
+
+    with MrcSlabWriter(path, (n_tilts, ny, nx)) as writer:
+        for t in range(n_tilts):
+            image = np.random.default_rng(t).random((ny, nx), dtype=np.float32)
+            writer.write_sections(t, image[None])
+
+
+def bench_scale(
+    sizes: tuple[str, ...] | list[str] = ("256", "512", "k3"),
+    *,
+    methods: tuple[str, ...] | list[str] = ("fbp", "sirt"),
+    n_tilts: int = 61,
+    sirt_iter: int = 20,
+    streamed_shape: tuple[int, int, int] = STREAMED_SHAPE,
+    address_space_gb: float | None = 2.0,
+    slab_rows: int | None = None,
+    check_rows: int = 48,
+    workdir: Any = None,
+    report: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Time and peak RSS of in-memory FBP/SIRT by size, and of a streamed reconstruction.
+
+    Every case runs in a fresh interpreter, so its peak resident size (``ru_maxrss``) is its
+    own. In-memory cases: ``n_tilts`` tilts over ±60° of uniform noise (timing only), volume
+    of each of ``sizes`` (see :func:`parse_scale_size`), FBP and SIRT with ``sirt_iter``
+    iterations. Streamed case: a noise stack of ``(n_tilts, ny, nx)`` for ``streamed_shape =
+    (nz, ny, nx)`` written to an MRC file in ``workdir`` (default: a temporary directory,
+    removed), reconstructed with streamed FBP into an MRC file by a process limited to
+    ``address_space_gb`` of address space (``RLIMIT_AS``, as ``ulimit -v``); then the same
+    with a quarter of ``ny`` and the same slab height, to show that the peak RSS does not
+    grow with ``y``. The streamed output is compared on ``check_rows`` rows (not aligned with
+    the slabs) with an in-memory FBP of those rows.
+
+    Parameters
+    ----------
+    sizes
+        In-memory problem sizes (``"256"``, ``"512"``, ``"k3"``, ``"64x512x128"``); empty for none.
+    methods
+        ``fbp`` and/or ``sirt``.
+    n_tilts, sirt_iter
+        Tilts over ±60°; SIRT iterations.
+    streamed_shape
+        ``(nz, ny, nx)`` of the streamed volume; None-like ``(0, 0, 0)`` skips it.
+    address_space_gb
+        ``RLIMIT_AS`` of the streamed process (GB); None for no limit.
+    slab_rows
+        Slab height; default :func:`~cryowedge.workflows.streaming.plan_slab_rows` inside the
+        limited process (from the address space it has left).
+    check_rows
+        Rows of the streamed volume recomputed in memory for the comparison.
+    workdir
+        Where the streamed input and outputs go.
+    report
+        Called with each table line; the last is ``streamed_peak_rss_gb: N`` (the full-size
+        streamed case) or ``streamed_peak_rss_gb: n/a``.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one dict per case) and, when streamed, ``streamed_max_rel_diff``,
+        ``streamed_peak_rss_gb``, ``streamed_volume_gb``.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from cryowedge.io.mrc import open_mrc_lazy
+    from cryowedge.workflows.streaming import method_slab_runner
+
+    for method in methods:
+        if method not in ("fbp", "sirt"):
+            raise ValueError(f"bench scale methods are fbp and sirt, got {method!r}.")
+    shapes = [(str(spec), parse_scale_size(spec)) for spec in sizes]
+    rows: list[dict[str, Any]] = []
+    header = f"{'case':<34} {'method':<8} {'volume (z,y,x)':<18} {'tilts':>5} {'seconds':>9} {'peak_rss_gb':>11}  note"
+    report(f"bench scale: torch threads {torch.get_num_threads()}, each case in a fresh process")
+    probe = _run_case({"probe": True}, None)
+    report(f"interpreter + torch + cryowedge import: {probe['vm_size_gb']:.2f} GB address space, "
+           f"{probe['peak_rss_gb']:.2f} GB RSS")
+    report(header)
+
+    def line(case: str, method: str, shape: tuple[int, int, int], res: dict[str, Any], note: str = "") -> None:
+        rows.append({"case": case, "method": method, "shape": shape, **res, "note": note})
+        report(f"{case:<34} {method:<8} {'x'.join(map(str, shape)):<18} {n_tilts:>5} "
+               f"{res['seconds']:>9.2f} {res['peak_rss_gb']:>11.2f}  {note}".rstrip())
+
+    for spec, shape in shapes:
+        for method in methods:
+            case = {"shape": shape, "n_tilts": n_tilts, "method": method, "sirt_iter": sirt_iter}
+            label = f"{method}-{sirt_iter}" if method == "sirt" else method
+            line(f"in memory {spec}", label, shape, _run_case(case))
+    result: dict[str, Any] = {"rows": rows}
+    nz, ny, nx = (int(s) for s in streamed_shape)
+    if min(nz, ny, nx) < 1:
+        report("streamed_peak_rss_gb: n/a")
+        return result
+    folder = Path(tempfile.mkdtemp(prefix="cryowedge-scale-", dir=workdir))
+    try:
+        limit = None if address_space_gb is None else int(address_space_gb * 1e9)
+        limit_note = "no limit" if limit is None else f"RLIMIT_AS {address_space_gb:g} GB"
+        volume_gb = nz * ny * nx * 4 / 1e9
+        small_ny = max(1, ny // 4)
+        outcomes = {}
+        for rows_y in dict.fromkeys((ny, small_ny)):
+            src, dst = folder / f"input_{rows_y}.mrc", folder / f"output_{rows_y}.mrc"
+            _write_random_stack(src, n_tilts, rows_y, nx)
+            case = {"shape": (nz, rows_y, nx), "n_tilts": n_tilts, "method": "fbp", "sirt_iter": 0,
+                    "input": str(src), "output": str(dst), "slab_rows": slab_rows}
+            if rows_y != ny:  # the slabs planned for the full height, so only y differs
+                case["slab_rows"] = min(rows_y, outcomes[ny]["slab_rows"])
+            res = _run_case(case, limit)
+            outcomes[rows_y] = res
+            gb = nz * rows_y * nx * 4 / 1e9
+            line(f"streamed y={rows_y} ({limit_note})", "fbp", (nz, rows_y, nx), res,
+                 f"volume {gb:.2f} GB, slabs of {res['slab_rows']} rows")
+        # the streamed result against an in-memory FBP of some rows (not slab-aligned)
+        k = min(check_rows, ny)
+        y0 = max(0, min(ny - k, ny // 2 - k // 2 + 3))
+        series = open_mrc_lazy(folder / f"input_{ny}.mrc")[:, y0 : y0 + k]
+        geom = TiltGeometry(tilt_angles_deg=np.linspace(-60.0, 60.0, n_tilts), detector_shape=(k, nx))
+        ref = method_slab_runner("fbp")(series, geom, (nz, k, nx))
+        got = open_mrc_lazy(folder / f"output_{ny}.mrc")[:, y0 : y0 + k]
+        rel = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+        grow = outcomes[ny]["peak_rss_gb"] - outcomes[small_ny]["peak_rss_gb"]
+        report(f"streamed volume {volume_gb:.2f} GB vs {limit_note}; rows {y0}:{y0 + k} equal the "
+               f"in-memory FBP to max |diff| / max |ref| = {rel:.1e}")
+        report(f"peak RSS y={ny} minus y={small_ny} (same slabs): {grow:+.3f} GB")
+        result.update(streamed_max_rel_diff=rel, streamed_peak_rss_gb=outcomes[ny]["peak_rss_gb"],
+                      streamed_volume_gb=volume_gb, streamed_rss_growth_gb=grow)
+        report(f"streamed_peak_rss_gb: {outcomes[ny]['peak_rss_gb']:.2f}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return result

@@ -6,6 +6,8 @@ Examples::
     cryowedge bench projector --size 128 --memory
     cryowedge bench iterative                 # 256^3, 61 tilts, SIRT x100 vs ASTRA CPU SIRT
     cryowedge bench iterative --size 128 --astra-slices 4
+    cryowedge bench scale                     # 256^3, 512^3, K3 bin 4; streamed under 2 GB
+    cryowedge bench scale --quick             # tiny sizes, a few seconds
 """
 
 from __future__ import annotations
@@ -61,6 +63,47 @@ def iterative(
             astra_slices=astra_slices,
             device=str(dev),
             with_astra=astra,
+            report=typer.echo,
+        )
+
+
+#: ``--quick``: tiny sizes that still exercise every part of ``bench scale``.
+QUICK_SCALE = {"sizes": "32", "streamed_shape": "16x256x48", "slab_rows": 32, "check_rows": 20}
+
+
+@bench_app.command("scale")
+def scale(
+    sizes: str = typer.Option("256,512,k3", help="in-memory sizes: N (cube), NZxNYxNX or k3 "
+                              "(61 tilts of 1440x1023, thickness 300), comma-separated; '' for none"),
+    methods: str = typer.Option("fbp,sirt", help="in-memory methods (fbp, sirt)"),
+    n_tilts: int = typer.Option(61, help="number of tilts over ±60°"),
+    sirt_iter: int = typer.Option(20, help="SIRT iterations"),
+    streamed_shape: str = typer.Option("128x8192x512", help="streamed volume NZxNYxNX ('' to skip)"),
+    limit_gb: float = typer.Option(2.0, help="address-space limit (RLIMIT_AS, GB) of the streamed "
+                                   "process; 0 for none"),
+    slab_rows: int = typer.Option(0, help="streamed slab height (0: planned from the memory left)"),
+    check_rows: int = typer.Option(48, help="rows of the streamed volume recomputed in memory"),
+    workdir: str = typer.Option("", help="directory for the streamed files (default: temporary)"),
+    quick: bool = typer.Option(False, help="tiny sizes for a check in seconds: --sizes 32 "
+                               "--streamed-shape 16x256x48 --slab-rows 32 --check-rows 20"),
+) -> None:
+    """Time and peak RSS by size, in memory and streamed; last line `streamed_peak_rss_gb: N`."""
+    from cryowedge.bench import bench_scale, parse_scale_size
+
+    with user_errors():
+        if quick:
+            sizes, streamed_shape = str(QUICK_SCALE["sizes"]), str(QUICK_SCALE["streamed_shape"])
+            slab_rows, check_rows = int(QUICK_SCALE["slab_rows"]), int(QUICK_SCALE["check_rows"])
+        bench_scale(
+            [s for s in sizes.split(",") if s.strip()],
+            methods=[m.strip() for m in methods.split(",") if m.strip()],
+            n_tilts=n_tilts,
+            sirt_iter=sirt_iter,
+            streamed_shape=parse_scale_size(streamed_shape) if streamed_shape.strip() else (0, 0, 0),
+            address_space_gb=limit_gb if limit_gb > 0 else None,
+            slab_rows=slab_rows or None,
+            check_rows=check_rows,
+            workdir=workdir or None,
             report=typer.echo,
         )
 
