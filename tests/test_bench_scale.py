@@ -12,16 +12,34 @@ from cryowedge.cli import app
 
 
 def test_bench_scale_tiny_run(tmp_path):
-    args = ["bench", "scale", "--sizes", "24", "--methods", "fbp", "--n-tilts", "9",
-            "--streamed-shape", "8x64x24", "--slab-rows", "16", "--check-rows", "10",
-            "--workdir", str(tmp_path)]
+    args = [
+        "bench",
+        "scale",
+        "--sizes",
+        "24",
+        "--methods",
+        "fbp",
+        "--n-tilts",
+        "9",
+        "--streamed-shape",
+        "8x64x24",
+        "--slab-rows",
+        "16",
+        "--check-rows",
+        "10",
+        "--workdir",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert re.fullmatch(r"streamed_peak_rss_gb: \d+\.\d\d", lines[-1]), lines[-1]
     table = [line for line in lines if line.startswith(("in memory", "streamed y="))]
     assert [line.split()[:3] for line in table] == [
-        ["in", "memory", "24"], ["streamed", "y=64", "(RLIMIT_AS"], ["streamed", "y=16", "(RLIMIT_AS"]]
+        ["in", "memory", "24"],
+        ["streamed", "y=64", "(RLIMIT_AS"],
+        ["streamed", "y=16", "(RLIMIT_AS"],
+    ]
     for line in table:  # seconds and peak RSS are positive numbers
         seconds, rss = (float(v) for v in re.search(r" 9 +(\d+\.\d+) +(\d+\.\d+)", line).groups())
         assert seconds >= 0 and 0.05 < rss < 20

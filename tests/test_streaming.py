@@ -35,7 +35,9 @@ def _blobs(shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
     for _ in range(6):
         centre = rng.uniform(-0.3, 0.3, 3) * np.array(shape)
         sigma = rng.uniform(1.5, 3.0)
-        vol += np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) / (2 * sigma**2))
+        vol += np.exp(
+            -sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) / (2 * sigma**2)
+        )
     return torch.as_tensor(vol, dtype=torch.float32)
 
 
@@ -56,8 +58,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_streamed_fbp_equals_in_memory(tmp_path: Path, problem, slab_rows: int) -> None:
     geom, data = problem
     ref = fbp(data, geom, volume_shape=SHAPE).numpy()
-    out = stream_reconstruct(data, geom, SHAPE, tmp_path / "fbp.mrc", method_slab_runner("fbp"),
-                             slab_rows=slab_rows)
+    out = stream_reconstruct(
+        data, geom, SHAPE, tmp_path / "fbp.mrc", method_slab_runner("fbp"), slab_rows=slab_rows
+    )
     got = read_mrc(out)
     np.testing.assert_allclose(got.data, ref, rtol=0, atol=2e-6 * np.abs(ref).max())
     assert got.voxel_size_angstrom == (4.0, 4.0, 4.0)
@@ -68,8 +71,26 @@ def test_streamed_fbp_equals_in_memory(tmp_path: Path, problem, slab_rows: int) 
 def test_streamed_sirt_equals_in_memory(tmp_path: Path, problem, slab_rows: int) -> None:
     geom, data = problem
     ref = sirt(TiltProjector(geom, SHAPE), data, n_iter=10).x.numpy()
-    out = stream_reconstruct(data, geom, SHAPE, tmp_path / "sirt.mrc",
-                             method_slab_runner("sirt", n_iter=10), slab_rows=slab_rows)
+    out = stream_reconstruct(
+        data,
+        geom,
+        SHAPE,
+        tmp_path / "sirt.mrc",
+        method_slab_runner("sirt", n_iter=10),
+        slab_rows=slab_rows,
+    )
+    np.testing.assert_allclose(read_mrc(out).data, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize(
+    "method, options", [("wbp", {}), ("sart", {"n_iter": 2}), ("art", {"n_iter": 1})]
+)
+def test_streamed_row_methods_equal_in_memory(tmp_path: Path, problem, method, options) -> None:
+    geom, data = problem
+    ref = method_slab_runner(method, **options)(data, geom, SHAPE)  # the whole volume at once
+    out = stream_reconstruct(
+        data, geom, SHAPE, tmp_path / "v.mrc", method_slab_runner(method, **options), slab_rows=7
+    )
     np.testing.assert_allclose(read_mrc(out).data, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
@@ -78,10 +99,19 @@ def test_streamed_from_lazy_file_with_progress(tmp_path: Path, problem) -> None:
     write_mrc(tmp_path / "ts.mrc", data, image_stack=True)
     lazy = open_mrc_lazy(tmp_path / "ts.mrc")
     steps: list[tuple[str, float]] = []
-    stream_reconstruct(lazy, geom, SHAPE, tmp_path / "v.mrc", method_slab_runner("fbp"), slab_rows=10,
-                       progress=lambda step, f: steps.append((step, f)))
+    stream_reconstruct(
+        lazy,
+        geom,
+        SHAPE,
+        tmp_path / "v.mrc",
+        method_slab_runner("fbp"),
+        slab_rows=10,
+        progress=lambda step, f: steps.append((step, f)),
+    )
     ref = fbp(data, geom, volume_shape=SHAPE).numpy()
-    np.testing.assert_allclose(read_mrc(tmp_path / "v.mrc").data, ref, atol=2e-6 * np.abs(ref).max())
+    np.testing.assert_allclose(
+        read_mrc(tmp_path / "v.mrc").data, ref, atol=2e-6 * np.abs(ref).max()
+    )
     assert steps == [("slab 1/3", 1 / 3), ("slab 2/3", 2 / 3), ("slab 3/3", 1.0)]
 
 
@@ -97,11 +127,20 @@ def test_raw_stack_is_aligned_then_streamed(tmp_path: Path, axis_deg: float, shi
     raw = op(_blobs(shape, seed=3)).numpy()
     # in memory, FBP resamples the whole stack with to_aligned; streaming does it image by image
     aligned, aligned_geom = align_tilt_series(raw, geom, tmp_path / "al.mrc")
-    np.testing.assert_allclose(np.asarray(aligned), op.to_aligned(torch.from_numpy(raw)).numpy(), atol=1e-6)
-    assert aligned_geom.tilt_axis_angle_deg == 0.0 and aligned_geom.detector_shape == (n_axis, n_perp)
+    np.testing.assert_allclose(
+        np.asarray(aligned), op.to_aligned(torch.from_numpy(raw)).numpy(), atol=1e-6
+    )
+    assert aligned_geom.tilt_axis_angle_deg == 0.0 and aligned_geom.detector_shape == (
+        n_axis,
+        n_perp,
+    )
     ref = fbp(raw, geom, volume_shape=shape).numpy()
-    stream_reconstruct(raw, geom, shape, tmp_path / "out" / "v.mrc", method_slab_runner("fbp"), slab_rows=6)
-    np.testing.assert_allclose(read_mrc(tmp_path / "out" / "v.mrc").data, ref, atol=2e-6 * np.abs(ref).max())
+    stream_reconstruct(
+        raw, geom, shape, tmp_path / "out" / "v.mrc", method_slab_runner("fbp"), slab_rows=6
+    )
+    np.testing.assert_allclose(
+        read_mrc(tmp_path / "out" / "v.mrc").data, ref, atol=2e-6 * np.abs(ref).max()
+    )
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["v.mrc"]  # aligned temp file removed
 
 
@@ -120,8 +159,9 @@ def test_tv_with_halo_is_close_to_whole_volume(tmp_path: Path, problem) -> None:
     runner = with_data_scale(method_slab_runner("tv", **options), scale)
     diffs = {}
     for halo in (0, 8):
-        out = stream_reconstruct(data, geom, SHAPE, tmp_path / f"tv{halo}.mrc", runner, slab_rows=6,
-                                 halo_rows=halo)
+        out = stream_reconstruct(
+            data, geom, SHAPE, tmp_path / f"tv{halo}.mrc", runner, slab_rows=6, halo_rows=halo
+        )
         diffs[halo] = _rel(read_mrc(out).data, ref)
     assert diffs[0] > 5e-3, diffs  # the coupling is real
     assert diffs[8] < 0.1 * diffs[0], diffs
@@ -142,7 +182,9 @@ def test_nothing_left_when_a_slab_fails(tmp_path: Path, problem) -> None:
 
     with pytest.raises(RuntimeError, match="slab failed"):
         stream_reconstruct(data, geom, SHAPE, out, failing, slab_rows=8)
-    assert [p.name for p in tmp_path.iterdir()] == ["v.mrc"] and out.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "v.mrc"
+    ] and out.read_bytes() == b"previous result"
     raw_geom = geom.with_(tilt_axis_angle_deg=90.0, detector_shape=SHAPE[1:][::-1])
     raw = np.ascontiguousarray(data.transpose(0, 2, 1))
     calls.clear()
@@ -150,8 +192,12 @@ def test_nothing_left_when_a_slab_fails(tmp_path: Path, problem) -> None:
         stream_reconstruct(raw, raw_geom, SHAPE, out, failing, slab_rows=8)
     assert [p.name for p in tmp_path.iterdir()] == ["v.mrc"]
     with pytest.raises(ValueError, match=r"run_slab returned shape \(12, 8\)"):
-        stream_reconstruct(data, geom, SHAPE, out, lambda s, g, shape: np.zeros(shape[:2]), slab_rows=8)
-    assert [p.name for p in tmp_path.iterdir()] == ["v.mrc"] and out.read_bytes() == b"previous result"
+        stream_reconstruct(
+            data, geom, SHAPE, out, lambda s, g, shape: np.zeros(shape[:2]), slab_rows=8
+        )
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "v.mrc"
+    ] and out.read_bytes() == b"previous result"
 
 
 def test_bad_input_is_refused_before_work(tmp_path: Path, problem) -> None:
@@ -203,6 +249,7 @@ def test_available_memory_respects_the_address_space_limit() -> None:
 
 def test_tilt_series_std_matches_numpy() -> None:
     data = np.random.default_rng(4).normal(3.0, 2.0, (5, 37, 11)).astype(np.float32)
-    assert tilt_series_std(data, rows_per_read=8) == pytest.approx(float(data.astype(np.float64).std(ddof=1)),
-                                                                   rel=1e-12)
+    assert tilt_series_std(data, rows_per_read=8) == pytest.approx(
+        float(data.astype(np.float64).std(ddof=1)), rel=1e-12
+    )
     assert tilt_series_std(np.ones((2, 3, 4))) == 1.0

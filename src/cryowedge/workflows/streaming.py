@@ -7,9 +7,10 @@ of one slab. CGLS and TV are exceptions. CGLS's step lengths are inner products 
 whole volume: a slab's iterates are those of its own, smaller, least-squares problem (the
 same limit, different early iterates). TV couples neighbouring rows through the gradient,
 so TV slabs overlap by a halo of rows of which only the centre is kept; what remains after
-a halo comes from the inner CG of ADMM, global like CGLS's (measured in docs/streaming.md). An iterative method's data
-normalisation must use one scale for all slabs (:func:`tilt_series_std`,
-:func:`with_data_scale`), else slabs are solved with different effective weights.
+a halo comes from the inner CG of ADMM, global like CGLS's (measured in docs/streaming.md).
+An iterative method's data normalisation must use one scale for all slabs
+(:func:`tilt_series_std`, :func:`with_data_scale`), else slabs are solved with different
+effective weights.
 
 Pieces:
 
@@ -78,7 +79,10 @@ class SlabRunner(Protocol):
     """
 
     def __call__(
-        self, series_slab: np.ndarray, geometry_slab: TiltGeometry, volume_shape: tuple[int, int, int]
+        self,
+        series_slab: np.ndarray,
+        geometry_slab: TiltGeometry,
+        volume_shape: tuple[int, int, int],
     ) -> Any: ...
 
 
@@ -150,8 +154,11 @@ def _address_space_left() -> int | None:
 def available_memory_bytes() -> int:
     """Memory this process may still use, bytes: the least of MemAvailable, the cgroup's
     ``memory.max`` headroom and the ``RLIMIT_AS`` (``ulimit -v``) headroom that are set."""
-    candidates = [v for v in (_meminfo_available(), _cgroup_available(), _address_space_left())
-                  if v is not None]
+    candidates = [
+        v
+        for v in (_meminfo_available(), _cgroup_available(), _address_space_left())
+        if v is not None
+    ]
     return max(0, min(candidates)) if candidates else 8 << 30
 
 
@@ -227,8 +234,11 @@ def plan_slab_rows(
         If even one row does not fit (the projector's matrices alone exceed the budget).
     """
     ny = int(volume_shape[1])
-    budget = (MEMORY_FRACTION * available_memory_bytes() if memory_budget_bytes is None
-              else float(memory_budget_bytes))
+    budget = (
+        MEMORY_FRACTION * available_memory_bytes()
+        if memory_budget_bytes is None
+        else float(memory_budget_bytes)
+    )
     fixed, per_row = estimate_memory_bytes(volume_shape, n_tilts, n_perp, method)
     if fixed + ny * per_row <= budget:
         return None
@@ -287,8 +297,9 @@ def with_data_scale(run_slab: SlabRunner, scale: float) -> SlabRunner:
 # --------------------------------------------------------------------------- runners
 
 
-def method_slab_runner(method: str, *, device: torch.device | str | None = None,
-                       **options: Any) -> SlabRunner:
+def method_slab_runner(
+    method: str, *, device: torch.device | str | None = None, **options: Any
+) -> SlabRunner:
     """A ``run_slab`` for a method name: ``fbp``/``wbp`` (options of
     :func:`cryowedge.recon.fbp.fbp`) or a solver of :data:`cryowedge.solvers.SOLVERS`
     (its keyword options, e.g. ``n_iter=20``), returning the ``(nz, rows, nx)`` float32 slab.
@@ -301,10 +312,14 @@ def method_slab_runner(method: str, *, device: torch.device | str | None = None,
 
     direct = {"fbp": fbp, "wbp": wbp}
     if method not in direct and method not in SOLVERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join([*direct, *SOLVERS])}.")
+        raise ValueError(
+            f"unknown method {method!r}; choose one of {', '.join([*direct, *SOLVERS])}."
+        )
     projectors: dict[tuple[int, int, int], TiltProjector] = {}
 
-    def run(series_slab: np.ndarray, geometry: TiltGeometry, shape: tuple[int, int, int]) -> np.ndarray:
+    def run(
+        series_slab: np.ndarray, geometry: TiltGeometry, shape: tuple[int, int, int]
+    ) -> np.ndarray:
         op = projectors.get(shape)
         if op is None or op.geometry != geometry:
             if len(projectors) > 3:
@@ -326,8 +341,9 @@ def method_slab_runner(method: str, *, device: torch.device | str | None = None,
 
 
 def _aligned_geometry(geometry: TiltGeometry) -> TiltGeometry:
-    return geometry.with_(detector_shape=geometry.aligned_detector_shape, tilt_axis_angle_deg=0.0,
-                          shifts_px=None)
+    return geometry.with_(
+        detector_shape=geometry.aligned_detector_shape, tilt_axis_angle_deg=0.0, shifts_px=None
+    )
 
 
 def align_tilt_series(
@@ -348,15 +364,21 @@ def align_tilt_series(
     """
     aligned_geom = _aligned_geometry(geometry)
     n_axis, n_perp = aligned_geom.detector_shape
-    with MrcSlabWriter(path, (geometry.n_tilts, n_axis, n_perp),
-                       voxel_size_angstrom=geometry.pixel_size_angstrom) as writer:
+    with MrcSlabWriter(
+        path, (geometry.n_tilts, n_axis, n_perp), voxel_size_angstrom=geometry.pixel_size_angstrom
+    ) as writer:
         for t in range(geometry.n_tilts):
             one = geometry[t]
             image = torch.from_numpy(np.ascontiguousarray(tilt_series[t : t + 1], dtype=np.float32))
             aligned = TiltProjector(one, (1, n_axis, 1)).to_aligned(image)
             writer.write_sections(t, aligned.numpy())
-    logger.info("resampled %d images into the aligned frame (%d x %d) in %s",
-                geometry.n_tilts, n_axis, n_perp, path)
+    logger.info(
+        "resampled %d images into the aligned frame (%d x %d) in %s",
+        geometry.n_tilts,
+        n_axis,
+        n_perp,
+        path,
+    )
     return open_mrc_lazy(path), aligned_geom
 
 
@@ -456,8 +478,13 @@ def stream_reconstruct(
     output_path = Path(output_path)
     voxel = geometry.pixel_size_angstrom if voxel_size_angstrom is None else voxel_size_angstrom
     aligned_tmp: Path | None = None
-    with MrcSlabWriter(output_path, dims, voxel_size_angstrom=voxel, origin_angstrom=origin_angstrom,
-                       overwrite=overwrite) as writer:
+    with MrcSlabWriter(
+        output_path,
+        dims,
+        voxel_size_angstrom=voxel,
+        origin_angstrom=origin_angstrom,
+        overwrite=overwrite,
+    ) as writer:
         try:
             series, geom = tilt_series, geometry
             if needs_detector_warp(geometry):
@@ -465,8 +492,14 @@ def stream_reconstruct(
                 aligned_tmp = folder / f".{output_path.stem}.aligned.{secrets.token_hex(4)}.mrc"
                 series, geom = align_tilt_series(tilt_series, geometry, aligned_tmp)
             slabs = _slabs(ny, rows, halo)
-            logger.info("streaming %s in %d slabs of %d rows (halo %d) into %s",
-                        dims, len(slabs), rows, halo, output_path)
+            logger.info(
+                "streaming %s in %d slabs of %d rows (halo %d) into %s",
+                dims,
+                len(slabs),
+                rows,
+                halo,
+                output_path,
+            )
             for k, (lo, y0, y1, hi) in enumerate(slabs):
                 block = np.ascontiguousarray(series[:, lo:hi, :], dtype=np.float32)
                 if not np.isfinite(block).all():
@@ -475,7 +508,9 @@ def stream_reconstruct(
                         "them (e.g. numpy.nan_to_num) before reconstructing."
                     )
                 slab_shape = (nz, hi - lo, nx)
-                out = to_numpy(run_slab(block, geom.with_(detector_shape=(hi - lo, n_perp)), slab_shape))
+                out = to_numpy(
+                    run_slab(block, geom.with_(detector_shape=(hi - lo, n_perp)), slab_shape)
+                )
                 if tuple(out.shape) != slab_shape:
                     raise ValueError(
                         f"run_slab returned shape {tuple(out.shape)} for rows {lo}:{hi}; "
