@@ -4,8 +4,9 @@ Run:  python benchmarks/results_stet.py            (about 5–10 min on 2 CPU co
 
 Reproduces the synthetic comparison of thesis ch. 3 (Figs. 3.6, 3.7) at small scale:
 
-* phantom: a crowded cell (membranes, vesicles, particles; ``cryowedge.workflows.simulate``)
-  plus thin straight filaments (Gaussian profile, σ = 1.2 px), 48×96×96 voxels of 10 Å;
+* phantom: a crowded cell (membranes, vesicles, particles) plus thin straight filaments
+  (Gaussian profile, σ = 1.2 px), 48×96×96 voxels of 10 Å
+  (:func:`cryowedge.simulate.stet.stet_phantom`);
 * data: tilts −70:1:70 (141), projected from a 2× finer volume and binned (no inverse
   crime), white Gaussian noise at per-pixel SNR = var(clean series)/σ² = 10 (10 dB), the
   same noise realisation for every method;
@@ -25,7 +26,9 @@ Reproduces the synthetic comparison of thesis ch. 3 (Figs. 3.6, 3.7) at small sc
   truth) in dB, FSC 0.5 and 0.143 crossings in Å.
 
 Prints a Markdown table; the last line lists the doses where I-DS has the higher SNR than
-T-DS, e.g. ``ids_beats_tds_at: 0.5,0.2,0.1``.
+T-DS, e.g. ``ids_beats_tds_at: 0.5,0.2,0.1``. The robustness checks of this comparison
+(seeds, a real-needle truth, field size, thin structures, the figure) are the subcommands of
+``benchmarks/stet_check.py``.
 """
 
 from __future__ import annotations
@@ -37,17 +40,12 @@ import time
 import numpy as np
 import torch
 
-from cryowedge.config.models import SimulateConfig
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.metrics import fourier_shell_correlation, normalization_note, normalize_intensity, psnr
+from cryowedge.metrics.snr import snr_db
+from cryowedge.recon.stet import inpaint_projections, reconstruct_stet, reconstruct_tds
 from cryowedge.simulate import random_scan_mask, uniform_tilt_subset
-from cryowedge.workflows.simulate import make_phantom
-from cryowedge.workflows.stet import (
-    inpaint_projections,
-    reconstruct_stet,
-    reconstruct_tds,
-    simulate_stet,
-)
+from cryowedge.simulate.stet import simulate_stet, stet_phantom
 
 SHAPE = (48, 96, 96)
 PIXEL_SIZE_ANGSTROM = 10.0
@@ -58,66 +56,6 @@ LAMBDAS = (0.1, 0.3, 1.0, 3.0)
 MUS = (0.03, 0.1, 0.3)
 SOLVER = dict(n_iter=30, cg_iter=6, regularizer="tv-aniso", positivity=True)
 SEED = 0
-
-
-def add_filaments(volume: np.ndarray, n_filaments: int, *, radius_px: float = 1.2,
-                  density: float = 0.7, seed: int = 0) -> np.ndarray:
-    """Add straight filaments (Gaussian cross-section σ = ``radius_px``) inside the specimen.
-
-    Filaments lie nearly in the section plane (|z-slope| < 0.15), through random points of
-    the middle of the slab; they replace the background (``v = f + (1 − f)·v``) and stop at
-    the specimen's surface (voxels of the original volume below 0.02 stay empty).
-    """
-    nz, ny, nx = volume.shape
-    rng = np.random.default_rng(seed)
-    z = np.arange(nz, dtype=np.float32)[:, None, None]
-    y = np.arange(ny, dtype=np.float32)[None, :, None]
-    x = np.arange(nx, dtype=np.float32)[None, None, :]
-    fil = np.zeros(volume.shape, dtype=np.float32)
-    for _ in range(n_filaments):
-        c = (nz / 2 + rng.uniform(-0.15, 0.15) * nz, rng.uniform(0.2, 0.8) * ny, rng.uniform(0.2, 0.8) * nx)
-        phi, slope = rng.uniform(0, np.pi), rng.uniform(-0.15, 0.15)
-        d = np.array([np.sin(slope), np.cos(slope) * np.sin(phi), np.cos(slope) * np.cos(phi)], np.float32)
-        rz, ry, rx = z - c[0], y - c[1], x - c[2]
-        t = rz * d[0] + ry * d[1] + rx * d[2]
-        dist2 = (rz - t * d[0]) ** 2 + (ry - t * d[1]) ** 2 + (rx - t * d[2]) ** 2
-        half_length = rng.uniform(0.25, 0.45) * min(ny, nx)
-        np.maximum(fil, density * np.exp(-dist2 / (2 * radius_px**2)) * (np.abs(t) < half_length), out=fil)
-    fil *= volume > 0.02
-    return np.clip(fil + (1 - fil) * volume, 0.0, 1.0).astype(np.float32)
-
-
-def stet_phantom(shape: tuple[int, int, int] = SHAPE, *, n_particles: int = 8, n_filaments: int = 10,
-                 seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    """``(cell, truth)``: the crowded cell of ``shape`` and the same cell with filaments added."""
-    cell = make_phantom(SimulateConfig(shape=shape, pixel_size_angstrom=PIXEL_SIZE_ANGSTROM,
-                                       n_particles=n_particles, seed=seed))
-    return cell, add_filaments(cell, n_filaments, seed=seed)
-
-
-def full_series(truth: np.ndarray, *, snr: float = SNR, seed: int = SEED,
-                pixel_size_angstrom: float = PIXEL_SIZE_ANGSTROM) -> tuple[TiltGeometry, np.ndarray]:
-    """Tilts −70:1:70 and the full-dose noisy series of ``truth`` (2× finer projection, binned)."""
-    geom = TiltGeometry.from_range(-70, 70, 1, truth.shape[1:], pixel_size_angstrom=pixel_size_angstrom)
-    return geom, simulate_stet(truth, geom, dose_fraction=1.0, snr=snr, oversample=2, seed=seed).full
-
-
-def tds_and_ids(full: np.ndarray, geom: TiltGeometry, fraction: float, *, mask_seed: int,
-                tv_lambda: float, volume_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """At equal dose ``fraction``: T-DS + TV and I-DS + CS-TV tomograms, and T-DS's tilt count."""
-    idx = uniform_tilt_subset(geom.n_tilts, fraction)
-    mask = random_scan_mask(geom.tilt_series_shape, fraction, seed=mask_seed)
-    data = np.where(mask, full, np.float32(0.0))
-    common = dict(volume_shape=volume_shape, tv_lambda=tv_lambda, **SOLVER)
-    tds = reconstruct_tds(full, geom, tilt_indices=idx, **common).x.numpy()
-    ids = reconstruct_stet(data, mask, geom, **common).x.numpy()
-    return tds, ids, int(idx.size)
-
-
-def snr_db(x: torch.Tensor | np.ndarray, truth: np.ndarray, normalize: str = "affine") -> float:
-    """``10·log10(‖truth‖² / ‖truth − x‖²)`` in dB, ``x`` first normalised against ``truth``."""
-    v = normalize_intensity(x, truth, normalize)
-    return float(10 * np.log10(np.sum(truth**2) / np.sum((truth - v) ** 2)))
 
 
 def metrics(x: torch.Tensor, truth: np.ndarray) -> dict[str, float]:
@@ -150,7 +88,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    _, truth = stet_phantom()
+    _, truth = stet_phantom(SHAPE, pixel_size_angstrom=PIXEL_SIZE_ANGSTROM, n_particles=8, n_filaments=10,
+                            seed=SEED)
     geom = TiltGeometry.from_range(-70, 70, 1, SHAPE[1:], pixel_size_angstrom=PIXEL_SIZE_ANGSTROM)
     sim = simulate_stet(truth, geom, dose_fraction=1.0, snr=SNR, oversample=2, seed=SEED)
     full, clean = sim.full, sim.clean

@@ -2,7 +2,8 @@
 
 Forward model (thesis eq. 3.4): ``b = S (H x + n)``; see :mod:`cryowedge.operators.scan`.
 Unmeasured pixels are stored as 0. Defaults are those of
-:class:`~cryowedge.config.StetSimulateConfig`.
+:class:`~cryowedge.config.StetSimulateConfig`. :func:`stet_phantom` is the crowded cell with
+thin filaments of the STET benchmarks (``benchmarks/results_stet.py``, ``stet_check.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from cryowedge.config.models import StetSimulateConfig
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.simulate.scan_mask import check_dose_fraction, random_scan_mask
 
-__all__ = ["StetSimulation", "simulate_stet"]
+__all__ = ["StetSimulation", "add_filaments", "simulate_stet", "stet_phantom"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +109,78 @@ def simulate_stet(
                 geometry.n_tilts, 100.0 * mask.mean(), float(sim.noise_sigma[0]))
     return StetSimulation(data=data, mask=mask, full=sim.tilt_series, clean=sim.clean,
                           geometry=geometry, noise_sigma=float(sim.noise_sigma[0]))
+
+
+def add_filaments(volume: np.ndarray, n_filaments: int, *, radius_px: float = 1.2,
+                  density: float = 0.7, seed: int = 0) -> np.ndarray:
+    """Add straight filaments (Gaussian cross-section σ = ``radius_px``) inside the specimen.
+
+    Filaments lie nearly in the section plane (|z-slope| < 0.15), through random points of
+    the middle of the slab; they replace the background (``v = f + (1 − f)·v``) and stop at
+    the specimen's surface (voxels of the original volume below 0.02 stay empty).
+
+    Parameters
+    ----------
+    volume
+        ``(nz, ny, nx)`` density in [0, 1] (e.g. a crowded cell).
+    n_filaments
+        Number of filaments.
+    radius_px, density
+        Gaussian σ of the cross-section (voxels) and the filaments' peak density.
+    seed
+        Seed of the positions, directions and lengths.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nz, ny, nx)`` float32 in [0, 1].
+    """
+    nz, ny, nx = volume.shape
+    rng = np.random.default_rng(seed)
+    z = np.arange(nz, dtype=np.float32)[:, None, None]
+    y = np.arange(ny, dtype=np.float32)[None, :, None]
+    x = np.arange(nx, dtype=np.float32)[None, None, :]
+    fil = np.zeros(volume.shape, dtype=np.float32)
+    for _ in range(n_filaments):
+        c = (nz / 2 + rng.uniform(-0.15, 0.15) * nz, rng.uniform(0.2, 0.8) * ny,
+             rng.uniform(0.2, 0.8) * nx)
+        phi, slope = rng.uniform(0, np.pi), rng.uniform(-0.15, 0.15)
+        d = np.array([np.sin(slope), np.cos(slope) * np.sin(phi), np.cos(slope) * np.cos(phi)],
+                     np.float32)
+        rz, ry, rx = z - c[0], y - c[1], x - c[2]
+        t = rz * d[0] + ry * d[1] + rx * d[2]
+        dist2 = (rz - t * d[0]) ** 2 + (ry - t * d[1]) ** 2 + (rx - t * d[2]) ** 2
+        half_length = rng.uniform(0.25, 0.45) * min(ny, nx)
+        np.maximum(fil, density * np.exp(-dist2 / (2 * radius_px**2)) * (np.abs(t) < half_length),
+                   out=fil)
+    fil *= volume > 0.02
+    return np.clip(fil + (1 - fil) * volume, 0.0, 1.0).astype(np.float32)
+
+
+def stet_phantom(shape: tuple[int, int, int] = (48, 96, 96), *, pixel_size_angstrom: float = 10.0,
+                 n_particles: int = 8, n_filaments: int = 10, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The STET benchmark phantom: a crowded cell and the same cell with thin filaments.
+
+    Parameters
+    ----------
+    shape
+        ``(nz, ny, nx)`` in voxels; the default is the phantom of ``results_stet.py``.
+    pixel_size_angstrom
+        Voxel size, Å (sets the particle and vesicle sizes in voxels).
+    n_particles, n_filaments
+        Particles of the cell; filaments added (:func:`add_filaments`).
+    seed
+        Seed of the cell and of the filaments.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(cell, truth)``, both ``shape`` float32; ``truth − cell`` is the filaments' part.
+    """
+    from cryowedge.config.models import SimulateConfig
+    from cryowedge.simulate.from_config import make_phantom
+
+    cell = make_phantom(SimulateConfig(shape=shape, pixel_size_angstrom=pixel_size_angstrom,
+                                       n_particles=n_particles, seed=seed))
+    return cell, add_filaments(cell, n_filaments, seed=seed)

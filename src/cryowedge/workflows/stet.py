@@ -72,7 +72,7 @@ def stet_simulate_files(
     """
     from cryowedge.io.mrc import write_mrc
     from cryowedge.io.tilt_files import write_tilt_angles
-    from cryowedge.workflows.simulate import make_phantom
+    from cryowedge.simulate.from_config import make_phantom
 
     from cryowedge.utils.device import resolve_device
 
