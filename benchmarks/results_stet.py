@@ -41,7 +41,12 @@ import numpy as np
 import torch
 
 from cryowedge.geometry.tilt import TiltGeometry
-from cryowedge.metrics import fourier_shell_correlation, normalization_note, normalize_intensity, psnr
+from cryowedge.metrics import (
+    fourier_shell_correlation,
+    normalization_note,
+    normalize_intensity,
+    psnr,
+)
 from cryowedge.metrics.snr import snr_db
 from cryowedge.recon.stet import inpaint_projections, reconstruct_stet, reconstruct_tds
 from cryowedge.simulate import random_scan_mask, uniform_tilt_subset

@@ -53,24 +53,45 @@ TABLE_DOSES = (0.5, 0.2, 0.1, 0.03)
 SIM = StetSimulateConfig()  # tilts −70:1:70, SNR 10, oversample 2
 
 
-def full_series(truth: np.ndarray, *, snr: float = SIM.snr, seed: int = 0,
-                pixel_size_angstrom: float = 10.0) -> tuple[TiltGeometry, np.ndarray]:
+def full_series(
+    truth: np.ndarray, *, snr: float = SIM.snr, seed: int = 0, pixel_size_angstrom: float = 10.0
+) -> tuple[TiltGeometry, np.ndarray]:
     """The tilt geometry and the full-dose noisy series ``(141, ny, nx)`` of ``truth``."""
-    geom = TiltGeometry.from_range(SIM.tilt_min_deg, SIM.tilt_max_deg, SIM.tilt_step_deg,
-                                   truth.shape[1:], pixel_size_angstrom=pixel_size_angstrom)
-    sim = simulate_stet(truth, geom, dose_fraction=1.0, snr=snr, oversample=SIM.oversample, seed=seed)
+    geom = TiltGeometry.from_range(
+        SIM.tilt_min_deg,
+        SIM.tilt_max_deg,
+        SIM.tilt_step_deg,
+        truth.shape[1:],
+        pixel_size_angstrom=pixel_size_angstrom,
+    )
+    sim = simulate_stet(
+        truth, geom, dose_fraction=1.0, snr=snr, oversample=SIM.oversample, seed=seed
+    )
     return geom, sim.full
 
 
-def tds_and_ids(full: np.ndarray, geom: TiltGeometry, fraction: float, args: argparse.Namespace, *,
-                mask_seed: int, tv_lambda: float, volume_shape: tuple[int, int, int]
-                ) -> tuple[np.ndarray, np.ndarray, int]:
+def tds_and_ids(
+    full: np.ndarray,
+    geom: TiltGeometry,
+    fraction: float,
+    args: argparse.Namespace,
+    *,
+    mask_seed: int,
+    tv_lambda: float,
+    volume_shape: tuple[int, int, int],
+) -> tuple[np.ndarray, np.ndarray, int]:
     """At equal dose ``fraction``: T-DS + TV and I-DS + CS-TV tomograms, and T-DS's tilt count."""
     idx = uniform_tilt_subset(geom.n_tilts, fraction)
     mask = random_scan_mask(geom.tilt_series_shape, fraction, seed=mask_seed)
     data = np.where(mask, full, np.float32(0.0))
-    common = dict(volume_shape=volume_shape, tv_lambda=tv_lambda, n_iter=args.admm_iter,
-                  cg_iter=args.cg_iter, regularizer="tv-aniso", positivity=True)
+    common = dict(
+        volume_shape=volume_shape,
+        tv_lambda=tv_lambda,
+        n_iter=args.admm_iter,
+        cg_iter=args.cg_iter,
+        regularizer="tv-aniso",
+        positivity=True,
+    )
     tds = reconstruct_tds(full, geom, tilt_indices=idx, **common).x.numpy()
     ids = reconstruct_stet(data, mask, geom, **common).x.numpy()
     return tds, ids, int(idx.size)
@@ -89,33 +110,53 @@ def seeds(args: argparse.Namespace) -> None:
         for i, f in enumerate(args.doses):
             tds = ids = -np.inf
             for lam in args.lambdas:
-                a, b, _ = tds_and_ids(full, geom, f, args, mask_seed=1000 * seed + i, tv_lambda=lam,
-                                      volume_shape=truth.shape)
+                a, b, _ = tds_and_ids(
+                    full,
+                    geom,
+                    f,
+                    args,
+                    mask_seed=1000 * seed + i,
+                    tv_lambda=lam,
+                    volume_shape=truth.shape,
+                )
                 tds = max(tds, snr_db(a, truth, args.normalize))
                 ids = max(ids, snr_db(b, truth, args.normalize))
             diffs[f].append(ids - tds)
-            print(f"seed {seed} dose {f:g}: SNR T-DS {tds:.2f} dB, I-DS {ids:.2f} dB, "
-                  f"I-DS − T-DS {ids - tds:+.2f} dB", flush=True)
+            print(
+                f"seed {seed} dose {f:g}: SNR T-DS {tds:.2f} dB, I-DS {ids:.2f} dB, "
+                f"I-DS − T-DS {ids - tds:+.2f} dB",
+                flush=True,
+            )
     print("\n| dose | I-DS − T-DS, mean ± sd (dB) | seeds where I-DS wins |")
     print("| ---: | ---: | ---: |")
     for f, d in diffs.items():
         a = np.asarray(d)
-        print(f"| {100 * f:g} % | {a.mean():+.2f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.2f} "
-              f"| {int((a > 0).sum())} / {a.size} |")
-    print("mean_ids_minus_tds_db: " + " ".join(f"{f:g}:{np.mean(d):+.2f}" for f, d in diffs.items()))
+        print(
+            f"| {100 * f:g} % | {a.mean():+.2f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.2f} "
+            f"| {int((a > 0).sum())} / {a.size} |"
+        )
+    print(
+        "mean_ids_minus_tds_db: " + " ".join(f"{f:g}:{np.mean(d):+.2f}" for f, d in diffs.items())
+    )
 
 
 def needle_truth(bin_factor: int, thickness: int, tv_lambda: float) -> tuple[np.ndarray, float]:
-    """TV reconstruction (positivity) of the real needle series, ``(thickness, 256/b, 256/b)``, max 1."""
+    """TV reconstruction (positivity) of the real needle series, ``(thickness, 256/b, 256/b)``,
+    scaled to max 1, and its voxel size (Å)."""
     from cryowedge.config.models import TvConfig
     from cryowedge.io.tilt_series import load_tilt_series
     from cryowedge.workflows.reconstruct import reconstruct_array
 
-    series = load_tilt_series(SHARED / "etspy_HAADF_needle_aligned.mrc",
-                              SHARED / "etspy_HAADF_needle_aligned.tlt", tilt_axis_angle_deg=-90.0)
+    series = load_tilt_series(
+        SHARED / "etspy_HAADF_needle_aligned.mrc",
+        SHARED / "etspy_HAADF_needle_aligned.tlt",
+        tilt_axis_angle_deg=-90.0,
+    )
     data = series.data.astype(np.float32)
     n, ny, nx = data.shape
-    data = data.reshape(n, ny // bin_factor, bin_factor, nx // bin_factor, bin_factor).mean(axis=(2, 4))
+    data = data.reshape(n, ny // bin_factor, bin_factor, nx // bin_factor, bin_factor).mean(
+        axis=(2, 4)
+    )
     pixel = bin_factor * series.geometry.pixel_size_angstrom
     geom = series.geometry.with_(detector_shape=data.shape[1:], pixel_size_angstrom=pixel)
     cfg = TvConfig(positivity=True, tv_lambda=tv_lambda, thickness=thickness, device="cpu")
@@ -134,13 +175,17 @@ def needle(args: argparse.Namespace) -> None:
     for i, f in enumerate(args.doses):
         for lam in args.lambdas:
             t = time.perf_counter()
-            a, b, n_tds = tds_and_ids(full, geom, f, args, mask_seed=100 + i, tv_lambda=lam,
-                                      volume_shape=truth.shape)
+            a, b, n_tds = tds_and_ids(
+                full, geom, f, args, mask_seed=100 + i, tv_lambda=lam, volume_shape=truth.shape
+            )
             a, b = snr_db(a, truth, args.normalize), snr_db(b, truth, args.normalize)
             prev = best.get(f, (-np.inf, -np.inf))
             best[f] = (max(prev[0], a), max(prev[1], b))
-            print(f"dose {f:g} ({n_tds} tilts for T-DS), λ {lam:g}: SNR T-DS {a:.2f} dB, "
-                  f"I-DS {b:.2f} dB ({time.perf_counter() - t:.0f} s)", flush=True)
+            print(
+                f"dose {f:g} ({n_tds} tilts for T-DS), λ {lam:g}: SNR T-DS {a:.2f} dB, "
+                f"I-DS {b:.2f} dB ({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
     print("best_snr_tds_ids: " + " ".join(f"{f:g}:{a:.2f}/{b:.2f}" for f, (a, b) in best.items()))
 
 
@@ -150,15 +195,21 @@ def size(args: argparse.Namespace) -> None:
     best = {"T-DS": -np.inf, "I-DS": -np.inf}
     for lam in args.lambdas:
         t = time.perf_counter()
-        a, b, n_tds = tds_and_ids(full, geom, args.dose, args, mask_seed=102, tv_lambda=lam,
-                                  volume_shape=truth.shape)
+        a, b, n_tds = tds_and_ids(
+            full, geom, args.dose, args, mask_seed=102, tv_lambda=lam, volume_shape=truth.shape
+        )
         if lam == args.lambdas[0]:
-            print(f"shape {truth.shape}, dose {args.dose:g}, SNR {args.snr:g}: T-DS {n_tds} tilts, "
-                  f"I-DS {geom.n_tilts} tilts")
+            print(
+                f"shape {truth.shape}, dose {args.dose:g}, SNR {args.snr:g}: T-DS {n_tds} tilts, "
+                f"I-DS {geom.n_tilts} tilts"
+            )
         sa, sb = snr_db(a, truth, args.normalize), snr_db(b, truth, args.normalize)
         best["T-DS"], best["I-DS"] = max(best["T-DS"], sa), max(best["I-DS"], sb)
-        print(f"lambda {lam:g}: SNR T-DS {sa:.2f} dB, I-DS {sb:.2f} dB ({time.perf_counter() - t:.0f} s)",
-              flush=True)
+        print(
+            f"lambda {lam:g}: SNR T-DS {sa:.2f} dB, I-DS {sb:.2f} dB "
+            f"({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
     print(f"best_snr_tds_ids: {best['T-DS']:.2f} {best['I-DS']:.2f}")
 
 
@@ -168,15 +219,26 @@ def thin(args: argparse.Namespace) -> None:
     geom, full = full_series(truth, snr=args.snr)
     scores = []
     for f, seed in ((0.2, 101), (0.1, 102)):
-        a, b, _ = tds_and_ids(full, geom, f, args, mask_seed=seed, tv_lambda=args.tv_lambda,
-                              volume_shape=truth.shape)
-        row = (masked_snr_db(a, truth, filaments, args.normalize), masked_snr_db(b, truth, filaments, args.normalize),
-               high_pass_snr_db(a, truth, 0.15, args.normalize), high_pass_snr_db(b, truth, 0.15, args.normalize))
+        a, b, _ = tds_and_ids(
+            full, geom, f, args, mask_seed=seed, tv_lambda=args.tv_lambda, volume_shape=truth.shape
+        )
+        row = (
+            masked_snr_db(a, truth, filaments, args.normalize),
+            masked_snr_db(b, truth, filaments, args.normalize),
+            high_pass_snr_db(a, truth, 0.15, args.normalize),
+            high_pass_snr_db(b, truth, 0.15, args.normalize),
+        )
         scores.append((f, row))
-        print(f"dose {f:g}: filament-voxel SNR T-DS {row[0]:.2f} I-DS {row[1]:.2f} dB | high-pass SNR "
-              f"T-DS {row[2]:.2f} I-DS {row[3]:.2f} dB", flush=True)
-    print("thin_hp_snr_tds_ids: " + " ".join(f"{f:g}:{r[0]:.2f}/{r[1]:.2f},{r[2]:.2f}/{r[3]:.2f}"
-                                             for f, r in scores))
+        print(
+            f"dose {f:g}: filament-voxel SNR T-DS {row[0]:.2f} I-DS {row[1]:.2f} dB | "
+            "high-pass SNR "
+            f"T-DS {row[2]:.2f} I-DS {row[3]:.2f} dB",
+            flush=True,
+        )
+    print(
+        "thin_hp_snr_tds_ids: "
+        + " ".join(f"{f:g}:{r[0]:.2f}/{r[1]:.2f},{r[2]:.2f}/{r[3]:.2f}" for f, r in scores)
+    )
 
 
 def figure(args: argparse.Namespace) -> None:
@@ -188,9 +250,19 @@ def figure(args: argparse.Namespace) -> None:
     volumes: dict[str, np.ndarray] = {"ground truth": truth}
     scores: dict[str, float] = {}
     for f, lam in doses.items():
-        tds, ids, n_tds = tds_and_ids(full, geom, f, args, mask_seed=100 + TABLE_DOSES.index(f),
-                                      tv_lambda=lam, volume_shape=truth.shape)
-        for name, volume in ((f"T-DS {100 * f:g} % ({n_tds} tilts)", tds), (f"I-DS {100 * f:g} %", ids)):
+        tds, ids, n_tds = tds_and_ids(
+            full,
+            geom,
+            f,
+            args,
+            mask_seed=100 + TABLE_DOSES.index(f),
+            tv_lambda=lam,
+            volume_shape=truth.shape,
+        )
+        for name, volume in (
+            (f"T-DS {100 * f:g} % ({n_tds} tilts)", tds),
+            (f"I-DS {100 * f:g} %", ids),
+        ):
             volumes[name] = volume
             scores[name] = snr_db(volume, truth, args.normalize)
     px = 10.0
@@ -204,8 +276,10 @@ def figure(args: argparse.Namespace) -> None:
     x_nm = np.arange(truth.shape[2]) * px / 10
     for ax, f in zip(axes, doses, strict=True):
         ax.plot(x_nm, truth[z, row], color="black", lw=1.5, label="ground truth")
-        for name, colour in ((next(n for n in volumes if n.startswith(f"T-DS {100 * f:g} %")), "tab:orange"),
-                             (f"I-DS {100 * f:g} %", "tab:blue")):
+        for name, colour in (
+            (next(n for n in volumes if n.startswith(f"T-DS {100 * f:g} %")), "tab:orange"),
+            (f"I-DS {100 * f:g} %", "tab:blue"),
+        ):
             ax.plot(x_nm, volumes[name][z, row], color=colour, lw=1.0, label=name)
         ax.set_title(f"dose {100 * f:g} %", fontsize=10)
         ax.set_xlabel("x (nm)")
@@ -221,12 +295,22 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--depth", type=int, default=48, help="phantom z size (voxels)")
     common.add_argument("--particles", type=int, default=8, help="particles of the cell")
     common.add_argument("--filaments", type=int, default=10, help="filaments added to the cell")
-    common.add_argument("--snr", type=float, default=SIM.snr, help="per-pixel noise SNR (1e6: noise-free)")
-    common.add_argument("--admm-iter", type=int, default=30, help="ADMM iterations of every TV solve")
+    common.add_argument(
+        "--snr", type=float, default=SIM.snr, help="per-pixel noise SNR (1e6: noise-free)"
+    )
+    common.add_argument(
+        "--admm-iter", type=int, default=30, help="ADMM iterations of every TV solve"
+    )
     common.add_argument("--cg-iter", type=int, default=6, help="CG steps per ADMM iteration")
-    common.add_argument("--normalize", default="affine", choices=("none", "zscore", "affine"),
-                        help="grey-level fit of each reconstruction before scoring")
-    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    common.add_argument(
+        "--normalize",
+        default="affine",
+        choices=("none", "zscore", "affine"),
+        help="grey-level fit of each reconstruction before scoring",
+    )
+    common.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="check", required=True)
 
@@ -254,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(run=thin)
 
     p = sub.add_parser("figure", parents=[common], help="orthoslices and profile lines (PNG)")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures", help="directory of the PNGs")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "figures", help="directory of the PNGs"
+    )
     p.set_defaults(run=figure)
 
     args = parser.parse_args(argv)

@@ -99,28 +99,96 @@ def _stack(tmp_path, shape=(7, 12, 12)):
 def test_reconstruct_run_record_equals_the_model_of_the_same_options(tmp_path):
     stack = _stack(tmp_path)
     out = tmp_path / "tv.mrc"
-    args = ["--method", "tv", "--tv-lambda", "2", "--n-iter", "2", "--cg-iter", "2", "--thickness", "6",
-            "--regularizer", "tv-aniso", "--halo", "3", "--slab", "4", "--no-normalize", "--seed", "5",
-            "--relaxation", "1.5", "--tilt-axis-angle", "0", "--device", "cpu", "--positivity"]
+    args = [
+        "--method",
+        "tv",
+        "--tv-lambda",
+        "2",
+        "--n-iter",
+        "2",
+        "--cg-iter",
+        "2",
+        "--thickness",
+        "6",
+        "--regularizer",
+        "tv-aniso",
+        "--halo",
+        "3",
+        "--slab",
+        "4",
+        "--no-normalize",
+        "--seed",
+        "5",
+        "--relaxation",
+        "1.5",
+        "--tilt-axis-angle",
+        "0",
+        "--device",
+        "cpu",
+        "--positivity",
+    ]
     result = runner.invoke(app, ["reconstruct", str(stack), str(out), *args])
     assert result.exit_code == 0, result.output
-    expected = TvConfig(tv_lambda=2, n_iter=2, cg_iter=2, thickness=6, regularizer="tv-aniso", halo_rows=3,
-                        slab_rows=4, normalize=False, seed=5, relaxation=1.5, tilt_axis_angle_deg=0.0,
-                        device="cpu", positivity=True).model_dump(mode="json")
+    expected = TvConfig(
+        tv_lambda=2,
+        n_iter=2,
+        cg_iter=2,
+        thickness=6,
+        regularizer="tv-aniso",
+        halo_rows=3,
+        slab_rows=4,
+        normalize=False,
+        seed=5,
+        relaxation=1.5,
+        tilt_axis_angle_deg=0.0,
+        device="cpu",
+        positivity=True,
+    ).model_dump(mode="json")
     recorded = yaml.safe_load((tmp_path / "tv.run.yaml").read_text())["parameters"]
     assert {k: recorded[k] for k in expected} == expected
     assert set(recorded) - set(expected) == {"input", "angles", "geometry"}  # nothing else
 
 
 def test_simulate_run_record_equals_the_model_of_the_same_options(tmp_path):
-    args = ["--phantom", "shepp-logan", "--shape", "8", "12", "12", "--tilt-range", "-30", "40", "--tilt-step", "10",
-            "--dose", "20", "--no-even-odd", "--oversample", "1", "--seed", "2", "--device", "cpu",
-            "--pixel-size", "3"]
+    args = [
+        "--phantom",
+        "shepp-logan",
+        "--shape",
+        "8",
+        "12",
+        "12",
+        "--tilt-range",
+        "-30",
+        "40",
+        "--tilt-step",
+        "10",
+        "--dose",
+        "20",
+        "--no-even-odd",
+        "--oversample",
+        "1",
+        "--seed",
+        "2",
+        "--device",
+        "cpu",
+        "--pixel-size",
+        "3",
+    ]
     result = runner.invoke(app, ["simulate", str(tmp_path), *args])
     assert result.exit_code == 0, result.output
-    expected = SimulateConfig(phantom="shepp-logan", shape=(8, 12, 12), tilt_min_deg=-30, tilt_max_deg=40,
-                              tilt_step_deg=10, dose_e_per_angstrom2=20, even_odd=False, oversample=1,
-                              seed=2, device="cpu", pixel_size_angstrom=3).model_dump(mode="json")
+    expected = SimulateConfig(
+        phantom="shepp-logan",
+        shape=(8, 12, 12),
+        tilt_min_deg=-30,
+        tilt_max_deg=40,
+        tilt_step_deg=10,
+        dose_e_per_angstrom2=20,
+        even_odd=False,
+        oversample=1,
+        seed=2,
+        device="cpu",
+        pixel_size_angstrom=3,
+    ).model_dump(mode="json")
     assert expected["snr"] is None  # --dose replaces the default snr
     assert yaml.safe_load((tmp_path / "run.yaml").read_text())["parameters"] == expected
     assert not (tmp_path / "tilt_series_even.mrc").exists()
@@ -130,8 +198,14 @@ def test_simulate_run_record_equals_the_model_of_the_same_options(tmp_path):
     ("extra", "message"),
     [
         (["--method", "sirt", "--tv-lambda", "1"], "--tv-lambda applies to --method tv, not sirt"),
-        (["--filter", "hann", "--n-iter", "3"], "--n-iter applies to --method sirt, sart, art, cgls, tv, not fbp"),
-        (["--method", "cgls", "--relaxation", "1.2"], "--relaxation applies to --method sirt, sart, art, tv"),
+        (
+            ["--filter", "hann", "--n-iter", "3"],
+            "--n-iter applies to --method sirt, sart, art, cgls, tv, not fbp",
+        ),
+        (
+            ["--method", "cgls", "--relaxation", "1.2"],
+            "--relaxation applies to --method sirt, sart, art, tv",
+        ),
         (["--method", "tv", "--slab", "0"], "slab_rows: Input should be greater than 0"),
         (["--method", "tv", "--halo", "0"], "halo_rows: Input should be greater than 0"),
         (["--tilt-axis-angle", "nan"], "tilt_axis_angle_deg: Input should be a finite number"),
@@ -148,31 +222,61 @@ def test_options_of_another_method_and_bad_values_are_refused(tmp_path, extra, m
 
 
 def test_config_file_then_options(tmp_path):
-    """The YAML file picks the method; options given override it; a new --method keeps shared fields."""
+    """The YAML file picks the method; options given override it; a new --method keeps the
+    shared fields."""
     stack = _stack(tmp_path)
     cfg = tmp_path / "rec.yaml"
     cfg.write_text("method: sart\nn_iter: 2\nthickness: 6\norder: sequential\n")
     out = tmp_path / "sart.mrc"
-    result = runner.invoke(app, ["reconstruct", str(stack), str(out), "--config", str(cfg), "--relaxation", "0.5"])
+    result = runner.invoke(
+        app, ["reconstruct", str(stack), str(out), "--config", str(cfg), "--relaxation", "0.5"]
+    )
     assert result.exit_code == 0, result.output
     rec = yaml.safe_load((tmp_path / "sart.run.yaml").read_text())["parameters"]
     assert (rec["method"], rec["n_iter"], rec["order"], rec["relaxation"], rec["thickness"]) == (
-        "sart", 2, "sequential", 0.5, 6)
+        "sart",
+        2,
+        "sequential",
+        0.5,
+        6,
+    )
     out = tmp_path / "sirt.mrc"
-    result = runner.invoke(app, ["reconstruct", str(stack), str(out), "--config", str(cfg), "--method", "sirt",
-                                 "--n-iter", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(stack),
+            str(out),
+            "--config",
+            str(cfg),
+            "--method",
+            "sirt",
+            "--n-iter",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rec = yaml.safe_load((tmp_path / "sirt.run.yaml").read_text())["parameters"]
-    assert (rec["method"], rec["n_iter"], rec["relaxation"], rec["thickness"]) == ("sirt", 3, 1.0, 6)
+    assert (rec["method"], rec["n_iter"], rec["relaxation"], rec["thickness"]) == (
+        "sirt",
+        3,
+        1.0,
+        6,
+    )
 
 
 def test_base_class_builds_the_method_model_and_defaults_are_per_method():
     assert type(ReconstructConfig()).__name__ == "FbpConfig"
     cfg = ReconstructConfig(method="sirt", n_iter=5)
     assert isinstance(cfg, SirtConfig) and cfg.relaxation == 1.0
-    assert ReconstructConfig(method="sart").relaxation == 0.2 and ReconstructConfig(method="art").n_iter == 3
+    assert (
+        ReconstructConfig(method="sart").relaxation == 0.2
+        and ReconstructConfig(method="art").n_iter == 3
+    )
     assert ReconstructConfig.model_validate({"method": "tv"}) == TvConfig()
-    with pytest.raises(ValueError, match="unknown option 'filter_name' \\(applies to method fbp, wbp, not sirt\\)"):
+    with pytest.raises(
+        ValueError, match="unknown option 'filter_name' \\(applies to method fbp, wbp, not sirt\\)"
+    ):
         ReconstructConfig(method="sirt", filter_name="hann")
     with pytest.raises(ValueError, match="unknown method 'mystery'; choose one of fbp, wbp"):
         ReconstructConfig(method="mystery")
@@ -181,9 +285,13 @@ def test_base_class_builds_the_method_model_and_defaults_are_per_method():
 
 def test_flat_yaml_of_earlier_versions_still_loads(tmp_path):
     path = tmp_path / "old.yaml"
-    path.write_text("method: sirt\nfilter_name: ram-lak\ncutoff: 1.0\nn_iter: null\nrelaxation: null\n"
-                    "tv_lambda: 5.0\norder: random\npositivity: true\n")
-    assert ReconstructConfig.from_yaml(path) == SirtConfig(positivity=True)  # other methods' defaults dropped
+    path.write_text(
+        "method: sirt\nfilter_name: ram-lak\ncutoff: 1.0\nn_iter: null\nrelaxation: null\n"
+        "tv_lambda: 5.0\norder: random\npositivity: true\n"
+    )
+    assert ReconstructConfig.from_yaml(path) == SirtConfig(
+        positivity=True
+    )  # other methods' defaults dropped
     path.write_text("method: sirt\ntv_lambda: 2.0\n")
     with pytest.raises(ValueError, match="'tv_lambda' \\(applies to method tv, not sirt\\)"):
         ReconstructConfig.from_yaml(path)
@@ -197,7 +305,9 @@ def test_solvers_agree_with_the_registry():
 
 
 def test_demo_reads_its_methods_from_the_registry():
-    presets = {name: (spec.name, changes) for spec in methods() for name, changes in spec.demo.items()}
+    presets = {
+        name: (spec.name, changes) for spec in methods() for name, changes in spec.demo.items()
+    }
     demo = DemoConfig()
     assert list(demo.methods) == list(presets)
     for name, (method, changes) in presets.items():
@@ -219,7 +329,9 @@ def _run_toy(tilt_series, geometry, config, context):
 
 @pytest.fixture
 def toy_method():
-    register_method(ToyConfig, runner=_run_toy, summary="constant tomogram", demo={"toy": {"gain": 4.0}})
+    register_method(
+        ToyConfig, runner=_run_toy, summary="constant tomogram", demo={"toy": {"gain": 4.0}}
+    )
     try:
         yield
     finally:
@@ -237,13 +349,17 @@ def test_a_new_method_is_a_config_model_plus_a_runner(toy_method, tmp_path):
     assert DemoConfig().methods["toy"] == ToyConfig(gain=4.0)
     stack = _stack(tmp_path)
     out = tmp_path / "toy.mrc"
-    result = runner.invoke(app, ["reconstruct", str(stack), str(out), "--method", "toy", "--gain", "3",
-                                 "--thickness", "5"])
+    result = runner.invoke(
+        app,
+        ["reconstruct", str(stack), str(out), "--method", "toy", "--gain", "3", "--thickness", "5"],
+    )
     assert result.exit_code == 0, result.output
     vol = read_mrc(out).data
     assert vol.shape == (5, 12, 12) and np.all(vol == 3.0)
     assert yaml.safe_load((tmp_path / "toy.run.yaml").read_text())["parameters"]["gain"] == 3.0
-    result = runner.invoke(app, ["reconstruct", str(stack), str(out), "--method", "sirt", "--gain", "3"])
+    result = runner.invoke(
+        app, ["reconstruct", str(stack), str(out), "--method", "sirt", "--gain", "3"]
+    )
     assert result.exit_code == 2 and "--gain applies to --method toy, not sirt" in result.output
 
 

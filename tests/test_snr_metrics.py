@@ -28,7 +28,9 @@ def test_snr_matches_the_defined_ratio():
 
 def test_affine_normalisation_forgives_gain_and_offset_only():
     truth, error = _truth_and_error(8.0)
-    assert snr_db(3.0 * truth - 2.0, truth) > 200  # a gain and an offset are not errors (rounding only)
+    assert (
+        snr_db(3.0 * truth - 2.0, truth) > 200
+    )  # a gain and an offset are not errors (rounding only)
     assert snr_db(3.0 * truth - 2.0, truth, normalize="none") < 0
     assert snr_db(truth + error, truth) >= snr_db(truth + error, truth, normalize="none") - 1e-9
 
@@ -69,8 +71,25 @@ def test_stet_check_script_runs_a_tiny_case(capsys):
     spec = importlib.util.spec_from_file_location("stet_check", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["size", "--width", "48", "--depth", "32", "--particles", "2", "--filaments", "3",
-                 "--admm-iter", "2", "--cg-iter", "2", "--lambdas", "1"])
+    module.main(
+        [
+            "size",
+            "--width",
+            "48",
+            "--depth",
+            "32",
+            "--particles",
+            "2",
+            "--filaments",
+            "3",
+            "--admm-iter",
+            "2",
+            "--cg-iter",
+            "2",
+            "--lambdas",
+            "1",
+        ]
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     tds, ids = (float(v) for v in last.removeprefix("best_snr_tds_ids: ").split())
     assert 0 < ids < 30 and 0 < tds < 30  # finite scores of real reconstructions

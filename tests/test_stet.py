@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from cryowedge import TiltGeometry, TiltProjector
 from cryowedge.cli import app
 from cryowedge.io.mrc import read_mrc, write_mrc
-from cryowedge.operators.elementary import MaskOperator
-from cryowedge.simulate import random_scan_mask, shepp_logan_3d, uniform_tilt_subset
 from cryowedge.io.scan_mask import mask_path_for
+from cryowedge.operators.elementary import MaskOperator
 from cryowedge.operators.scan import stet_operator
 from cryowedge.recon.stet import inpaint_projections, reconstruct_stet, reconstruct_tds
+from cryowedge.simulate import random_scan_mask, shepp_logan_3d, uniform_tilt_subset
 from cryowedge.simulate.stet import simulate_stet
 
 runner = CliRunner()

@@ -12,8 +12,13 @@ __all__ = ["FILTER_NAMES", "WBP_FILTER_NAMES", "normalise_filter_name", "normali
 
 #: Names accepted by ``filter_name`` (aliases ``ramlak``/``ramp`` map to ``ram-lak``).
 FILTER_NAMES = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann", "sirt", "none")
-_ALIASES = {"ramlak": "ram-lak", "ramp": "ram-lak", "ram_lak": "ram-lak", "shepp_logan": "shepp-logan",
-            "hanning": "hann"}
+_ALIASES = {
+    "ramlak": "ram-lak",
+    "ramp": "ram-lak",
+    "ram_lak": "ram-lak",
+    "shepp_logan": "shepp-logan",
+    "hanning": "hann",
+}
 #: Names :func:`~cryowedge.recon.fbp.wbp` accepts: the windows on the exact weighting
 #: (``"ram-lak"`` = no window) and ``"none"`` (plain back-projection, as in FBP). The
 #: SIRT-like filter modifies the FBP ramp, which WBP replaces, so it is FBP-only.
@@ -32,7 +37,8 @@ def normalise_wbp_filter_name(name: str) -> str:
     key = normalise_filter_name(name)
     if key not in WBP_FILTER_NAMES:
         raise ValueError(
-            f"filter {name!r} is not available for WBP (it modifies the FBP ramp, which WBP's exact "
-            f"weighting replaces); choose one of {', '.join(WBP_FILTER_NAMES)}, or use method 'fbp'."
+            f"filter {name!r} is not available for WBP (it modifies the FBP ramp, which WBP's "
+            f"exact weighting replaces); choose one of {', '.join(WBP_FILTER_NAMES)}, or use "
+            "method 'fbp'."
         )
     return key

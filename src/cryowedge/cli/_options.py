@@ -75,10 +75,19 @@ class ConfigOption:
     def parameter(self) -> inspect.Parameter:
         """The ``inspect.Parameter`` typer reads (default ``None`` = not given)."""
         shown = f" \\[default: {self.default_text}]" if self.default_text is not None else ""
-        info = typer.Option(None, *self.flags, help=self.help + shown, rich_help_panel=self.panel,
-                            show_default=False)
-        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info,
-                                 annotation=self.annotation | None)
+        info = typer.Option(
+            None,
+            *self.flags,
+            help=self.help + shown,
+            rich_help_panel=self.panel,
+            show_default=False,
+        )
+        return inspect.Parameter(
+            self.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=info,
+            annotation=self.annotation | None,
+        )
 
     def changes(self, value: Any) -> dict[str, Any]:
         """Config changes of a given value (a multi-value option sets one field per value)."""
@@ -93,7 +102,10 @@ def _meta(info: FieldInfo) -> dict[str, Any]:
 
 
 def _strip_none(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(annotation) in (
+        typing.Union,
+        getattr(__import__("types"), "UnionType", None),
+    ):
         args = tuple(a for a in typing.get_args(annotation) if a is not type(None))
         return args[0] if len(args) == 1 else typing.Union[args]  # noqa: UP007
     return annotation
@@ -119,11 +131,16 @@ def _default_text(defaults: Mapping[str, Any], n_models: int) -> str | None:
         return None
     if len(set(map(repr, values))) == 1:
         return _show(values[0])
-    return ", ".join(f"{key} {_show(v)}" for key, v in defaults.items()) if n_models > 1 else _show(values[0])
+    return (
+        ", ".join(f"{key} {_show(v)}" for key, v in defaults.items())
+        if n_models > 1
+        else _show(values[0])
+    )
 
 
-def config_options(models: Mapping[str, type[BaseModel]] | type[BaseModel], *,
-                   exclude: Sequence[str] = ()) -> list[ConfigOption]:
+def config_options(
+    models: Mapping[str, type[BaseModel]] | type[BaseModel], *, exclude: Sequence[str] = ()
+) -> list[ConfigOption]:
     """The CLI options of one model, or of several (``{method: model}``) merged.
 
     Parameters
@@ -156,23 +173,38 @@ def config_options(models: Mapping[str, type[BaseModel]] | type[BaseModel], *,
         if annotation is bool:
             flags = (f"{flags[0]}/--no-{flags[0].removeprefix('--')}", *flags[1:])
         default_text = _default_text({k: i.default for k, i in per_model.items()}, len(keys))
-        options.append(ConfigOption(name, flags, (name,), annotation, first.description or "",
-                                    default_text, owners))
+        options.append(
+            ConfigOption(
+                name, flags, (name,), annotation, first.description or "", default_text, owners
+            )
+        )
     for flag, members in parts.items():
         members.sort()
         names = tuple(n for _, n in members)
         infos = [next(iter(fields[n].values())) for n in names]
         annotation = tuple[tuple(_strip_none(i.annotation) for i in infos)]
         defaults = [i.default for i in infos]
-        help_text = _meta(infos[0]).get("cli_help") or " / ".join(i.description or n for i, n in zip(infos, names))
+        help_text = _meta(infos[0]).get("cli_help") or " / ".join(
+            i.description or n for i, n in zip(infos, names, strict=True)
+        )
         owners = tuple(fields[names[0]]) if len(fields[names[0]]) < len(keys) else ()
-        options.append(ConfigOption(flag.removeprefix("--").replace("-", "_"), (flag,), names, annotation,
-                                    help_text, " ".join(map(str, defaults)), owners))
+        options.append(
+            ConfigOption(
+                flag.removeprefix("--").replace("-", "_"),
+                (flag,),
+                names,
+                annotation,
+                help_text,
+                " ".join(map(str, defaults)),
+                owners,
+            )
+        )
     return options
 
 
-def changes_for(options: Sequence[ConfigOption], given: Mapping[str, Any], owner: str | None = None
-                ) -> dict[str, Any]:
+def changes_for(
+    options: Sequence[ConfigOption], given: Mapping[str, Any], owner: str | None = None
+) -> dict[str, Any]:
     """Config changes from the given (non-None) option values.
 
     With ``owner`` (the chosen method), options of other methods are refused with one line
@@ -185,7 +217,9 @@ def changes_for(options: Sequence[ConfigOption], given: Mapping[str, Any], owner
         if value is None:
             continue
         if owner is not None and option.owners and owner not in option.owners:
-            wrong.append(f"{option.flag} applies to --method {', '.join(option.owners)}, not {owner}")
+            wrong.append(
+                f"{option.flag} applies to --method {', '.join(option.owners)}, not {owner}"
+            )
         changes.update(option.changes(value))
     if wrong:
         raise ValueError("; ".join(wrong))
@@ -200,8 +234,13 @@ class ConfigCommand:
     the command is built, so the options follow the models (and the method registry).
     """
 
-    def __init__(self, body: Callable[..., Any], options: Callable[[], list[ConfigOption]], *,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        body: Callable[..., Any],
+        options: Callable[[], list[ConfigOption]],
+        *,
+        name: str | None = None,
+    ) -> None:
         self.body = body
         self.options = options
         self.__name__ = name or body.__name__
@@ -211,8 +250,11 @@ class ConfigCommand:
 
     @property
     def __signature__(self) -> inspect.Signature:
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-               for p in inspect.signature(self.body, eval_str=True).parameters.values() if p.name != "given"]
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(self.body, eval_str=True).parameters.values()
+            if p.name != "given"
+        ]
         generated = [o.parameter() for o in self.options()]
         taken = {p.name for p in own}
         clash = [p.name for p in generated if p.name in taken]

@@ -30,24 +30,36 @@ def options() -> list[ConfigOption]:
     """The options of every registered method (``--method`` lists them with their summaries)."""
     specs = methods()
     opts = config_options({spec.name: spec.config for spec in specs})
-    summaries = "; ".join(f"{spec.name}: {spec.summary}" if spec.summary else spec.name for spec in specs)
+    summaries = "; ".join(
+        f"{spec.name}: {spec.summary}" if spec.summary else spec.name for spec in specs
+    )
     default = ReconstructConfig.model_fields["method"].default
-    return [dataclasses.replace(o, help=f"reconstruction method ({summaries})", default_text=default)
-            if o.name == "method" else o for o in opts]
+    return [
+        dataclasses.replace(o, help=f"reconstruction method ({summaries})", default_text=default)
+        if o.name == "method"
+        else o
+        for o in opts
+    ]
 
 
 def _reconstruct(
     tilt_series: Path = typer.Argument(..., help="MRC tilt series (n_tilts, y, x)"),
     output: Path = typer.Argument(..., help="output tomogram MRC (z, y, x)"),
-    angles: Path | None = typer.Option(None, help=".tlt/.rawtlt/.mdoc \\[default: next to the stack]"),
-    config: Path | None = typer.Option(None, help="YAML file with the options of one method (method: ...)"),
+    angles: Path | None = typer.Option(
+        None, help=".tlt/.rawtlt/.mdoc \\[default: next to the stack]"
+    ),
+    config: Path | None = typer.Option(
+        None, help="YAML file with the options of one method (method: ...)"
+    ),
     pixel_size: float | None = typer.Option(None, help="override the header pixel size (Å)"),
-    resume: bool = typer.Option(False, help="continue an interrupted iterative run from its checkpoint"),
+    resume: bool = typer.Option(
+        False, help="continue an interrupted iterative run from its checkpoint"
+    ),
     overwrite: bool = typer.Option(True, help="replace an existing output"),
     *,
     given: dict[str, Any],
 ) -> None:
-    """Reconstruct a tomogram from a single-axis tilt series with a registered method (see --method)."""
+    """Reconstruct a tomogram from a single-axis tilt series (methods: see --method)."""
     from cryowedge.workflows.reconstruct import reconstruct_file
 
     with user_errors():
@@ -55,8 +67,16 @@ def _reconstruct(
         if not tilt_series.exists():
             raise FileNotFoundError(f"tilt series {tilt_series} does not exist.")
         with progress_bar(f"reconstruct ({cfg.method})") as progress:
-            reconstruct_file(tilt_series, output, cfg, angles_path=angles, pixel_size_angstrom=pixel_size,
-                             overwrite=overwrite, progress=progress, resume=resume)
+            reconstruct_file(
+                tilt_series,
+                output,
+                cfg,
+                angles_path=angles,
+                pixel_size_angstrom=pixel_size,
+                overwrite=overwrite,
+                progress=progress,
+                resume=resume,
+            )
     console.print(f"wrote {output}")
 
 
@@ -66,7 +86,9 @@ def build_config(config: Path | None, given: dict[str, Any]) -> ReconstructConfi
     Options that belong to another method than the chosen one are an error.
     """
     base = ReconstructConfig.from_yaml(config) if config else None
-    method = given.get("method") or (base.method if base is not None else ReconstructConfig().method)
+    method = given.get("method") or (
+        base.method if base is not None else ReconstructConfig().method
+    )
     changes = changes_for(options(), given, owner=method)
     return base.updated(**changes) if base is not None else ReconstructConfig(**changes)
 

@@ -28,7 +28,9 @@ def options() -> list[ConfigOption]:
 
 
 def _simulate(
-    output_dir: Path = typer.Argument(..., help="directory for ground_truth.mrc, tilt_series.mrc/.tlt, even/odd"),
+    output_dir: Path = typer.Argument(
+        ..., help="directory for ground_truth.mrc, tilt_series.mrc/.tlt, even/odd"
+    ),
     config: Path | None = typer.Option(None, help="YAML file with SimulateConfig fields"),
     *,
     given: dict[str, Any],

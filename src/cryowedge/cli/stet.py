@@ -26,7 +26,8 @@ from cryowedge.cli._options import ConfigCommand, ConfigOption, changes_for, con
 from cryowedge.config.models import StetConfig, StetReconstructConfig, StetSimulateConfig
 
 stet_app = typer.Typer(
-    help="Compressed-sensing STEM tomography: random-beam scans (RB-STET) and CS-TV reconstruction.",
+    help="Compressed-sensing STEM tomography: random-beam scans (RB-STET) and CS-TV "
+    "reconstruction.",
     no_args_is_help=True,
 )
 
@@ -41,8 +42,12 @@ def reconstruct_options() -> list[ConfigOption]:
 
 def _simulate(
     output_dir: Path = typer.Argument(
-        ..., help="directory for ground_truth.mrc, tilt_series.mrc/.tlt, tilt_series_mask.mrc, run.yaml"),
-    config: Path | None = typer.Option(None, help="YAML with StetSimulateConfig fields (or a StetConfig)"),
+        ...,
+        help="directory for ground_truth.mrc, tilt_series.mrc/.tlt, tilt_series_mask.mrc, run.yaml",
+    ),
+    config: Path | None = typer.Option(
+        None, help="YAML with StetSimulateConfig fields (or a StetConfig)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -58,11 +63,19 @@ def _simulate(
 
 
 def _reconstruct(
-    tilt_series: Path = typer.Argument(..., help="MRC tilt series (n_tilts, y, x), 0 where not scanned"),
+    tilt_series: Path = typer.Argument(
+        ..., help="MRC tilt series (n_tilts, y, x), 0 where not scanned"
+    ),
     output: Path = typer.Argument(..., help="output tomogram MRC (z, y, x)"),
-    mask: Path | None = typer.Option(None, help="0/1 scan mask MRC \\[default: <name>_mask.mrc next to the data]"),
-    angles: Path | None = typer.Option(None, help=".tlt/.rawtlt/.mdoc \\[default: next to the stack]"),
-    config: Path | None = typer.Option(None, help="YAML with StetReconstructConfig fields (or a StetConfig)"),
+    mask: Path | None = typer.Option(
+        None, help="0/1 scan mask MRC \\[default: <name>_mask.mrc next to the data]"
+    ),
+    angles: Path | None = typer.Option(
+        None, help=".tlt/.rawtlt/.mdoc \\[default: next to the stack]"
+    ),
+    config: Path | None = typer.Option(
+        None, help="YAML with StetReconstructConfig fields (or a StetConfig)"
+    ),
     pixel_size: float | None = typer.Option(None, help="override the header pixel size (Å)"),
     overwrite: bool = typer.Option(True, help="replace an existing output"),
     *,
@@ -72,11 +85,23 @@ def _reconstruct(
     from cryowedge.workflows.stet import stet_reconstruct_file
 
     with user_errors():
-        base = StetConfig.section_from_yaml(config, "reconstruct") if config else StetReconstructConfig()
+        base = (
+            StetConfig.section_from_yaml(config, "reconstruct")
+            if config
+            else StetReconstructConfig()
+        )
         cfg = base.updated(**changes_for(reconstruct_options(), given))
         with progress_bar(f"stet reconstruct ({cfg.method})") as progress:
-            stet_reconstruct_file(tilt_series, output, cfg, mask_path=mask, angles_path=angles,
-                                  pixel_size_angstrom=pixel_size, overwrite=overwrite, progress=progress)
+            stet_reconstruct_file(
+                tilt_series,
+                output,
+                cfg,
+                mask_path=mask,
+                angles_path=angles,
+                pixel_size_angstrom=pixel_size,
+                overwrite=overwrite,
+                progress=progress,
+            )
     console.print(f"wrote {output}")
 
 

@@ -90,9 +90,12 @@ class BaseConfig(BaseModel):
         for key in (k for k in data if k not in cls.model_fields):
             new = RENAMED_OPTIONS.get(str(key))
             close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = (f"renamed to '{new}'" if new in cls.model_fields
-                    else cls._unknown_option_hint(str(key)) or (
-                        f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(fields)}"))
+            hint = (
+                f"renamed to '{new}'"
+                if new in cls.model_fields
+                else cls._unknown_option_hint(str(key))
+                or (f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(fields)}")
+            )
             problems.append(f"unknown option '{key}' ({hint})")
         if problems:
             raise ValueError("; ".join(problems))
@@ -137,13 +140,29 @@ class _PhantomTiltSeriesConfig(BaseConfig):
         "cell", description="crowded cell, 3D Shepp-Logan or hollow spheres"
     )
     shape: tuple[int, int, int] = Field((64, 128, 128), description="volume (z, y, x) in voxels")
-    pixel_size_angstrom: float = Field(10.0, gt=0, description="voxel / detector pixel size, Å",
-                                       json_schema_extra=cli("--pixel-size"))
-    tilt_min_deg: float = Field(-60.0, ge=-90, le=90, description="lowest tilt, degrees",
-                                json_schema_extra=cli("--tilt-range", part=0, help="min max tilt, degrees"))
-    tilt_max_deg: float = Field(60.0, ge=-90, le=90, description="highest tilt, degrees",
-                                json_schema_extra=cli("--tilt-range", part=1))
-    tilt_step_deg: float = Field(2.0, gt=0, description="tilt step, degrees", json_schema_extra=cli("--tilt-step"))
+    pixel_size_angstrom: float = Field(
+        10.0,
+        gt=0,
+        description="voxel / detector pixel size, Å",
+        json_schema_extra=cli("--pixel-size"),
+    )
+    tilt_min_deg: float = Field(
+        -60.0,
+        ge=-90,
+        le=90,
+        description="lowest tilt, degrees",
+        json_schema_extra=cli("--tilt-range", part=0, help="min max tilt, degrees"),
+    )
+    tilt_max_deg: float = Field(
+        60.0,
+        ge=-90,
+        le=90,
+        description="highest tilt, degrees",
+        json_schema_extra=cli("--tilt-range", part=1),
+    )
+    tilt_step_deg: float = Field(
+        2.0, gt=0, description="tilt step, degrees", json_schema_extra=cli("--tilt-step")
+    )
     n_particles: int = Field(12, ge=0, description="particles in the cell phantom")
     oversample: int = Field(2, ge=1, le=4, description="project a finer volume and bin")
     seed: int = Field(0, description="random seed")
@@ -153,7 +172,8 @@ class _PhantomTiltSeriesConfig(BaseConfig):
     def _check_tilts_and_shape(self) -> _PhantomTiltSeriesConfig:
         if self.tilt_min_deg >= self.tilt_max_deg:
             raise ValueError(
-                f"tilt_min_deg ({self.tilt_min_deg}) must be below tilt_max_deg ({self.tilt_max_deg})."
+                f"tilt_min_deg ({self.tilt_min_deg}) must be below tilt_max_deg "
+                f"({self.tilt_max_deg})."
             )
         if min(self.shape) < 4:
             raise ValueError(f"shape must be at least 4 voxels per axis, got {self.shape}.")
@@ -165,18 +185,25 @@ class SimulateConfig(_PhantomTiltSeriesConfig):
 
     snr: float | None = Field(0.5, gt=0, description="Gaussian noise SNR (signal var / noise var)")
     dose_e_per_angstrom2: float | None = Field(
-        None, gt=0, description="Poisson noise at this dose per tilt (e/Å²), instead of snr",
+        None,
+        gt=0,
+        description="Poisson noise at this dose per tilt (e/Å²), instead of snr",
         json_schema_extra=cli("--dose"),
     )
-    defocus_angstrom: float | None = Field(None, description="apply a CTF with this defocus (Å)",
-                                           json_schema_extra=cli("--defocus"))
+    defocus_angstrom: float | None = Field(
+        None, description="apply a CTF with this defocus (Å)", json_schema_extra=cli("--defocus")
+    )
     even_odd: bool = Field(True, description="also write half-dose even/odd series")
 
     @model_validator(mode="before")
     @classmethod
     def _dose_replaces_snr(cls, data: Any) -> Any:
         """A dose given without an snr replaces the default snr (Poisson instead of Gaussian)."""
-        if isinstance(data, dict) and data.get("dose_e_per_angstrom2") is not None and "snr" not in data:
+        if (
+            isinstance(data, dict)
+            and data.get("dose_e_per_angstrom2") is not None
+            and "snr" not in data
+        ):
             data = {**data, "snr": None}
         return data
 
@@ -196,13 +223,22 @@ class _ReconstructionCommon(BaseConfig):
     """Fields of every reconstruction command (``reconstruct`` and ``stet reconstruct``)."""
 
     method: str = Field(description="reconstruction method")
-    thickness: int | None = Field(None, ge=1, description="output z size in voxels (default: x size)")
+    thickness: int | None = Field(
+        None, ge=1, description="output z size in voxels (default: x size)"
+    )
     tilt_axis_angle_deg: float | None = Field(
-        None, allow_inf_nan=False, description="in-plane tilt-axis angle on the raw images, degrees "
-        "(default: from the .mdoc, else 0)", json_schema_extra=cli("--tilt-axis-angle"))
+        None,
+        allow_inf_nan=False,
+        description="in-plane tilt-axis angle on the raw images, degrees "
+        "(default: from the .mdoc, else 0)",
+        json_schema_extra=cli("--tilt-axis-angle"),
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    normalize: bool = Field(True, description="scale the data to unit std before solving (and the result "
-                            "back), so weights do not depend on the data's units (iterative methods)")
+    normalize: bool = Field(
+        True,
+        description="scale the data to unit std before solving (and the result "
+        "back), so weights do not depend on the data's units (iterative methods)",
+    )
 
 
 class ReconstructConfig(_ReconstructionCommon):
@@ -215,11 +251,19 @@ class ReconstructConfig(_ReconstructionCommon):
     """
 
     method: str = Field("fbp", description="reconstruction method")
-    checkpoint_every: int | None = Field(None, ge=1, description="save the iterate every N iterations next "
-                                         "to the output (resume with --resume; iterative methods)")
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="save the iterate every N iterations next "
+        "to the output (resume with --resume; iterative methods)",
+    )
     seed: int = Field(0, description="random seed (art/sart visiting order)")
-    slab_rows: int | None = Field(None, gt=0, description="rows along the tilt axis (y) per streamed slab "
-                                  "(default: automatic)", json_schema_extra=cli("--slab", "--slab-rows"))
+    slab_rows: int | None = Field(
+        None,
+        gt=0,
+        description="rows along the tilt axis (y) per streamed slab (default: automatic)",
+        json_schema_extra=cli("--slab", "--slab-rows"),
+    )
 
     def __new__(cls, /, *args: Any, **data: Any) -> ReconstructConfig:
         # Calling the base builds the method's model. Python then runs that model's
@@ -238,7 +282,9 @@ class ReconstructConfig(_ReconstructionCommon):
     def _unknown_option_hint(cls, key: str) -> str | None:
         owners = [spec.name for spec in methods() if key in spec.config.model_fields]
         if owners:
-            return f"applies to method {', '.join(owners)}, not {cls.model_fields['method'].default}"
+            return (
+                f"applies to method {', '.join(owners)}, not {cls.model_fields['method'].default}"
+            )
         return None
 
     @classmethod
@@ -259,12 +305,20 @@ class ReconstructConfig(_ReconstructionCommon):
                 del data[key]
         dropped = []
         for key in [k for k in data if k not in model.model_fields]:
-            others = [spec.config.model_fields[key] for spec in methods() if key in spec.config.model_fields]
+            others = [
+                spec.config.model_fields[key]
+                for spec in methods()
+                if key in spec.config.model_fields
+            ]
             if others and all(data[key] is None or data[key] == f.default for f in others):
                 dropped.append(key)
                 del data[key]
         if dropped:
-            logger.info("%s: ignoring options of other methods at their defaults: %s", path, ", ".join(dropped))
+            logger.info(
+                "%s: ignoring options of other methods at their defaults: %s",
+                path,
+                ", ".join(dropped),
+            )
         return model(**data)
 
     def updated(self, **changes: Any) -> ReconstructConfig:
@@ -272,21 +326,30 @@ class ReconstructConfig(_ReconstructionCommon):
         changes = {k: v for k, v in changes.items() if v is not None}
         if changes.get("method", self.method) == self.method:
             return super().updated(**changes)
-        shared = {k: v for k, v in self.model_dump(exclude_unset=True).items()
-                  if k in ReconstructConfig.model_fields and k != "method"}
+        shared = {
+            k: v
+            for k, v in self.model_dump(exclude_unset=True).items()
+            if k in ReconstructConfig.model_fields and k != "method"
+        }
         return parse_method_config({**shared, **changes})
 
 
 class _FilteredConfig(ReconstructConfig):
     """Filter options of the direct methods (FBP, WBP)."""
 
-    filter_name: str = Field("ram-lak", description=" | ".join(FILTER_NAMES) + " (wbp: no sirt)",
-                             json_schema_extra=cli("--filter"))
+    filter_name: str = Field(
+        "ram-lak",
+        description=" | ".join(FILTER_NAMES) + " (wbp: no sirt)",
+        json_schema_extra=cli("--filter"),
+    )
     cutoff: float = Field(1.0, gt=0, le=1, description="window cutoff, fraction of Nyquist")
-    radial_cutoff: float | None = Field(None, gt=0, le=0.5, description="IMOD-style radial low-pass cutoff, "
-                                        "cycles/px")
+    radial_cutoff: float | None = Field(
+        None, gt=0, le=0.5, description="IMOD-style radial low-pass cutoff, cycles/px"
+    )
     radial_falloff: float = Field(0.035, gt=0, description="radial Gaussian fall-off, cycles/px")
-    padding: Literal["edge", "zero"] = Field("edge", description="detector padding before filtering")
+    padding: Literal["edge", "zero"] = Field(
+        "edge", description="detector padding before filtering"
+    )
 
     @field_validator("filter_name")
     @classmethod
@@ -294,9 +357,15 @@ class _FilteredConfig(ReconstructConfig):
         return normalise_filter_name(value)
 
 
-@register_method(runner="cryowedge.workflows.methods:run_fbp", summary="filtered back-projection",
-                 demo={"fbp_ramlak": {"filter_name": "ram-lak"}, "fbp_hann": {"filter_name": "hann"},
-                       "fbp_sirt_like": {"filter_name": "sirt", "sirt_iterations": 30}})
+@register_method(
+    runner="cryowedge.workflows.methods:run_fbp",
+    summary="filtered back-projection",
+    demo={
+        "fbp_ramlak": {"filter_name": "ram-lak"},
+        "fbp_hann": {"filter_name": "hann"},
+        "fbp_sirt_like": {"filter_name": "sirt", "sirt_iterations": 30},
+    },
+)
 class FbpConfig(_FilteredConfig):
     """Filtered back-projection (``--method fbp``)."""
 
@@ -304,10 +373,14 @@ class FbpConfig(_FilteredConfig):
     sirt_iterations: int = Field(10, ge=1, description="iterations mimicked by --filter sirt")
 
 
-@register_method(runner="cryowedge.workflows.methods:run_wbp", summary="weighted back-projection (exact weighting)",
-                 demo={"wbp": {"filter_name": "hann"}})
+@register_method(
+    runner="cryowedge.workflows.methods:run_wbp",
+    summary="weighted back-projection (exact weighting)",
+    demo={"wbp": {"filter_name": "hann"}},
+)
 class WbpConfig(_FilteredConfig):
-    """Weighted back-projection (``--method wbp``): no ``sirt`` filter (it modifies the FBP ramp)."""
+    """Weighted back-projection (``--method wbp``); no ``sirt`` filter (it modifies the FBP
+    ramp, which WBP replaces)."""
 
     method: Literal["wbp"] = "wbp"
 
@@ -334,8 +407,9 @@ class IterativeConfig(ReconstructConfig):
 
     n_iter: int = _n_iter(20)
     positivity: bool = Field(False, description="constrain the tomogram to be >= 0 (not for cgls)")
-    tol: float | None = Field(None, gt=0, description="stop when the relative change of the tomogram falls "
-                              "below this")
+    tol: float | None = Field(
+        None, gt=0, description="stop when the relative change of the tomogram falls below this"
+    )
 
     @field_validator("n_iter")
     @classmethod
@@ -364,22 +438,31 @@ class _RelaxedConfig(IterativeConfig):
 
 
 class _RowActionConfig(_RelaxedConfig):
-    order: Literal["random", "sequential"] = Field("random", description="tilt / row visiting order")
+    order: Literal["random", "sequential"] = Field(
+        "random", description="tilt / row visiting order"
+    )
 
     def solver_kwargs(self) -> dict[str, Any]:
         return {**super().solver_kwargs(), "order": self.order, "seed": self.seed}
 
 
-@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:sirt",
-                 summary="simultaneous iterative reconstruction", demo={"sirt": {"n_iter": 10, "positivity": True}})
+@register_method(
+    runner="cryowedge.workflows.methods:run_iterative",
+    solver="cryowedge.solvers:sirt",
+    summary="simultaneous iterative reconstruction",
+    demo={"sirt": {"n_iter": 10, "positivity": True}},
+)
 class SirtConfig(_RelaxedConfig):
     """SIRT (``--method sirt``)."""
 
     method: Literal["sirt"] = "sirt"
 
 
-@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:sart",
-                 summary="simultaneous algebraic reconstruction (one tilt per update)")
+@register_method(
+    runner="cryowedge.workflows.methods:run_iterative",
+    solver="cryowedge.solvers:sart",
+    summary="simultaneous algebraic reconstruction (one tilt per update)",
+)
 class SartConfig(_RowActionConfig):
     """SART (``--method sart``); relaxation 0.2 is the CRM paper's."""
 
@@ -388,8 +471,11 @@ class SartConfig(_RowActionConfig):
     relaxation: float = _relaxation(0.2)
 
 
-@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:art",
-                 summary="ART / Kaczmarz row action")
+@register_method(
+    runner="cryowedge.workflows.methods:run_iterative",
+    solver="cryowedge.solvers:art",
+    summary="ART / Kaczmarz row action",
+)
 class ArtConfig(_RowActionConfig):
     """ART (``--method art``); relaxation 0.5 damps noise in row action."""
 
@@ -398,8 +484,11 @@ class ArtConfig(_RowActionConfig):
     relaxation: float = _relaxation(0.5)
 
 
-@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:cgls",
-                 summary="conjugate gradient least squares")
+@register_method(
+    runner="cryowedge.workflows.methods:run_iterative",
+    solver="cryowedge.solvers:cgls",
+    summary="conjugate gradient least squares",
+)
 class CglsConfig(IterativeConfig):
     """CGLS (``--method cgls``): it chooses its own step lengths (no relaxation)."""
 
@@ -414,29 +503,50 @@ class CglsConfig(IterativeConfig):
         return value
 
 
-@register_method(runner="cryowedge.workflows.methods:run_iterative", solver="cryowedge.solvers:tv_admm",
-                 summary="TV-regularised least squares by ADMM + CG",
-                 demo={"tv_admm": {"n_iter": 15, "cg_iter": 5, "positivity": True}})
+@register_method(
+    runner="cryowedge.workflows.methods:run_iterative",
+    solver="cryowedge.solvers:tv_admm",
+    summary="TV-regularised least squares by ADMM + CG",
+    demo={"tv_admm": {"n_iter": 15, "cg_iter": 5, "positivity": True}},
+)
 class TvConfig(_RelaxedConfig):
     """TV-ADMM (``--method tv``)."""
 
     method: Literal["tv"] = "tv"
     n_iter: int = _n_iter(30)
-    tv_lambda: float = Field(5.0, ge=0, description="TV weight λ on the data normalised to unit std "
-                             "(about noise variance / prior scale: lower it for cleaner data)")
+    tv_lambda: float = Field(
+        5.0,
+        ge=0,
+        description="TV weight λ on the data normalised to unit std "
+        "(about noise variance / prior scale: lower it for cleaner data)",
+    )
     regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv", description="regulariser")
-    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
+    rho: float | None = Field(
+        None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)"
+    )
     cg_iter: int = Field(10, ge=1, description="inner CG iterations per ADMM step")
-    halo_rows: int = Field(8, gt=0, description="rows of overlap on each side of a streamed slab (TV couples "
-                           "neighbouring rows)", json_schema_extra=cli("--halo", "--halo-rows"))
+    halo_rows: int = Field(
+        8,
+        gt=0,
+        description="rows of overlap on each side of a streamed slab (TV couples "
+        "neighbouring rows)",
+        json_schema_extra=cli("--halo", "--halo-rows"),
+    )
 
     def solver_kwargs(self) -> dict[str, Any]:
-        return {**super().solver_kwargs(), "lam": self.tv_lambda, "regularizer": self.regularizer,
-                "rho": self.rho, "cg_iter": self.cg_iter}
+        return {
+            **super().solver_kwargs(),
+            "lam": self.tv_lambda,
+            "regularizer": self.regularizer,
+            "rho": self.rho,
+            "cg_iter": self.cg_iter,
+        }
 
 
 def _demo_methods() -> dict[str, ReconstructConfig]:
-    return {name: spec.config(**changes) for spec in methods() for name, changes in spec.demo.items()}
+    return {
+        name: spec.config(**changes) for spec in methods() for name, changes in spec.demo.items()
+    }
 
 
 class DemoConfig(BaseConfig):
@@ -445,13 +555,17 @@ class DemoConfig(BaseConfig):
 
     simulate: SimulateConfig = SimulateConfig(shape=(64, 128, 128), n_particles=16, snr=1.0)
     methods: dict[str, SerializeAsAny[ReconstructConfig]] = Field(
-        default_factory=_demo_methods, description="output name → reconstruction options (with method)")
+        default_factory=_demo_methods,
+        description="output name → reconstruction options (with method)",
+    )
 
     @field_validator("methods", mode="before")
     @classmethod
     def _method_models(cls, value: Any) -> Any:
         if not isinstance(value, dict):
-            raise ValueError(f"methods must map output names to options, got {type(value).__name__}.")
+            raise ValueError(
+                f"methods must map output names to options, got {type(value).__name__}."
+            )
         return {name: parse_method_config(v) for name, v in value.items()}
 
 
@@ -469,15 +583,33 @@ class StetSimulateConfig(_PhantomTiltSeriesConfig):
     per scanned pixel as at full dose; unmeasured pixels are stored as 0).
     """
 
-    tilt_min_deg: float = Field(-70.0, ge=-90, le=90, description="lowest tilt, degrees",
-                                json_schema_extra=cli("--tilt-range", part=0, help="min max tilt, degrees"))
-    tilt_max_deg: float = Field(70.0, ge=-90, le=90, description="highest tilt, degrees",
-                                json_schema_extra=cli("--tilt-range", part=1))
-    tilt_step_deg: float = Field(1.0, gt=0, description="tilt step, degrees", json_schema_extra=cli("--tilt-step"))
+    tilt_min_deg: float = Field(
+        -70.0,
+        ge=-90,
+        le=90,
+        description="lowest tilt, degrees",
+        json_schema_extra=cli("--tilt-range", part=0, help="min max tilt, degrees"),
+    )
+    tilt_max_deg: float = Field(
+        70.0,
+        ge=-90,
+        le=90,
+        description="highest tilt, degrees",
+        json_schema_extra=cli("--tilt-range", part=1),
+    )
+    tilt_step_deg: float = Field(
+        1.0, gt=0, description="tilt step, degrees", json_schema_extra=cli("--tilt-step")
+    )
     seed: int = Field(0, description="seed of the phantom, the noise and the scan mask")
-    dose_fraction: float = Field(0.3, gt=0, le=1, description="fraction of the pixels scanned per tilt, (0, 1]")
-    snr: float = Field(10.0, gt=0, description="Gaussian noise SNR per pixel (signal var / noise var); "
-                       "10 suits STEM of stained sections")
+    dose_fraction: float = Field(
+        0.3, gt=0, le=1, description="fraction of the pixels scanned per tilt, (0, 1]"
+    )
+    snr: float = Field(
+        10.0,
+        gt=0,
+        description="Gaussian noise SNR per pixel (signal var / noise var); "
+        "10 suits STEM of stained sections",
+    )
 
 
 class StetReconstructConfig(_ReconstructionCommon):
@@ -495,15 +627,22 @@ class StetReconstructConfig(_ReconstructionCommon):
     method: Literal["tv", "inpaint-tv"] = Field(
         "tv", description="tv: CS-TV on the undersampled data; inpaint-tv: 2-D inpainting, then TV"
     )
-    tv_lambda: float = Field(1.0, ge=0, description="TV weight λ on the data normalised to unit std "
-                             "(as in reconstruct)")
+    tv_lambda: float = Field(
+        1.0, ge=0, description="TV weight λ on the data normalised to unit std (as in reconstruct)"
+    )
     regularizer: Literal["tv", "tv-aniso", "l1"] = Field("tv-aniso", description="regulariser")
     positivity: bool = Field(True, description="constrain the tomogram to be >= 0")
     n_iter: int = Field(40, ge=1, description="outer ADMM iterations of the reconstruction")
     cg_iter: int = Field(6, ge=1, description="inner CG iterations per ADMM step")
-    rho: float | None = Field(None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)")
-    inpaint_mu: float = Field(0.1, ge=0, description="2-D TV weight μ of the inpainting step (inpaint-tv)")
-    inpaint_iter: int = Field(30, ge=1, description="ADMM iterations of the inpainting step (inpaint-tv)")
+    rho: float | None = Field(
+        None, gt=0, description="initial ADMM penalty (default 10 x tv_lambda)"
+    )
+    inpaint_mu: float = Field(
+        0.1, ge=0, description="2-D TV weight μ of the inpainting step (inpaint-tv)"
+    )
+    inpaint_iter: int = Field(
+        30, ge=1, description="ADMM iterations of the inpainting step (inpaint-tv)"
+    )
 
 
 class StetConfig(BaseConfig):
@@ -513,7 +652,9 @@ class StetConfig(BaseConfig):
     reconstruct: StetReconstructConfig = Field(default_factory=StetReconstructConfig)
 
     @classmethod
-    def section_from_yaml(cls, path: str | Path, section: Literal["simulate", "reconstruct"]) -> BaseConfig:
+    def section_from_yaml(
+        cls, path: str | Path, section: Literal["simulate", "reconstruct"]
+    ) -> BaseConfig:
         """One section from a YAML file that holds either a whole ``StetConfig`` (keys
         ``simulate``/``reconstruct``) or just that section's fields."""
         data = cls._read_yaml(path)

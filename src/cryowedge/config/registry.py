@@ -101,7 +101,8 @@ def _literal_name(config: type[BaseModel]) -> str:
     args = typing.get_args(info.annotation) if info is not None else ()
     if info is None or typing.get_origin(info.annotation) is not Literal or len(args) != 1:
         raise TypeError(
-            f"{config.__name__} must declare `method: Literal['<name>'] = '<name>'` (one literal value)."
+            f"{config.__name__} must declare `method: Literal['<name>'] = '<name>'` "
+            "(one literal value)."
         )
     if info.default != args[0]:
         raise TypeError(f"{config.__name__}.method must default to its literal {args[0]!r}.")
@@ -131,7 +132,9 @@ def register_method(
             raise TypeError(f"{model!r} must be a subclass of ReconstructConfig.")
         name = _literal_name(model)
         if name in _METHODS and not replace:
-            raise ValueError(f"method {name!r} is already registered; pass replace=True to replace it.")
+            raise ValueError(
+                f"method {name!r} is already registered; pass replace=True to replace it."
+            )
         _METHODS[name] = MethodSpec(name, model, runner, summary, solver, dict(demo or {}))
         return model
 

@@ -28,7 +28,9 @@ def mask_path_for(tilt_series_path: str | Path) -> Path:
     return path.with_name(stem + MASK_SUFFIX)
 
 
-def read_scan_mask(path: str | Path, expected_shape: tuple[int, int, int] | None = None) -> np.ndarray:
+def read_scan_mask(
+    path: str | Path, expected_shape: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """Read a scan-mask MRC (0/1, any numeric mode) as a ``(n_tilts, ny, nx)`` bool array.
 
     Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` if it holds values

@@ -48,12 +48,15 @@ def masked_snr_db(x: Any, truth: np.ndarray, where: np.ndarray, normalize: str =
     t = np.asarray(truth, dtype=np.float64)
     where = np.asarray(where, dtype=bool)
     if where.shape != t.shape or not where.any():
-        raise ValueError(f"where must be a non-empty bool mask of shape {t.shape}, got {where.shape}.")
+        raise ValueError(
+            f"where must be a non-empty bool mask of shape {t.shape}, got {where.shape}."
+        )
     return _ratio_db(float(np.sum(t[where] ** 2)), float(np.sum((t[where] - v[where]) ** 2)))
 
 
-def high_pass_snr_db(x: Any, truth: np.ndarray, cutoff: float = 0.15,
-                     normalize: str = "affine") -> float:
+def high_pass_snr_db(
+    x: Any, truth: np.ndarray, cutoff: float = 0.15, normalize: str = "affine"
+) -> float:
     """SNR (dB) of the spectrum above ``cutoff`` cycles/px (where angular undersampling aliases).
 
     Sums ``|F truth|²`` and ``|F truth − F x|²`` over the frequencies of radius > ``cutoff``
@@ -66,4 +69,6 @@ def high_pass_snr_db(x: Any, truth: np.ndarray, cutoff: float = 0.15,
     hp = k > cutoff
     if not hp.any():
         raise ValueError(f"cutoff {cutoff} cycles/px leaves no frequency (Nyquist is 0.5).")
-    return _ratio_db(float(np.sum(np.abs(ft[hp]) ** 2)), float(np.sum(np.abs(ft[hp] - fv[hp]) ** 2)))
+    return _ratio_db(
+        float(np.sum(np.abs(ft[hp]) ** 2)), float(np.sum(np.abs(ft[hp] - fv[hp]) ** 2))
+    )

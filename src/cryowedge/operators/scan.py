@@ -48,5 +48,9 @@ def stet_operator(
     """
     m = as_binary_mask(mask)
     check_scan_mask_shape(m.shape, geometry.tilt_series_shape, "tilt-series (from the geometry)")
-    shape = geometry.default_volume_shape() if volume_shape is None else tuple(int(s) for s in volume_shape)
+    shape = (
+        geometry.default_volume_shape()
+        if volume_shape is None
+        else tuple(int(s) for s in volume_shape)
+    )
     return MaskOperator(m) @ TiltProjector(geometry, shape)

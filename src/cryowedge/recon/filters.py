@@ -21,6 +21,8 @@ from cryowedge._validation import check_in_range, check_positive, check_positive
 __all__ = [
     "FILTER_NAMES",
     "WBP_FILTER_NAMES",
+    "normalise_filter_name",
+    "normalise_wbp_filter_name",
     "padded_length",
     "ramp_response",
     "window",

@@ -1,4 +1,4 @@
-"""Compressed-sensing STEM tomography: the RB-STET reconstructions (thesis ch. 3, Donati et al. 2017).
+"""Compressed-sensing STEM tomography: RB-STET reconstructions (thesis ch. 3, Donati et al.).
 
 Forward model (thesis eq. 3.4): ``b = S H x + n``. ``H`` is the tilt projector
 (:class:`~cryowedge.operators.TiltProjector`, volume ``(z, y, x)`` → tilt series
@@ -90,8 +90,19 @@ def _solve_tv(
     if x0 is not None:
         x0 = torch.as_tensor(x0 if isinstance(x0, torch.Tensor) else np.asarray(x0)) / scale
     result = tv_admm(
-        op, b, x0=x0, n_iter=n_iter, lam=tv_lambda, regularizer=regularizer, positivity=positivity,
-        cg_iter=cg_iter, rho=rho, callback=callback, device=device, dtype=dtype, **solver_options,
+        op,
+        b,
+        x0=x0,
+        n_iter=n_iter,
+        lam=tv_lambda,
+        regularizer=regularizer,
+        positivity=positivity,
+        cg_iter=cg_iter,
+        rho=rho,
+        callback=callback,
+        device=device,
+        dtype=dtype,
+        **solver_options,
     )
     result.x = result.x * scale
     return result
@@ -167,13 +178,28 @@ def reconstruct_stet(
         raise ValueError("the scan mask has no scanned pixel (all 0); nothing to reconstruct.")
     op = stet_operator(geometry, volume_shape, m)
     b = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
-    b = b.to(dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32))
+    b = b.to(
+        dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32)
+    )
     m_dev = m.to(b.device)
     b = torch.where(m_dev, b, torch.zeros((), dtype=b.dtype, device=b.device))  # unscanned: no role
     scale = data_scale(b[m_dev], normalize)
-    return _solve_tv(op, b, scale, tv_lambda=tv_lambda, n_iter=n_iter, regularizer=regularizer,
-                     positivity=positivity, cg_iter=cg_iter, rho=rho, x0=x0, callback=callback,
-                     device=device, dtype=dtype, solver_options=solver_options)
+    return _solve_tv(
+        op,
+        b,
+        scale,
+        tv_lambda=tv_lambda,
+        n_iter=n_iter,
+        regularizer=regularizer,
+        positivity=positivity,
+        cg_iter=cg_iter,
+        rho=rho,
+        x0=x0,
+        callback=callback,
+        device=device,
+        dtype=dtype,
+        solver_options=solver_options,
+    )
 
 
 def reconstruct_tds(
@@ -231,14 +257,33 @@ def reconstruct_tds(
                 f"tilt_indices must select tilts in [0, {geometry.n_tilts}), got {idx.tolist()}."
             )
     op = TiltProjector(geometry[idx], _volume_shape(geometry, volume_shape))
-    b = tilt_series if isinstance(tilt_series, torch.Tensor) else torch.as_tensor(np.asarray(tilt_series))
+    b = (
+        tilt_series
+        if isinstance(tilt_series, torch.Tensor)
+        else torch.as_tensor(np.asarray(tilt_series))
+    )
     b = b[torch.as_tensor(idx)]
-    b = b.to(dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32))
+    b = b.to(
+        dtype=dtype or (b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32)
+    )
     scale = data_scale(b, normalize)
     logger.debug("T-DS: %d of %d tilts", idx.size, geometry.n_tilts)
-    return _solve_tv(op, b, scale, tv_lambda=tv_lambda, n_iter=n_iter, regularizer=regularizer,
-                     positivity=positivity, cg_iter=cg_iter, rho=rho, x0=x0, callback=callback,
-                     device=device, dtype=dtype, solver_options=solver_options)
+    return _solve_tv(
+        op,
+        b,
+        scale,
+        tv_lambda=tv_lambda,
+        n_iter=n_iter,
+        regularizer=regularizer,
+        positivity=positivity,
+        cg_iter=cg_iter,
+        rho=rho,
+        x0=x0,
+        callback=callback,
+        device=device,
+        dtype=dtype,
+        solver_options=solver_options,
+    )
 
 
 def _normalized_convolution_fill(b: np.ndarray, mask: np.ndarray, fraction: float) -> np.ndarray:
@@ -300,7 +345,9 @@ def inpaint_projections(
     check_scan_mask_shape(_shape(m), _shape(data), "data")
     if not bool(m.any()):
         raise ValueError("the scan mask has no scanned pixel (all 0); nothing to inpaint.")
-    b_np = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=np.float32)
+    b_np = np.asarray(
+        data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=np.float32
+    )
     m_np = m.numpy()
     x0 = _normalized_convolution_fill(b_np, m_np, float(m_np.mean()))
     b = torch.as_tensor(np.where(m_np, b_np, np.float32(0.0)))
@@ -308,8 +355,17 @@ def inpaint_projections(
     if mu == 0:
         return torch.as_tensor(x0).to(device=device or "cpu", dtype=dtype or torch.float32)
     result = tv_admm(
-        MaskOperator(m), b / scale, x0=x0 / scale, n_iter=n_iter, lam=mu, regularizer=regularizer,
-        positivity=positivity, cg_iter=cg_iter, tv_axes=(1, 2), callback=callback, device=device,
+        MaskOperator(m),
+        b / scale,
+        x0=x0 / scale,
+        n_iter=n_iter,
+        lam=mu,
+        regularizer=regularizer,
+        positivity=positivity,
+        cg_iter=cg_iter,
+        tv_axes=(1, 2),
+        callback=callback,
+        device=device,
         dtype=dtype,
     )
     return result.x * scale
@@ -358,11 +414,32 @@ def inpaint_then_reconstruct(
         Of the reconstruction step; ``x`` is the ``(nz, ny, nx)`` tomogram in data units.
     """
     _check_series(data, geometry)
-    inpainted = inpaint_projections(data, mask, mu=mu, n_iter=inpaint_iter, cg_iter=cg_iter,
-                                    normalize=normalize, callback=inpaint_callback, device=device,
-                                    dtype=dtype)
+    inpainted = inpaint_projections(
+        data,
+        mask,
+        mu=mu,
+        n_iter=inpaint_iter,
+        cg_iter=cg_iter,
+        normalize=normalize,
+        callback=inpaint_callback,
+        device=device,
+        dtype=dtype,
+    )
     op = TiltProjector(geometry, _volume_shape(geometry, volume_shape))
     scale = data_scale(inpainted, normalize)
-    return _solve_tv(op, inpainted, scale, tv_lambda=tv_lambda, n_iter=n_iter, regularizer=regularizer,
-                     positivity=positivity, cg_iter=cg_iter, rho=rho, x0=None, callback=callback,
-                     device=device, dtype=dtype, solver_options=solver_options)
+    return _solve_tv(
+        op,
+        inpainted,
+        scale,
+        tv_lambda=tv_lambda,
+        n_iter=n_iter,
+        regularizer=regularizer,
+        positivity=positivity,
+        cg_iter=cg_iter,
+        rho=rho,
+        x0=None,
+        callback=callback,
+        device=device,
+        dtype=dtype,
+        solver_options=solver_options,
+    )

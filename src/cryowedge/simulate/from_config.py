@@ -39,8 +39,9 @@ def make_phantom(config: SimulateConfig) -> np.ndarray:
     return np.asarray(cell.volume, dtype=np.float32)
 
 
-def simulate_from_config(config: SimulateConfig, device: str | None = None
-                         ) -> tuple[np.ndarray, SimulatedTiltSeries]:
+def simulate_from_config(
+    config: SimulateConfig, device: str | None = None
+) -> tuple[np.ndarray, SimulatedTiltSeries]:
     """Ground truth and simulated series for ``config`` (no files written).
 
     ``device`` overrides ``config.device`` (``"auto"``: the GPU when there is one).
@@ -50,12 +51,21 @@ def simulate_from_config(config: SimulateConfig, device: str | None = None
     device = str(resolve_device(device or config.device))
     volume = make_phantom(config)
     geometry = TiltGeometry.from_range(
-        config.tilt_min_deg, config.tilt_max_deg, config.tilt_step_deg,
-        config.shape[1:], pixel_size_angstrom=config.pixel_size_angstrom,
+        config.tilt_min_deg,
+        config.tilt_max_deg,
+        config.tilt_step_deg,
+        config.shape[1:],
+        pixel_size_angstrom=config.pixel_size_angstrom,
     )
     sim = simulate_tilt_series(
-        volume, geometry, snr=config.snr, dose_e_per_angstrom2=config.dose_e_per_angstrom2,
-        defocus_angstrom=config.defocus_angstrom, oversample=config.oversample,
-        even_odd=config.even_odd, rng=config.seed, device=device,
+        volume,
+        geometry,
+        snr=config.snr,
+        dose_e_per_angstrom2=config.dose_e_per_angstrom2,
+        defocus_angstrom=config.defocus_angstrom,
+        oversample=config.oversample,
+        even_odd=config.even_odd,
+        rng=config.seed,
+        device=device,
     )
     return volume, sim

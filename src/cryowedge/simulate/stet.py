@@ -102,17 +102,35 @@ def simulate_stet(
 
     dose_fraction = check_dose_fraction(dose_fraction, "dose_fraction")
     rng = np.random.default_rng(seed)
-    sim = simulate_tilt_series(volume, geometry, snr=snr, oversample=oversample, rng=rng, device=device)
+    sim = simulate_tilt_series(
+        volume, geometry, snr=snr, oversample=oversample, rng=rng, device=device
+    )
     mask = random_scan_mask(geometry.tilt_series_shape, dose_fraction, seed=rng)
     data = np.where(mask, sim.tilt_series, np.float32(0.0)).astype(np.float32)
-    logger.info("STET simulation: %d tilts, %.1f %% of pixels scanned, noise sigma %.4g",
-                geometry.n_tilts, 100.0 * mask.mean(), float(sim.noise_sigma[0]))
-    return StetSimulation(data=data, mask=mask, full=sim.tilt_series, clean=sim.clean,
-                          geometry=geometry, noise_sigma=float(sim.noise_sigma[0]))
+    logger.info(
+        "STET simulation: %d tilts, %.1f %% of pixels scanned, noise sigma %.4g",
+        geometry.n_tilts,
+        100.0 * mask.mean(),
+        float(sim.noise_sigma[0]),
+    )
+    return StetSimulation(
+        data=data,
+        mask=mask,
+        full=sim.tilt_series,
+        clean=sim.clean,
+        geometry=geometry,
+        noise_sigma=float(sim.noise_sigma[0]),
+    )
 
 
-def add_filaments(volume: np.ndarray, n_filaments: int, *, radius_px: float = 1.2,
-                  density: float = 0.7, seed: int = 0) -> np.ndarray:
+def add_filaments(
+    volume: np.ndarray,
+    n_filaments: int,
+    *,
+    radius_px: float = 1.2,
+    density: float = 0.7,
+    seed: int = 0,
+) -> np.ndarray:
     """Add straight filaments (Gaussian cross-section σ = ``radius_px``) inside the specimen.
 
     Filaments lie nearly in the section plane (|z-slope| < 0.15), through random points of
@@ -142,24 +160,34 @@ def add_filaments(volume: np.ndarray, n_filaments: int, *, radius_px: float = 1.
     x = np.arange(nx, dtype=np.float32)[None, None, :]
     fil = np.zeros(volume.shape, dtype=np.float32)
     for _ in range(n_filaments):
-        c = (nz / 2 + rng.uniform(-0.15, 0.15) * nz, rng.uniform(0.2, 0.8) * ny,
-             rng.uniform(0.2, 0.8) * nx)
+        c = (
+            nz / 2 + rng.uniform(-0.15, 0.15) * nz,
+            rng.uniform(0.2, 0.8) * ny,
+            rng.uniform(0.2, 0.8) * nx,
+        )
         phi, slope = rng.uniform(0, np.pi), rng.uniform(-0.15, 0.15)
-        d = np.array([np.sin(slope), np.cos(slope) * np.sin(phi), np.cos(slope) * np.cos(phi)],
-                     np.float32)
+        d = np.array(
+            [np.sin(slope), np.cos(slope) * np.sin(phi), np.cos(slope) * np.cos(phi)], np.float32
+        )
         rz, ry, rx = z - c[0], y - c[1], x - c[2]
         t = rz * d[0] + ry * d[1] + rx * d[2]
         dist2 = (rz - t * d[0]) ** 2 + (ry - t * d[1]) ** 2 + (rx - t * d[2]) ** 2
         half_length = rng.uniform(0.25, 0.45) * min(ny, nx)
-        np.maximum(fil, density * np.exp(-dist2 / (2 * radius_px**2)) * (np.abs(t) < half_length),
-                   out=fil)
+        np.maximum(
+            fil, density * np.exp(-dist2 / (2 * radius_px**2)) * (np.abs(t) < half_length), out=fil
+        )
     fil *= volume > 0.02
     return np.clip(fil + (1 - fil) * volume, 0.0, 1.0).astype(np.float32)
 
 
-def stet_phantom(shape: tuple[int, int, int] = (48, 96, 96), *, pixel_size_angstrom: float = 10.0,
-                 n_particles: int = 8, n_filaments: int = 10, seed: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def stet_phantom(
+    shape: tuple[int, int, int] = (48, 96, 96),
+    *,
+    pixel_size_angstrom: float = 10.0,
+    n_particles: int = 8,
+    n_filaments: int = 10,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """The STET benchmark phantom: a crowded cell and the same cell with thin filaments.
 
     Parameters
@@ -181,6 +209,9 @@ def stet_phantom(shape: tuple[int, int, int] = (48, 96, 96), *, pixel_size_angst
     from cryowedge.config.models import SimulateConfig
     from cryowedge.simulate.from_config import make_phantom
 
-    cell = make_phantom(SimulateConfig(shape=shape, pixel_size_angstrom=pixel_size_angstrom,
-                                       n_particles=n_particles, seed=seed))
+    cell = make_phantom(
+        SimulateConfig(
+            shape=shape, pixel_size_angstrom=pixel_size_angstrom, n_particles=n_particles, seed=seed
+        )
+    )
     return cell, add_filaments(cell, n_filaments, seed=seed)

@@ -20,7 +20,9 @@ from cryowedge.solvers.algebraic import art, sart, sirt
 from cryowedge.solvers.callbacks import CallbackList, HistoryCallback, ProgressCallback, StoreIterates
 from cryowedge.solvers.cgls import cgls
 
-#: Solvers by their CLI name.
+#: Solvers by their ``--method`` name. The method registry (:mod:`cryowedge.config.registry`)
+#: names the same functions as the ``solver`` of each iterative method; a test checks that the
+#: two agree (this layer does not import the config layer).
 SOLVERS = {"sirt": sirt, "sart": sart, "art": art, "cgls": cgls, "tv": tv_admm}
 
 __all__ = [

@@ -61,22 +61,35 @@ class MethodContext:
 
 
 def _filter_options(config: FbpConfig | WbpConfig, context: MethodContext) -> dict[str, Any]:
-    return dict(volume_shape=context.volume_shape, filter_name=config.filter_name, cutoff=config.cutoff,
-                radial_cutoff=config.radial_cutoff, radial_falloff=config.radial_falloff,
-                padding=config.padding, device=context.device)
+    return dict(
+        volume_shape=context.volume_shape,
+        filter_name=config.filter_name,
+        cutoff=config.cutoff,
+        radial_cutoff=config.radial_cutoff,
+        radial_falloff=config.radial_falloff,
+        padding=config.padding,
+        device=context.device,
+    )
 
 
-def run_fbp(tilt_series: np.ndarray, geometry: TiltGeometry, config: FbpConfig,
-            context: MethodContext) -> np.ndarray:
+def run_fbp(
+    tilt_series: np.ndarray, geometry: TiltGeometry, config: FbpConfig, context: MethodContext
+) -> np.ndarray:
     """Filtered back-projection (:func:`cryowedge.recon.fbp`)."""
     from cryowedge.recon.fbp import fbp
 
-    vol = fbp(tilt_series, geometry, sirt_iterations=config.sirt_iterations, **_filter_options(config, context))
+    vol = fbp(
+        tilt_series,
+        geometry,
+        sirt_iterations=config.sirt_iterations,
+        **_filter_options(config, context),
+    )
     return vol.cpu().numpy().astype(np.float32)
 
 
-def run_wbp(tilt_series: np.ndarray, geometry: TiltGeometry, config: WbpConfig,
-            context: MethodContext) -> np.ndarray:
+def run_wbp(
+    tilt_series: np.ndarray, geometry: TiltGeometry, config: WbpConfig, context: MethodContext
+) -> np.ndarray:
     """Weighted back-projection (:func:`cryowedge.recon.wbp`)."""
     from cryowedge.recon.fbp import wbp
 
@@ -84,8 +97,9 @@ def run_wbp(tilt_series: np.ndarray, geometry: TiltGeometry, config: WbpConfig,
     return vol.cpu().numpy().astype(np.float32)
 
 
-def run_iterative(tilt_series: np.ndarray, geometry: TiltGeometry, config: IterativeConfig,
-                  context: MethodContext) -> np.ndarray:
+def run_iterative(
+    tilt_series: np.ndarray, geometry: TiltGeometry, config: IterativeConfig, context: MethodContext
+) -> np.ndarray:
     """The method's solver (its registry ``solver``) on the tilt projector, data scaled to unit std.
 
     Saves a checkpoint every ``config.checkpoint_every`` iterations when
@@ -111,21 +125,38 @@ def run_iterative(tilt_series: np.ndarray, geometry: TiltGeometry, config: Itera
     if context.resume:
         if context.checkpoint_path is None:
             raise ValueError("resume needs a checkpoint path.")
-        state = load_checkpoint(context.checkpoint_path, method=config.method,
-                                data_shape=tuple(data.shape), volume_shape=shape)
+        state = load_checkpoint(
+            context.checkpoint_path,
+            method=config.method,
+            data_shape=tuple(data.shape),
+            volume_shape=shape,
+        )
         x0, done = state.x.to(device), state.iterations_done
         logger.info("resuming %s from iteration %d of %d", config.method, done, total)
         if done >= total:
             return (state.x * scale).numpy().astype(np.float32)
         kwargs["n_iter"] = total - done
 
-    callbacks: list[Any] = [iteration_progress(context.progress, config.method, 0.2, 0.7, done=done, total=total),
-                            context.callback]
+    callbacks: list[Any] = [
+        iteration_progress(context.progress, config.method, 0.2, 0.7, done=done, total=total),
+        context.callback,
+    ]
     if context.checkpoint_path is not None and config.checkpoint_every:
-        callbacks.append(Checkpointer(context.checkpoint_path, config.checkpoint_every, method=config.method,
-                                      data_shape=tuple(data.shape), offset=done,
-                                      meta={"data_scale": scale}))
+        callbacks.append(
+            Checkpointer(
+                context.checkpoint_path,
+                config.checkpoint_every,
+                method=config.method,
+                data_shape=tuple(data.shape),
+                offset=done,
+                meta={"data_scale": scale},
+            )
+        )
     result = solver(op, data, x0=x0, callback=CallbackList(callbacks), **kwargs)
-    logger.info("%s: %d iterations, final residual %.4g", config.method, done + result.n_iter,
-                result.history["residual_norm"][-1] * scale)
+    logger.info(
+        "%s: %d iterations, final residual %.4g",
+        config.method,
+        done + result.n_iter,
+        result.history["residual_norm"][-1] * scale,
+    )
     return (result.x * scale).cpu().numpy().astype(np.float32)

@@ -31,7 +31,12 @@ from cryowedge.recon.stet import (
 )
 from cryowedge.simulate.stet import StetSimulation, simulate_stet
 from cryowedge.solvers import Callback, CallbackList
-from cryowedge.workflows._record import ProgressFn, iteration_progress, report_progress, write_run_record
+from cryowedge.workflows._record import (
+    ProgressFn,
+    iteration_progress,
+    report_progress,
+    write_run_record,
+)
 
 __all__ = [
     "stet_simulate_files",
@@ -73,7 +78,6 @@ def stet_simulate_files(
     from cryowedge.io.mrc import write_mrc
     from cryowedge.io.tilt_files import write_tilt_angles
     from cryowedge.simulate.from_config import make_phantom
-
     from cryowedge.utils.device import resolve_device
 
     cfg = config or StetSimulateConfig()
