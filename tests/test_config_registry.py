@@ -297,6 +297,18 @@ def test_flat_yaml_of_earlier_versions_still_loads(tmp_path):
         ReconstructConfig.from_yaml(path)
 
 
+def test_discriminated_union_of_the_registered_models():
+    from pydantic import TypeAdapter
+
+    from cryowedge.config import config_union
+
+    adapter = TypeAdapter(config_union())
+    assert adapter.validate_python({"method": "tv", "tv_lambda": 2}) == TvConfig(tv_lambda=2)
+    assert isinstance(adapter.validate_python({"method": "sirt"}), SirtConfig)
+    with pytest.raises(ValueError, match="tag 'nope'"):
+        adapter.validate_python({"method": "nope"})
+
+
 def test_solvers_agree_with_the_registry():
     from cryowedge.solvers import SOLVERS
 

@@ -20,6 +20,7 @@ registered at run time shows up in ``--help`` and is accepted.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,10 +103,8 @@ def _meta(info: FieldInfo) -> dict[str, Any]:
 
 
 def _strip_none(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (
-        typing.Union,
-        getattr(__import__("types"), "UnionType", None),
-    ):
+    """``X | None`` → ``X`` (an option that is not given is ``None`` anyway)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = tuple(a for a in typing.get_args(annotation) if a is not type(None))
         return args[0] if len(args) == 1 else typing.Union[args]  # noqa: UP007
     return annotation
