@@ -8,12 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from typer.testing import CliRunner
 
+from cryowedge.cli import app
+from cryowedge.config.registry import parse_method_config
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import open_mrc_lazy, read_mrc, write_mrc
+from cryowedge.io.tilt_files import write_tilt_angles
+from cryowedge.io.tilt_series import load_tilt_series
 from cryowedge.operators.tilt_projector import TiltProjector
 from cryowedge.recon.fbp import fbp
 from cryowedge.solvers import sirt, tv_admm
+from cryowedge.workflows import streaming
+from cryowedge.workflows.reconstruct import plan_streaming, reconstruct_file
 from cryowedge.workflows.streaming import (
     align_tilt_series,
     available_memory_bytes,
@@ -154,9 +162,9 @@ def test_tv_with_halo_is_close_to_whole_volume(tmp_path: Path, problem) -> None:
     """
     geom, data = problem
     scale = tilt_series_std(data)
-    options = dict(n_iter=10, lam=0.5, cg_iter=5)
-    ref = tv_admm(TiltProjector(geom, SHAPE), data / scale, **options).x.numpy() * scale
-    runner = with_data_scale(method_slab_runner("tv", **options), scale)
+    ref = tv_admm(TiltProjector(geom, SHAPE), data / scale, n_iter=10, lam=0.5, cg_iter=5)
+    ref = ref.x.numpy() * scale
+    runner = with_data_scale(method_slab_runner("tv", n_iter=10, tv_lambda=0.5, cg_iter=5), scale)
     diffs = {}
     for halo in (0, 8):
         out = stream_reconstruct(
@@ -253,3 +261,71 @@ def test_tilt_series_std_matches_numpy() -> None:
         float(data.astype(np.float64).std(ddof=1)), rel=1e-12
     )
     assert tilt_series_std(np.ones((2, 3, 4))) == 1.0
+
+
+# --------------------------------------------------------------------------- the reconstruct workflow
+
+
+def _stack_on_disk(tmp_path: Path, problem) -> Path:
+    geom, data = problem
+    path = tmp_path / "ts.mrc"
+    write_mrc(path, data, voxel_size_angstrom=3.5, image_stack=True)
+    write_tilt_angles(tmp_path / "ts.tlt", geom.tilt_angles_deg)
+    return path
+
+
+@pytest.mark.parametrize("method, options", [("fbp", {}), ("sirt", {"n_iter": 5})])
+def test_reconstruct_file_streams_when_memory_is_short(tmp_path: Path, problem, monkeypatch,
+                                                       method, options) -> None:
+    """Without --slab, a volume that does not fit the memory budget is streamed, and the
+    result equals the in-memory reconstruction (same voxel size)."""
+    path = _stack_on_disk(tmp_path, problem)
+    config = parse_method_config({"method": method, "thickness": SHAPE[0], **options})
+    ref = reconstruct_file(path, tmp_path / "mem.mrc", config)
+    geom = load_tilt_series(path).geometry
+    assert plan_streaming(config, geom) is None  # the small problem fits: in memory
+    fixed, per_row = streaming.estimate_memory_bytes(SHAPE, geom.n_tilts, SHAPE[2], method)
+    budget = fixed + 8.5 * per_row  # room for 8 rows of the 23
+    monkeypatch.setattr(streaming, "available_memory_bytes",
+                        lambda: budget / streaming.MEMORY_FRACTION)
+    rows = plan_streaming(config, geom)
+    assert rows == 8
+    out = reconstruct_file(path, tmp_path / "streamed.mrc", config)
+    streamed, in_memory = read_mrc(out), read_mrc(ref)
+    np.testing.assert_allclose(streamed.data, in_memory.data, rtol=0,
+                               atol=1e-5 * np.abs(in_memory.data).max())
+    assert streamed.voxel_size_angstrom == in_memory.voxel_size_angstrom == (3.5, 3.5, 3.5)
+    record = yaml.safe_load((tmp_path / "streamed.run.yaml").read_text())
+    assert record["parameters"]["streamed_slab_rows"] == rows
+
+
+def test_cli_slab_out_of_range_is_refused_before_any_work(tmp_path: Path, problem) -> None:
+    path = _stack_on_disk(tmp_path, problem)
+    out = tmp_path / "out.mrc"
+    for slab, words in (("1000", "1000"), ("0", "slab_rows")):
+        result = CliRunner().invoke(app, ["reconstruct", str(path), str(out), "--slab", slab])
+        message = " ".join(result.output.split())
+        assert result.exit_code == 2 and words in message and "Traceback" not in message, message
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and words in errors[0], result.output  # one line says it all
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ts.mrc", "ts.tlt"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--slab", "5"]])
+def test_cli_output_on_a_full_disk_fails_in_one_line_and_leaves_nothing(
+    tmp_path: Path, problem, monkeypatch, extra
+) -> None:
+    """In memory the final write fails; streamed, reserving the output's blocks fails."""
+    import errno
+    import os
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = _stack_on_disk(tmp_path, problem)
+    monkeypatch.setattr(os, "fsync", no_space)
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    result = CliRunner().invoke(app, ["reconstruct", str(path), str(tmp_path / "out.mrc"), *extra])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and "space left" in message and "Traceback" not in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ts.mrc", "ts.tlt"]  # nothing half-written

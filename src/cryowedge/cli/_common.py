@@ -71,3 +71,6 @@ def user_errors() -> Iterator[None]:
         raise fail(format_validation_error(exc)) from None
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, TypeError) as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # a full disk, a read-only or vanished directory: one line, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise fail(f"{exc.strerror or exc}{where}") from None

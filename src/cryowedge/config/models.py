@@ -360,6 +360,7 @@ class _FilteredConfig(ReconstructConfig):
 @register_method(
     runner="cryowedge.workflows.methods:run_fbp",
     summary="filtered back-projection",
+    work_arrays=(4, 8),  # the padded rfft of the filtered series dominates the series side
     demo={
         "fbp_ramlak": {"filter_name": "ram-lak"},
         "fbp_hann": {"filter_name": "hann"},
@@ -376,6 +377,7 @@ class FbpConfig(_FilteredConfig):
 @register_method(
     runner="cryowedge.workflows.methods:run_wbp",
     summary="weighted back-projection (exact weighting)",
+    work_arrays=(4, 8),
     demo={"wbp": {"filter_name": "hann"}},
 )
 class WbpConfig(_FilteredConfig):
@@ -450,6 +452,7 @@ class _RowActionConfig(_RelaxedConfig):
     runner="cryowedge.workflows.methods:run_iterative",
     solver="cryowedge.solvers:sirt",
     summary="simultaneous iterative reconstruction",
+    work_arrays=(8, 7),
     demo={"sirt": {"n_iter": 10, "positivity": True}},
 )
 class SirtConfig(_RelaxedConfig):
@@ -462,6 +465,7 @@ class SirtConfig(_RelaxedConfig):
     runner="cryowedge.workflows.methods:run_iterative",
     solver="cryowedge.solvers:sart",
     summary="simultaneous algebraic reconstruction (one tilt per update)",
+    work_arrays=(8, 7),
 )
 class SartConfig(_RowActionConfig):
     """SART (``--method sart``); relaxation 0.2 is the CRM paper's."""
@@ -475,6 +479,7 @@ class SartConfig(_RowActionConfig):
     runner="cryowedge.workflows.methods:run_iterative",
     solver="cryowedge.solvers:art",
     summary="ART / Kaczmarz row action",
+    work_arrays=(7, 6),
 )
 class ArtConfig(_RowActionConfig):
     """ART (``--method art``); relaxation 0.5 damps noise in row action."""
@@ -488,6 +493,8 @@ class ArtConfig(_RowActionConfig):
     runner="cryowedge.workflows.methods:run_iterative",
     solver="cryowedge.solvers:cgls",
     summary="conjugate gradient least squares",
+    slab_mode="independent",  # CG step lengths are inner products over the whole volume
+    work_arrays=(9, 7),
 )
 class CglsConfig(IterativeConfig):
     """CGLS (``--method cgls``): it chooses its own step lengths (no relaxation)."""
@@ -507,6 +514,8 @@ class CglsConfig(IterativeConfig):
     runner="cryowedge.workflows.methods:run_iterative",
     solver="cryowedge.solvers:tv_admm",
     summary="TV-regularised least squares by ADMM + CG",
+    slab_mode="halo",  # the gradient couples neighbouring rows
+    work_arrays=(19, 6),  # x, rhs, CG vectors, 3 gradient splits and 3 duals
     demo={"tv_admm": {"n_iter": 15, "cg_iter": 5, "positivity": True}},
 )
 class TvConfig(_RelaxedConfig):

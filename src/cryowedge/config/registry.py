@@ -78,6 +78,16 @@ class MethodSpec:
         :mod:`cryowedge.solvers` (``SOLVERS[name]`` must be the same function).
     demo
         Demo presets: output name → option changes (``cryowedge demo`` runs each).
+    slab_mode
+        How the method streams in slabs of tilt-axis rows (``--slab``,
+        :mod:`cryowedge.workflows.streaming`): ``"exact"`` (rows are independent: the
+        streamed result equals the whole-volume one), ``"halo"`` (neighbouring rows are
+        coupled, e.g. by a gradient: overlapping slabs, ``config.halo_rows`` on each side),
+        ``"independent"`` (each slab is solved as its own problem; close to, not equal to,
+        the whole-volume solve) or ``"none"`` (cannot stream).
+    work_arrays
+        ``(volume-sized, series-sized)`` float32 work arrays per tilt-axis row, for the memory
+        estimate that decides when to stream.
     """
 
     name: str
@@ -86,6 +96,8 @@ class MethodSpec:
     summary: str = ""
     solver: Callable[..., Any] | str | None = None
     demo: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    slab_mode: Literal["exact", "halo", "independent", "none"] = "exact"
+    work_arrays: tuple[int, int] = (8, 8)
 
     def load_runner(self) -> Callable[..., Any]:
         """The runner function (imported on first use)."""
@@ -116,6 +128,8 @@ def register_method(
     summary: str = "",
     solver: Callable[..., Any] | str | None = None,
     demo: Mapping[str, Mapping[str, Any]] | None = None,
+    slab_mode: Literal["exact", "halo", "independent", "none"] = "exact",
+    work_arrays: tuple[int, int] = (8, 8),
     replace: bool = False,
 ) -> Any:
     """Register ``config`` (a ``ReconstructConfig`` subclass) and its runner.
@@ -135,7 +149,10 @@ def register_method(
             raise ValueError(
                 f"method {name!r} is already registered; pass replace=True to replace it."
             )
-        _METHODS[name] = MethodSpec(name, model, runner, summary, solver, dict(demo or {}))
+        if slab_mode == "halo" and "halo_rows" not in model.model_fields:
+            raise TypeError(f"{model.__name__} streams with a halo but has no 'halo_rows' field.")
+        _METHODS[name] = MethodSpec(name, model, runner, summary, solver, dict(demo or {}),
+                                    slab_mode, tuple(work_arrays))
         return model
 
     return add if config is None else add(config)

@@ -489,6 +489,8 @@ class LazyMrcArray:
             _shortest_float32(header.origin.x),
         )
         self.is_image_stack = int(header.ispg) == 0 and int(header.nz) > 1
+        #: 2 for a single image (shown as one section), else 3; mrcfile's ``data.ndim``.
+        self.file_ndim = len(mrcfile.utils.data_shape_from_header(header))
 
     ndim = 3
 

@@ -71,6 +71,9 @@ def _read_stack(
         logger.warning("%s is an old FEI/Tecnai stack (no 'MAP ' id): read with the FEI reader "
                        "(int16 counts offset, tilt angles from its extended header)", stack_path.name)
         return data, None, fei_angles
+    if lazy and mrc.file_ndim != 3:  # a single image, which the lazy view shows as one section
+        raise ValueError(f"tilt series {stack_path.name} must be a 3D array (n_tilts, y, x), got "
+                         f"{mrc.file_ndim}D (one image of {mrc.shape[1:]}).")
     pixel = float(mrc.voxel_size_angstrom[-1]) if mrc.has_voxel_size else None
     return (mrc if lazy else mrc.data), pixel, None
 

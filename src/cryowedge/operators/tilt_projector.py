@@ -38,7 +38,12 @@ _CPU_CHUNK_COLUMNS_ADJOINT = 16
 #: block; the input block, the product and the sparse matrix are what a call holds).
 _GPU_CHUNK_ELEMENTS = 2**24
 
-_MATRIX_CACHE: OrderedDict[Any, tuple[sp.csr_matrix, sp.csr_matrix]] = OrderedDict()
+#: Slice matrices per (angles, n_perp, nz, nx, x-shifts): ``(A, Aᵀ, device copies)``. The
+#: device copies, keyed by (dtype, device), are shared by every projector of that slice
+#: geometry (e.g. one per streamed slab), so each is converted once.
+_MATRIX_CACHE: OrderedDict[
+    Any, tuple[sp.csr_matrix, sp.csr_matrix, dict[Any, tuple[torch.Tensor, torch.Tensor]]]
+] = OrderedDict()
 _MATRIX_CACHE_SIZE = 4
 
 
@@ -113,7 +118,7 @@ def _build_transposed(
 
 def _cached_matrices(
     angles: np.ndarray, n_perp: int, nz: int, nx: int, shifts_x: np.ndarray | None
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[Any, tuple[torch.Tensor, torch.Tensor]]]:
     key = (
         angles.tobytes(),
         n_perp,
@@ -126,10 +131,10 @@ def _cached_matrices(
         return _MATRIX_CACHE[key]
     at = _build_transposed(angles, n_perp, nz, nx, shifts_x)
     a = at.T.tocsr()
-    _MATRIX_CACHE[key] = (a, at)
+    _MATRIX_CACHE[key] = (a, at, {})
     while len(_MATRIX_CACHE) > _MATRIX_CACHE_SIZE:
         _MATRIX_CACHE.popitem(last=False)
-    return a, at
+    return _MATRIX_CACHE[key]
 
 
 def chunk_columns_for(
@@ -233,8 +238,9 @@ class TiltProjector(LinearOperator):
         shifts_x = None
         if self.warp is None and geometry.shifts_px is not None:
             shifts_x = geometry.shifts_px[:, 1]
-        self._a, self._at = _cached_matrices(geometry.tilt_angles_deg, n_perp, nz, nx, shifts_x)
-        self._torch: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._a, self._at, self._torch = _cached_matrices(
+            geometry.tilt_angles_deg, n_perp, nz, nx, shifts_x
+        )
         self._warp_weight: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
     @property

@@ -20,7 +20,14 @@ from cryowedge.workflows.methods import MethodContext, data_scale
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["data_scale", "reconstruct_array", "reconstruct_file", "solver_kwargs"]
+__all__ = [
+    "data_scale",
+    "plan_streaming",
+    "reconstruct_array",
+    "reconstruct_file",
+    "reconstruct_streamed",
+    "solver_kwargs",
+]
 
 
 def reconstruct_array(
@@ -66,10 +73,13 @@ def reconstruct_file(
 ) -> Path:
     """Read, validate, reconstruct and write atomically; returns the output path.
 
-    All input checks (file exists, angles match images, finite values, writable output)
-    happen before the reconstruction starts. Iterative methods with
-    ``config.checkpoint_every`` save ``<output stem>.ckpt.pt`` next to the output;
-    ``resume=True`` continues from it. The checkpoint is removed once the output is written.
+    All input checks (file exists, angles match images, finite values, slab size, writable
+    output) happen before the reconstruction starts. The stack is read lazily: when the
+    reconstruction would not fit comfortably in memory, or when ``config.slab_rows`` is set,
+    it is streamed in slabs of tilt-axis rows (:func:`reconstruct_streamed`); otherwise it is
+    reconstructed in memory. Iterative methods with ``config.checkpoint_every`` save
+    ``<output stem>.ckpt.pt`` next to the output (in-memory runs); ``resume=True`` continues
+    from it. The checkpoint is removed once the output is written.
     """
     from cryowedge.workflows.checkpoint import checkpoint_path_for
 
@@ -80,24 +90,110 @@ def reconstruct_file(
     report_progress(progress, "reading", 0.0)
     series = load_tilt_series(
         tilt_series_path, angles_path, tilt_axis_angle_deg=config.tilt_axis_angle_deg,
-        pixel_size_angstrom=pixel_size_angstrom,
+        pixel_size_angstrom=pixel_size_angstrom, lazy=True,
     )
+    geometry = series.geometry
+    slab_rows = plan_streaming(config, geometry)
+    record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
+              "angles": str(angles_path) if angles_path else None, "geometry": geometry.to_dict(),
+              "streamed_slab_rows": slab_rows}
+    if slab_rows is not None:
+        if resume or config.checkpoint_every:
+            raise ValueError(
+                f"checkpoints are not kept when streaming in slabs (slab_rows={slab_rows}); "
+                "drop --checkpoint-every/--resume, or run in memory without --slab on a "
+                "machine with more memory."
+            )
+        reconstruct_streamed(series.data, geometry, output_path, config, slab_rows=slab_rows,
+                             overwrite=overwrite, progress=progress)
+        write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
+                         name=output_path.stem + ".run.yaml")
+        report_progress(progress, "done", 1.0)
+        return output_path
+    data = np.asarray(series.data, dtype=np.float32)
     report_progress(progress, config.method, 0.2)
     ckpt = checkpoint_path_for(output_path)
     if resume and not ckpt.exists():
         raise FileNotFoundError(f"--resume given but no checkpoint {ckpt} exists; run without --resume.")
-    volume = reconstruct_array(series.data, series.geometry, config, progress=progress,
+    volume = reconstruct_array(data, geometry, config, progress=progress,
                                checkpoint_path=ckpt if (config.checkpoint_every or resume) else None,
                                resume=resume)
     report_progress(progress, "writing", 0.9)
-    write_mrc(output_path, volume, voxel_size_angstrom=series.geometry.pixel_size_angstrom, overwrite=overwrite)
-    write_run_record(
-        output_path.parent, "reconstruct",
-        {**config.model_dump(mode="json"), "input": str(tilt_series_path),
-         "angles": str(angles_path) if angles_path else None, "geometry": series.geometry.to_dict()},
-        {"volume": str(output_path)}, name=output_path.stem + ".run.yaml",
-    )
+    write_mrc(output_path, volume, voxel_size_angstrom=geometry.pixel_size_angstrom, overwrite=overwrite)
+    write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
+                     name=output_path.stem + ".run.yaml")
     if ckpt.exists():
         ckpt.unlink()  # the finished output supersedes it
     report_progress(progress, "done", 1.0)
     return output_path
+
+
+def plan_streaming(
+    config: ReconstructConfig, geometry: TiltGeometry, memory_budget_bytes: int | None = None
+) -> int | None:
+    """Rows per streamed slab for ``config`` on ``geometry``, or None to run in memory.
+
+    ``config.slab_rows`` when set (checked against the volume's ``y`` size); otherwise
+    :func:`~cryowedge.workflows.streaming.plan_slab_rows` decides from the memory estimate
+    (None when the whole reconstruction fits comfortably). A method registered with
+    ``slab_mode="none"`` never streams.
+
+    Raises
+    ------
+    ValueError
+        ``config.slab_rows`` larger than the volume's ``y`` size, or a method that cannot
+        stream asked to.
+    """
+    from cryowedge.workflows.streaming import check_slab_rows, plan_slab_rows
+
+    shape = geometry.default_volume_shape(config.thickness)
+    spec = get_method(config.method)
+    if config.slab_rows is not None:
+        if spec.slab_mode == "none":
+            raise ValueError(f"method {config.method!r} cannot stream in slabs; drop --slab.")
+        return check_slab_rows(config.slab_rows, shape[1])
+    if spec.slab_mode == "none":
+        return None
+    return plan_slab_rows(shape, geometry.n_tilts, geometry.aligned_detector_shape[1], config.method,
+                          memory_budget_bytes, halo_rows=_halo_rows(config))
+
+
+def _halo_rows(config: ReconstructConfig) -> int:
+    return int(getattr(config, "halo_rows", 0)) if get_method(config.method).slab_mode == "halo" else 0
+
+
+def reconstruct_streamed(
+    tilt_series: Any,
+    geometry: TiltGeometry,
+    output_path: str | Path,
+    config: ReconstructConfig,
+    *,
+    slab_rows: int,
+    overwrite: bool = True,
+    progress: ProgressFn | None = None,
+) -> Path:
+    """Reconstruct with ``config`` slab by slab of ``slab_rows`` tilt-axis rows into an MRC file.
+
+    ``tilt_series`` is ``(n_tilts, y, x)`` (NumPy, memory map or
+    :class:`~cryowedge.io.mrc.LazyMrcArray`). Every slab is divided by the standard deviation
+    of the whole series (when ``config.normalize``), so a regularised method sees the same
+    λ everywhere; methods registered with ``slab_mode="halo"`` get ``config.halo_rows`` rows
+    of overlap on each side. The output keeps the geometry's pixel size and is written
+    atomically (:func:`~cryowedge.workflows.streaming.stream_reconstruct`).
+    """
+    from cryowedge.workflows.streaming import (
+        config_slab_runner,
+        stream_reconstruct,
+        tilt_series_std,
+        with_data_scale,
+    )
+
+    shape = geometry.default_volume_shape(config.thickness)
+    scale = tilt_series_std(tilt_series) if config.normalize else 1.0
+    runner = config_slab_runner(config.model_copy(update={"normalize": False}))
+    if scale != 1.0:
+        runner = with_data_scale(runner, scale)
+    return stream_reconstruct(tilt_series, geometry, shape, output_path, runner,
+                              slab_rows=slab_rows, halo_rows=_halo_rows(config),
+                              voxel_size_angstrom=geometry.pixel_size_angstrom, overwrite=overwrite,
+                              progress=progress)

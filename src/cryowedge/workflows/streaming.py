@@ -162,19 +162,6 @@ def available_memory_bytes() -> int:
     return max(0, min(candidates)) if candidates else 8 << 30
 
 
-#: Work arrays per method, as (volume-sized, series-sized) float32 arrays per row, counting
-#: the slab read, the returned volume and the writer's statistics temporaries.
-_WORK_ARRAYS: dict[str, tuple[int, int]] = {
-    "fbp": (4, 8),  # padded rfft of the filtered series dominates the series side
-    "wbp": (4, 8),
-    "sirt": (8, 7),
-    "sart": (8, 7),
-    "art": (7, 6),
-    "cgls": (9, 7),
-    "tv": (19, 6),  # ADMM: x, rhs, CG vectors, 3 gradient splits and 3 duals
-}
-
-
 def estimate_memory_bytes(
     volume_shape: tuple[int, int, int], n_tilts: int, n_perp: int, method: str
 ) -> tuple[int, int]:
@@ -185,14 +172,14 @@ def estimate_memory_bytes(
     ``per_row`` is the volume- and series-sized work arrays of one tilt-axis row
     (``nz·nx`` and ``n_tilts·n_perp`` float32 each). An upper estimate, not a measurement.
     """
-    if method not in _WORK_ARRAYS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(_WORK_ARRAYS)}.")
+    from cryowedge.config.registry import get_method
+
+    n_vol, n_ser = get_method(method).work_arrays  # unknown method: one line naming the choices
     nz, _, nx = (int(s) for s in volume_shape)
     nnz = 2 * n_tilts * nz * nx
     fixed = nnz * (2 * (8 + 4) + 2 * (4 + 4))
     if method == "sart":  # per-tilt column sums are cached up to 1 GiB
         fixed += min(1 << 30, n_tilts * nz * int(volume_shape[1]) * nx * 4)
-    n_vol, n_ser = _WORK_ARRAYS[method]
     per_row = 4 * (n_vol * nz * nx + n_ser * n_tilts * n_perp)
     return fixed, per_row
 
@@ -300,39 +287,41 @@ def with_data_scale(run_slab: SlabRunner, scale: float) -> SlabRunner:
 def method_slab_runner(
     method: str, *, device: torch.device | str | None = None, **options: Any
 ) -> SlabRunner:
-    """A ``run_slab`` for a method name: ``fbp``/``wbp`` (options of
-    :func:`cryowedge.recon.fbp.fbp`) or a solver of :data:`cryowedge.solvers.SOLVERS`
-    (its keyword options, e.g. ``n_iter=20``), returning the ``(nz, rows, nx)`` float32 slab.
+    """A ``run_slab`` for a registered method (:mod:`cryowedge.config.registry`).
 
-    The projector of each slab height is built once and reused for the following slabs (the
-    sparse matrices themselves are shared by every height).
+    ``options`` are fields of the method's configuration model (e.g. ``n_iter=20``,
+    ``filter_name="hann"``, ``tv_lambda=0.5``). The runner does **not** rescale each slab
+    (``normalize=False``): wrap it in :func:`with_data_scale` with the whole series' scale,
+    so a regularised method sees the same λ in every slab. It returns the
+    ``(nz, rows, nx)`` float32 slab; ``nz`` comes from the slab's ``volume_shape``.
     """
-    from cryowedge.recon.fbp import fbp, wbp
-    from cryowedge.solvers import SOLVERS
+    from cryowedge.config.registry import parse_method_config
 
-    direct = {"fbp": fbp, "wbp": wbp}
-    if method not in direct and method not in SOLVERS:
-        raise ValueError(
-            f"unknown method {method!r}; choose one of {', '.join([*direct, *SOLVERS])}."
-        )
-    projectors: dict[tuple[int, int, int], TiltProjector] = {}
+    base = parse_method_config({"method": method, "normalize": False,
+                                "device": "cpu" if device is None else str(device), **options})
+    return config_slab_runner(base)
+
+
+def config_slab_runner(config: Any) -> SlabRunner:
+    """A ``run_slab`` that runs ``config`` (a registered method's model) on each slab.
+
+    The registry's runner for ``config.method`` reconstructs every slab in memory
+    (:func:`cryowedge.workflows.reconstruct.reconstruct_array`); the slab's thickness is
+    taken from ``volume_shape``, whose ``nx`` must be the aligned detector width. The device
+    copies of the projector matrices are shared between slabs (same slice geometry).
+    """
+    from cryowedge.workflows.reconstruct import reconstruct_array
 
     def run(
         series_slab: np.ndarray, geometry: TiltGeometry, shape: tuple[int, int, int]
     ) -> np.ndarray:
-        op = projectors.get(shape)
-        if op is None or op.geometry != geometry:
-            if len(projectors) > 3:
-                projectors.clear()
-            op = projectors[shape] = TiltProjector(geometry, shape)
-        data = torch.from_numpy(np.ascontiguousarray(series_slab, dtype=np.float32))
-        if device is not None:
-            data = data.to(device)
-        if method in direct:
-            vol = direct[method](data, geometry, volume_shape=shape, projector=op, **options)
-        else:
-            vol = SOLVERS[method](op, data, **options).x
-        return vol.cpu().numpy().astype(np.float32, copy=False)
+        n_perp = geometry.aligned_detector_shape[1]
+        if shape[2] != n_perp:
+            raise ValueError(
+                f"slab volume x size {shape[2]} must equal the aligned detector width {n_perp}."
+            )
+        slab_config = config.model_copy(update={"thickness": int(shape[0])})
+        return reconstruct_array(np.asarray(series_slab, dtype=np.float32), geometry, slab_config)
 
     return run
 
