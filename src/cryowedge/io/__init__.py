@@ -9,19 +9,36 @@ never leaves a truncated file behind.
 from __future__ import annotations
 
 from ._atomic import atomic_write, write_text_atomic
-from .mrc import MrcVolume, read_fei_tilt_series, read_mrc, write_mrc
+from .mrc import (
+    LazyMrcArray,
+    MrcSlabWriter,
+    MrcVolume,
+    open_mrc_lazy,
+    read_fei_tilt_series,
+    read_mrc,
+    write_mrc,
+)
 from .tiff import read_tiff_volume, write_tiff_volume
+from .scan_mask import mask_path_for, read_scan_mask
+from .tilt_series import TiltSeriesData, load_tilt_series
 from .tilt_files import MdocInfo, read_mdoc, read_tilt_angles, write_tilt_angles
 
 __all__ = [
-    "MdocInfo",
-    "MrcVolume",
     "atomic_write",
+    "LazyMrcArray",
+    "load_tilt_series",
+    "mask_path_for",
+    "MdocInfo",
+    "MrcSlabWriter",
+    "MrcVolume",
+    "open_mrc_lazy",
     "read_fei_tilt_series",
     "read_mdoc",
     "read_mrc",
+    "read_scan_mask",
     "read_tiff_volume",
     "read_tilt_angles",
+    "TiltSeriesData",
     "write_mrc",
     "write_text_atomic",
     "write_tiff_volume",

@@ -11,6 +11,7 @@ from cryowedge.operators.base import (
 )
 from cryowedge.operators.detector import DetectorWarp
 from cryowedge.operators.rotation import Rotation3D
+from cryowedge.operators.scan import stet_operator
 from cryowedge.operators.subvolume import (
     CenterCrop,
     SubvolumeExtract,
@@ -21,20 +22,21 @@ from cryowedge.operators.tilt_projector import TiltProjector
 
 __all__ = [
     "AdjointOperator",
-    "CenterCrop",
-    "ComposedOperator",
-    "DetectorWarp",
-    "IdentityOperator",
-    "LinearOperator",
-    "LinearOperatorLike",
-    "OperatorModule",
-    "Rotation3D",
-    "SubvolumeExtract",
-    "TiltProjector",
     "apply_adjoint",
     "apply_forward",
     "as_autograd",
+    "CenterCrop",
+    "ComposedOperator",
+    "DetectorWarp",
     "extract_subvolumes",
+    "IdentityOperator",
     "insert_subvolumes",
+    "LinearOperator",
+    "LinearOperatorLike",
+    "OperatorModule",
     "power_norm",
+    "Rotation3D",
+    "stet_operator",
+    "SubvolumeExtract",
+    "TiltProjector",
 ]
