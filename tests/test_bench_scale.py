@@ -34,9 +34,10 @@ def test_bench_scale_tiny_run(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert re.fullmatch(r"streamed_peak_rss_gb: \d+\.\d\d", lines[-1]), lines[-1]
-    table = [line for line in lines if line.startswith(("in memory", "streamed y="))]
-    assert [line.split()[:3] for line in table] == [
-        ["in", "memory", "24"],
+    table = [line for line in lines if line.startswith(("default", "streamed y="))]
+    assert [line.split()[:2] for line in table[:1]] == [["default", "24"]]
+    assert table[0].endswith("in memory")  # a 24³ problem fits: not streamed
+    assert [line.split()[:3] for line in table[1:]] == [
         ["streamed", "y=64", "(RLIMIT_AS"],
         ["streamed", "y=16", "(RLIMIT_AS"],
     ]

@@ -416,10 +416,17 @@ def _scale_child(case: dict[str, Any]) -> dict[str, Any]:
         stream_reconstruct(series, geom, (nz, ny, nx), case["output"],
                            method_slab_runner(case["method"], **options), slab_rows=rows)
         return {"seconds": time.perf_counter() - t0, "slab_rows": rows}
+    # As `cryowedge reconstruct` does by default: in memory, unless the estimate exceeds the
+    # memory budget; then streamed (from the array) into an MRC file.
     data = np.random.default_rng(0).random((geom.n_tilts, ny, nx), dtype=np.float32)
+    rows = plan_slab_rows((nz, ny, nx), geom.n_tilts, nx, case["method"])
+    runner = method_slab_runner(case["method"], **options)
     t0 = time.perf_counter()
-    method_slab_runner(case["method"], **options)(data, geom, (nz, ny, nx))
-    return {"seconds": time.perf_counter() - t0}
+    if rows is None:
+        runner(data, geom, (nz, ny, nx))
+        return {"seconds": time.perf_counter() - t0}
+    stream_reconstruct(data, geom, (nz, ny, nx), case["output"], runner, slab_rows=rows)
+    return {"seconds": time.perf_counter() - t0, "slab_rows": rows}
 
 
 def _run_case(case: dict[str, Any], address_space_bytes: int | None = None) -> dict[str, Any]:
@@ -472,9 +479,11 @@ def bench_scale(
     """Time and peak RSS of in-memory FBP/SIRT by size, and of a streamed reconstruction.
 
     Every case runs in a fresh interpreter, so its peak resident size (``ru_maxrss``) is its
-    own. In-memory cases: ``n_tilts`` tilts over ±60° of uniform noise (timing only), volume
+    own. Default cases: ``n_tilts`` tilts over ±60° of uniform noise (timing only), volume
     of each of ``sizes`` (see :func:`parse_scale_size`), FBP and SIRT with ``sirt_iter``
-    iterations. Streamed case: a noise stack of ``(n_tilts, ny, nx)`` for ``streamed_shape =
+    iterations, run as ``cryowedge reconstruct`` does by default: in memory when the memory
+    estimate fits the budget (:func:`~cryowedge.workflows.streaming.plan_slab_rows`), else
+    streamed in slabs (the note says which). Streamed case: a noise stack of ``(n_tilts, ny, nx)`` for ``streamed_shape =
     (nz, ny, nx)`` written to an MRC file in ``workdir`` (default: a temporary directory,
     removed), reconstructed with streamed FBP into an MRC file by a process limited to
     ``address_space_gb`` of address space (``RLIMIT_AS``, as ``ulimit -v``); then the same
@@ -535,18 +544,22 @@ def bench_scale(
         report(f"{case:<34} {method:<8} {'x'.join(map(str, shape)):<18} {n_tilts:>5} "
                f"{res['seconds']:>9.2f} {res['peak_rss_gb']:>11.2f}  {note}".rstrip())
 
-    for spec, shape in shapes:
-        for method in methods:
-            case = {"shape": shape, "n_tilts": n_tilts, "method": method, "sirt_iter": sirt_iter}
-            label = f"{method}-{sirt_iter}" if method == "sirt" else method
-            line(f"in memory {spec}", label, shape, _run_case(case))
-    result: dict[str, Any] = {"rows": rows}
-    nz, ny, nx = (int(s) for s in streamed_shape)
-    if min(nz, ny, nx) < 1:
-        report("streamed_peak_rss_gb: n/a")
-        return result
     folder = Path(tempfile.mkdtemp(prefix="cryowedge-scale-", dir=workdir))
     try:
+        for spec, shape in shapes:
+            for method in methods:
+                case = {"shape": shape, "n_tilts": n_tilts, "method": method, "sirt_iter": sirt_iter,
+                        "output": str(folder / f"default_{spec}_{method}.mrc")}
+                label = f"{method}-{sirt_iter}" if method == "sirt" else method
+                res = _run_case(case)
+                note = (f"streamed automatically, slabs of {res['slab_rows']} rows"
+                        if "slab_rows" in res else "in memory")
+                line(f"default {spec}", label, shape, res, note)
+        result: dict[str, Any] = {"rows": rows}
+        nz, ny, nx = (int(s) for s in streamed_shape)
+        if min(nz, ny, nx) < 1:
+            report("streamed_peak_rss_gb: n/a")
+            return result
         limit = None if address_space_gb is None else int(address_space_gb * 1e9)
         limit_note = "no limit" if limit is None else f"RLIMIT_AS {address_space_gb:g} GB"
         volume_gb = nz * ny * nx * 4 / 1e9
