@@ -56,6 +56,15 @@ _NOTES = {
 }
 
 
+def _validated(
+    x: Any, reference: Any, method: str, mask: Any
+) -> tuple[np.ndarray, np.ndarray, str, np.ndarray | None]:
+    """``(x, reference, method, mask)`` checked: float64 arrays, a known method, a bool mask."""
+    method = check_normalize(method)
+    x_np, ref_np = _prepare_pair(x, reference)
+    return x_np, ref_np, method, None if mask is None else _as_bool_mask(mask, x_np.shape)
+
+
 def check_normalize(normalize: str) -> str:
     """Return ``normalize`` lower-cased if it is one of :data:`NORMALIZE_METHODS`, else raise."""
     if not isinstance(normalize, str):
@@ -87,10 +96,7 @@ def normalization_gain_offset(
         gain is 0 and the offset the reference mean (the least-squares answer), with a
         warning logged.
     """
-    method = check_normalize(method)
-    x_np, ref_np = _prepare_pair(x, reference)
-    m = None if mask is None else _as_bool_mask(mask, x_np.shape)
-    return _gain_offset(x_np, ref_np, method, m)
+    return _gain_offset(*_validated(x, reference, method, mask))
 
 
 def _gain_offset(
@@ -150,10 +156,7 @@ def normalize_intensity(
         For an unknown ``method`` (the message lists the choices), different shapes,
         non-finite values or a bad mask.
     """
-    method = check_normalize(method)
-    x_np, ref_np = _prepare_pair(x, reference)
-    m = None if mask is None else _as_bool_mask(mask, x_np.shape)
-    return _apply(x_np, ref_np, method, m)
+    return _apply(*_validated(x, reference, method, mask))
 
 
 def _apply(
