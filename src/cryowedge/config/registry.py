@@ -87,7 +87,8 @@ class MethodSpec:
         the whole-volume solve) or ``"none"`` (cannot stream).
     work_arrays
         ``(volume-sized, series-sized)`` float32 work arrays per tilt-axis row, for the memory
-        estimate that decides when to stream.
+        estimate that decides when to stream (an upper estimate: check it against the peak
+        RSS of a real run, as ``cryowedge bench scale`` reports it).
     """
 
     name: str
