@@ -143,7 +143,7 @@ def wedge() -> None:
 def tv_and_normalisation() -> None:
     shape = (32, 64, 64)
     geom = TiltGeometry.from_range(-60, 60, 3, detector_shape=shape[1:])
-    truth = crowded_cell(shape, n_particles=8, rng=1).volume
+    truth = crowded_cell(shape, n_particles=4, rng=1).volume
     clean = sim_ts.project_volume(truth, geom, oversample=2)
     noisy, _ = add_gaussian_noise(clean, snr=1.0, rng=0)
     noisy = noisy.astype(np.float32)
