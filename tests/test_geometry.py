@@ -152,3 +152,16 @@ def test_nearest_quarter_turn():
     # near ±90° the tilt-axis length comes from raw x, as at exactly 90°
     g = TiltGeometry(tilt_angles_deg=[0.0], detector_shape=(10, 20), tilt_axis_angle_deg=85.3)
     assert g.aligned_detector_shape[0] >= 20
+
+
+def test_equal_geometries_share_their_aligned_frame():
+    """Equality never joins a quarter-turn axis with an off-quarter one (different frames)."""
+    base = dict(tilt_angles_deg=[-30.0, 0.0, 30.0], detector_shape=(20, 30))
+    exact = TiltGeometry(tilt_axis_angle_deg=90.0, **base)
+    noisy = TiltGeometry(tilt_axis_angle_deg=90.0 + 1e-9, **base)  # rounding noise: snapped
+    off = TiltGeometry(tilt_axis_angle_deg=90.0005, **base)  # a real, tiny rotation
+    assert noisy == exact and noisy.quarter_turns == exact.quarter_turns == 1
+    assert noisy.aligned_detector_shape == exact.aligned_detector_shape == (30, 20)
+    assert off.quarter_turns is None and off.aligned_detector_shape != (30, 20)
+    assert off != exact  # was equal (np.isclose) although the aligned frames differ
+    assert TiltGeometry(tilt_axis_angle_deg=-1e-12, **base).tilt_axis_angle_deg == 0.0

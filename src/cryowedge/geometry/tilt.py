@@ -16,6 +16,13 @@ import numpy as np
 
 __all__ = ["TiltGeometry", "angular_weights_rad"]
 
+#: A tilt-axis angle this close to a multiple of 90° (degrees) is taken as that quarter turn
+#: (an exact permutation of the detector); two geometries are equal only if their axis
+#: angles differ by at most ``_AXIS_EQUAL_DEG``, less than the snap, so equal geometries
+#: always have the same aligned detector.
+_QUARTER_SNAP_DEG = 1e-6
+_AXIS_EQUAL_DEG = 1e-7
+
 
 def _as_angles(values: Any) -> np.ndarray:
     angles = np.asarray(values, dtype=np.float64)
@@ -100,6 +107,9 @@ class TiltGeometry:
                 f"{self.tilt_axis_angle_deg!r}; take it from the .mdoc ('Tilt axis angle') or "
                 "pass 0 for an aligned stack."
             )
+        quarter = 90.0 * round(axis / 90.0)
+        if abs(axis - quarter) < _QUARTER_SNAP_DEG:  # rounding noise of a quarter turn
+            axis = quarter + 0.0  # (+ 0.0 turns -0.0 into 0.0)
         object.__setattr__(self, "tilt_axis_angle_deg", axis)
         if self.shifts_px is not None:
             shifts = np.asarray(self.shifts_px, dtype=np.float64)
@@ -140,9 +150,8 @@ class TiltGeometry:
     @property
     def quarter_turns(self) -> int | None:
         """The tilt-axis angle as a number of 90° turns (0–3), or None if not a multiple of 90°."""
-        turns = self.tilt_axis_angle_deg / 90.0
-        k = int(round(turns))
-        return k % 4 if abs(turns - k) < 1e-9 else None
+        k = int(round(self.tilt_axis_angle_deg / 90.0))
+        return k % 4 if self.tilt_axis_angle_deg == 90.0 * k else None  # snapped on construction
 
     @property
     def nearest_quarter_turns(self) -> int:
@@ -305,7 +314,8 @@ class TiltGeometry:
             and self.n_tilts == other.n_tilts
             and np.allclose(self.tilt_angles_deg, other.tilt_angles_deg, atol=1e-6)
             and np.isclose(self.pixel_size_angstrom, other.pixel_size_angstrom)
-            and np.isclose(self.tilt_axis_angle_deg, other.tilt_axis_angle_deg)
+            # tighter than the quarter-turn snap, so equal geometries share their aligned frame
+            and abs(self.tilt_axis_angle_deg - other.tilt_axis_angle_deg) <= _AXIS_EQUAL_DEG
             and same_shifts
         )
 
