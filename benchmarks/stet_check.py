@@ -289,7 +289,9 @@ def figure(args: argparse.Namespace) -> None:
     print("snr_db: " + "; ".join(f"{k} {v:.2f}" for k, v in scores.items()))
 
 
-def main(argv: list[str] | None = None) -> None:
+def _common_options() -> argparse.ArgumentParser:
+    """Options every check shares, in a fresh parser per check: argparse shares a parent's
+    actions between its children, so one check's ``set_defaults`` would change them all."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--width", type=int, default=96, help="phantom y and x size (voxels)")
     common.add_argument("--depth", type=int, default=48, help="phantom z size (voxels)")
@@ -311,16 +313,20 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
+    return common
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="check", required=True)
 
-    p = sub.add_parser("seeds", parents=[common], help="spread over noise/mask/phantom seeds")
+    p = sub.add_parser("seeds", parents=[_common_options()], help="spread over noise/mask/phantom seeds")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--doses", type=float, nargs="+", default=[0.5, 0.2, 0.1])
     p.add_argument("--lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     p.set_defaults(run=seeds)
 
-    p = sub.add_parser("needle", parents=[common], help="real-needle ground truth")
+    p = sub.add_parser("needle", parents=[_common_options()], help="real-needle ground truth")
     p.add_argument("--bin", type=int, default=2)
     p.add_argument("--thickness", type=int, default=96)
     p.add_argument("--doses", type=float, nargs="+", default=[0.5, 0.1])
@@ -328,16 +334,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--truth-lambda", type=float, default=1.0, help="TV weight of the truth")
     p.set_defaults(run=needle)
 
-    p = sub.add_parser("size", parents=[common], help="10 %% dose on a wider field")
+    p = sub.add_parser("size", parents=[_common_options()], help="10 %% dose on a wider field")
     p.add_argument("--dose", type=float, default=0.1)
     p.add_argument("--lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     p.set_defaults(run=size, width=192, particles=24, filaments=30)
 
-    p = sub.add_parser("thin", parents=[common], help="filament-voxel and high-pass SNR")
+    p = sub.add_parser("thin", parents=[_common_options()], help="filament-voxel and high-pass SNR")
     p.add_argument("--tv-lambda", type=float, default=1.0)
     p.set_defaults(run=thin)
 
-    p = sub.add_parser("figure", parents=[common], help="orthoslices and profile lines (PNG)")
+    p = sub.add_parser("figure", parents=[_common_options()], help="orthoslices and profile lines (PNG)")
     p.add_argument(
         "--out", type=Path, default=ROOT / "docs" / "figures", help="directory of the PNGs"
     )

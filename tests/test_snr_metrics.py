@@ -93,3 +93,33 @@ def test_stet_check_script_runs_a_tiny_case(capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     tds, ids = (float(v) for v in last.removeprefix("best_snr_tds_ids: ").split())
     assert 0 < ids < 30 and 0 < tds < 30  # finite scores of real reconstructions
+
+
+def test_stet_check_defaults_are_per_check(monkeypatch):
+    """`size` defaults to a 192-px field; every other check keeps the table's 96-px phantom.
+
+    argparse shares a parent parser's actions between its sub-parsers, so `size`'s
+    set_defaults once silently turned every check into a 192-px run.
+    """
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stet_check.py"
+    spec = importlib.util.spec_from_file_location("stet_check_defaults", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = {}
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_only(self, argv=None, namespace=None):
+        args = parse(self, argv, namespace)
+        seen[argv[0]] = (args.width, args.particles, args.filaments)
+        args.run = lambda args: None
+        return args
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    for check in ("seeds", "needle", "size", "thin", "figure"):
+        module.main([check])
+    assert seen.pop("size") == (192, 24, 30)
+    assert set(seen.values()) == {(96, 8, 10)}, seen
