@@ -1,8 +1,8 @@
 """Single-axis tilt-series geometry.
 
 :class:`TiltGeometry` is an immutable value: tilt angles (degrees), the raw detector
-shape, pixel size (Å), the in-plane tilt-axis angle (degrees) and optional per-tilt
-shifts (pixels). It knows nothing about projectors; operators are built *from* it.
+shape, pixel size (Å), the in-plane tilt-axis angle (degrees), optional per-tilt
+shifts (pixels) and optional per-tilt in-plane matrices (residual rotation, magnification). It knows nothing about projectors; operators are built *from* it.
 Conventions (angle sign, centre pixel, axis directions) are in docs/conventions.md.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TiltGeometry", "angular_weights_rad"]
+__all__ = ["TiltGeometry", "angular_weights_rad", "rotation_yx"]
 
 #: A tilt-axis angle this close to a multiple of 90° (degrees) is taken as that quarter turn
 #: (an exact permutation of the detector); two geometries are equal only if their axis
@@ -22,6 +22,25 @@ __all__ = ["TiltGeometry", "angular_weights_rad"]
 #: always have the same aligned detector.
 _QUARTER_SNAP_DEG = 1e-6
 _AXIS_EQUAL_DEG = 1e-7
+#: Per-view matrices this close (max abs entry difference) to the identity count as none.
+_IDENTITY_TOL = 1e-10
+
+
+def rotation_yx(angle_deg: float | np.ndarray) -> np.ndarray:
+    """``(..., 2, 2)`` counter-clockwise rotation by ``angle_deg`` acting on ``(y, x)`` vectors.
+
+    ``x`` right, ``y`` up (as 3dmod shows an image): ``R·(y, x) = (x sin a + y cos a,
+    x cos a − y sin a)``. Quarter turns are exact (0/±1 entries).
+    """
+    a = np.asarray(angle_deg, dtype=np.float64)
+    quarter = np.round(a / 90.0)
+    exact = np.abs(a - 90.0 * quarter) < _QUARTER_SNAP_DEG
+    k = np.mod(quarter, 4).astype(np.int64)
+    cos_q = np.choose(k, [1.0, 0.0, -1.0, 0.0])
+    sin_q = np.choose(k, [0.0, 1.0, 0.0, -1.0])
+    c = np.where(exact, cos_q, np.cos(np.deg2rad(a)))
+    s = np.where(exact, sin_q, np.sin(np.deg2rad(a)))
+    return np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)
 
 
 def _as_angles(values: Any) -> np.ndarray:
@@ -70,6 +89,13 @@ class TiltGeometry:
     shifts_px
         Optional ``(n_tilts, 2)`` per-tilt ``(dy, dx)`` shifts in raw-detector pixels: the
         projection of the volume centre lands at ``(ny//2 + dy, nx//2 + dx)``.
+    view_matrices
+        Optional ``(n_tilts, 2, 2)`` per-tilt in-plane matrices ``V_t`` acting on centred
+        ``(y, x)`` pixel vectors, applied before the tilt-axis rotation ``R(φ)``: a point at
+        ``a`` in the aligned frame lands at ``raw = R(φ)·V_t·a + shift_t`` on the raw image.
+        They hold what differs between views (the deviation of each view's rotation from
+        ``φ``, magnification, stretch), e.g. from an IMOD ``.xf`` or AreTomo ``.aln``
+        (:mod:`cryowedge.io.alignment`). ``None`` (or all identities) means ``V_t = I``.
 
     Notes
     -----
@@ -82,6 +108,7 @@ class TiltGeometry:
     pixel_size_angstrom: float = 1.0
     tilt_axis_angle_deg: float = 0.0
     shifts_px: np.ndarray | None = field(default=None)
+    view_matrices: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         angles = _as_angles(self.tilt_angles_deg)
@@ -125,6 +152,27 @@ class TiltGeometry:
             else:
                 shifts.setflags(write=False)
             object.__setattr__(self, "shifts_px", shifts)
+        if self.view_matrices is not None:
+            mats = np.array(self.view_matrices, dtype=np.float64)
+            if mats.shape != (angles.size, 2, 2):
+                raise ValueError(
+                    f"view_matrices must have shape (n_tilts, 2, 2) = ({angles.size}, 2, 2) "
+                    f"acting on (y, x) pixel vectors, got {mats.shape}."
+                )
+            if not np.isfinite(mats).all():
+                raise ValueError("view_matrices contains non-finite values.")
+            det = np.linalg.det(mats)
+            if (np.abs(det) < 1e-6).any():
+                i = int(np.argmax(np.abs(det) < 1e-6))
+                raise ValueError(
+                    f"view_matrices[{i}] = {mats[i].tolist()} is singular (determinant "
+                    f"{det[i]:.3g}); each view's in-plane transform must be invertible."
+                )
+            if np.abs(mats - np.eye(2)).max() <= _IDENTITY_TOL:
+                mats = None
+            else:
+                mats.setflags(write=False)
+            object.__setattr__(self, "view_matrices", mats)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -180,21 +228,34 @@ class TiltGeometry:
         angle (e.g. 85.3° from a SerialEM ``.mdoc``: the axis lies nearest to raw ``X``, so
         ``n_axis`` comes from ``nx``) it is the smallest shape whose pixel grid, centred on
         pixel ``N // 2``, contains every raw pixel centre rotated into the aligned frame, so
-        no raw pixel is lost; it is a few pixels larger than the swapped shape. It depends
-        only on the detector shape and the axis angle (not on ``shifts_px``), so every
-        tilt subset shares it.
+        no raw pixel is lost; it is a few pixels larger than the swapped shape. With
+        ``view_matrices`` the grid holds the footprint of every view (the largest over views).
+        It depends only on the detector shape, the axis angle and the view matrices (not on
+        ``shifts_px``).
         """
         ny, nx = self.detector_shape
         k = self.quarter_turns
-        if k is not None:
+        if k is not None and self.view_matrices is None:
             return (nx, ny) if k % 2 == 1 else (ny, nx)
+        # Centred raw corner coordinates (y, x); the map is linear, so corners bound the footprint.
+        ry, rx = np.meshgrid(
+            [-(ny // 2), ny - 1 - ny // 2], [-(nx // 2), nx - 1 - nx // 2], indexing="ij"
+        )
+        corners = np.stack([ry.ravel(), rx.ravel()]).astype(np.float64)  # (2, 4) as (y, x)
+        aligned = np.linalg.inv(self.aligned_to_raw_matrices()) @ corners  # (n, 2, 4)
+        return (_grid_size_holding(aligned[:, 0]), _grid_size_holding(aligned[:, 1]))
+
+    def aligned_to_raw_matrices(self) -> np.ndarray:
+        """``(n_tilts, 2, 2)`` linear part ``R(φ)·V_t`` of the aligned → raw map, on ``(y, x)``.
+
+        ``raw = M_t·aligned + shift_t`` in centred pixels (``c = index − N // 2``); with no
+        ``view_matrices`` every ``M_t`` is the tilt-axis rotation (exact for quarter turns).
+        """
         cos_p, sin_p = self.tilt_axis_cos_sin
-        # Centred raw corner coordinates; the rotation is linear, so corners bound the footprint.
-        ry = np.array([-(ny // 2), ny - 1 - ny // 2], dtype=np.float64)[:, None]
-        rx = np.array([-(nx // 2), nx - 1 - nx // 2], dtype=np.float64)[None, :]
-        al_x = cos_p * rx + sin_p * ry  # aligned = R(-φ)·raw
-        al_y = -sin_p * rx + cos_p * ry
-        return (_grid_size_holding(al_y), _grid_size_holding(al_x))
+        rot = np.array([[cos_p, sin_p], [-sin_p, cos_p]])
+        if self.view_matrices is None:
+            return np.broadcast_to(rot, (self.n_tilts, 2, 2)).copy()
+        return rot @ self.view_matrices
 
     def default_volume_shape(self, thickness: int | None = None) -> tuple[int, int, int]:
         """``(z, y, x)`` volume matching the aligned detector; ``thickness`` defaults to ``x``.
@@ -224,6 +285,7 @@ class TiltGeometry:
             pixel_size_angstrom=self.pixel_size_angstrom,
             tilt_axis_angle_deg=self.tilt_axis_angle_deg,
             shifts_px=None if self.shifts_px is None else self.shifts_px[idx],
+            view_matrices=None if self.view_matrices is None else self.view_matrices[idx],
         )
 
     def angle_range_indices(self, min_deg: float, max_deg: float) -> np.ndarray:
@@ -265,6 +327,7 @@ class TiltGeometry:
             "pixel_size_angstrom": self.pixel_size_angstrom,
             "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
             "shifts_px": self.shifts_px,
+            "view_matrices": self.view_matrices,
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -317,6 +380,15 @@ class TiltGeometry:
             # tighter than the quarter-turn snap, so equal geometries share their aligned frame
             and abs(self.tilt_axis_angle_deg - other.tilt_axis_angle_deg) <= _AXIS_EQUAL_DEG
             and same_shifts
+            # exact, so equal geometries always share their aligned detector
+            and (
+                (self.view_matrices is None and other.view_matrices is None)
+                or (
+                    self.view_matrices is not None
+                    and other.view_matrices is not None
+                    and np.array_equal(self.view_matrices, other.view_matrices)
+                )
+            )
         )
 
     def __hash__(self) -> int:
@@ -329,10 +401,14 @@ class TiltGeometry:
         shifts = (
             "None" if self.shifts_px is None else f"np.array({self.shifts_px.tolist()!r})"
         )
+        mats = (
+            "" if self.view_matrices is None
+            else f", view_matrices=np.array({self.view_matrices.tolist()!r})"
+        )
         return (
             f"TiltGeometry(tilt_angles_deg=np.array({angles}), detector_shape={self.detector_shape}, "
             f"pixel_size_angstrom={self.pixel_size_angstrom!r}, "
-            f"tilt_axis_angle_deg={self.tilt_axis_angle_deg!r}, shifts_px={shifts})"
+            f"tilt_axis_angle_deg={self.tilt_axis_angle_deg!r}, shifts_px={shifts}{mats})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -343,6 +419,7 @@ class TiltGeometry:
             "pixel_size_angstrom": self.pixel_size_angstrom,
             "tilt_axis_angle_deg": self.tilt_axis_angle_deg,
             "shifts_px": None if self.shifts_px is None else self.shifts_px.tolist(),
+            "view_matrices": None if self.view_matrices is None else self.view_matrices.tolist(),
         }
 
     @classmethod

@@ -1,8 +1,9 @@
-"""In-plane detector transform: tilt-axis rotation and per-tilt shifts.
+"""In-plane detector transform: tilt-axis rotation, per-tilt matrices and shifts.
 
 :class:`DetectorWarp` maps a tilt series in the *aligned* frame (tilt axis along ``+Y``,
 shape ``(n_tilts, n_axis, n_perp)``) to the *raw* detector frame ``(n_tilts, ny, nx)`` by
-bilinear interpolation. It is a sparse matrix, so its adjoint is the exact transpose.
+bilinear interpolation (the only resampling: per-tilt rotation, magnification and shift
+are composed into one map per tilt). It is a sparse matrix, so its adjoint is the exact transpose.
 For quarter-turn tilt-axis angles and integer shifts every weight is 0 or 1 and the
 transform is an exact (partial) permutation about the centre pixel ``N // 2``.
 See docs/conventions.md for the rotation direction.
@@ -22,11 +23,12 @@ __all__ = ["DetectorWarp", "needs_detector_warp"]
 
 
 def needs_detector_warp(geometry: TiltGeometry) -> bool:
-    """True unless the tilt axis is ``+Y`` and no tilt is shifted along it.
+    """True unless the tilt axis is ``+Y``, no view has an in-plane matrix and no tilt is
+    shifted along the axis.
 
     Shifts perpendicular to the axis (``dx``) are folded into the projector itself.
     """
-    if geometry.tilt_axis_angle_deg != 0.0:
+    if geometry.tilt_axis_angle_deg != 0.0 or geometry.view_matrices is not None:
         return True
     return geometry.shifts_px is not None and bool(np.any(geometry.shifts_px[:, 0] != 0))
 
@@ -37,24 +39,25 @@ _BLOCK_PIXELS = 2**18
 
 
 def _bilinear_rows(
-    geometry: TiltGeometry, shifts: np.ndarray
+    geometry: TiltGeometry, shifts: np.ndarray, to_aligned: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Warp rows of ``len(shifts)`` tilts at once: ``(weights, columns, counts)``.
 
-    ``shifts`` is ``(n, 2)`` ``(dy, dx)`` raw pixels. Returns the kept weights and their
+    ``shifts`` is ``(n, 2)`` ``(dy, dx)`` raw pixels; ``to_aligned`` is ``(n, 2, 2)``, the
+    inverse of each tilt's aligned → raw matrix on ``(y, x)``. Returns the kept weights and their
     within-tilt aligned column indices in CSR order (raw pixel by pixel, columns increasing),
     and the ``(n·ny·nx,)`` number of entries of each raw pixel.
     """
     ny, nx = geometry.detector_shape
     nv, nu = geometry.aligned_detector_shape
-    cos_p, sin_p = geometry.tilt_axis_cos_sin
     cy = (np.arange(ny) - ny // 2).astype(np.float64)[None, :, None]
     cx = (np.arange(nx) - nx // 2).astype(np.float64)[None, None, :]
     dy = shifts[:, 0][:, None, None]
     dx = shifts[:, 1][:, None, None]
-    # raw = Rot(phi) @ aligned + shift  =>  aligned = Rot(-phi) @ (raw - shift); (n, ny, nx)
-    al_x = cos_p * (cx - dx) + sin_p * (cy - dy) + nu // 2
-    al_y = -sin_p * (cx - dx) + cos_p * (cy - dy) + nv // 2
+    m = to_aligned[:, :, :, None, None]  # (n, 2, 2, 1, 1)
+    # raw = M @ aligned + shift  =>  aligned = M⁻¹ @ (raw - shift), on (y, x); (n, ny, nx)
+    al_y = m[:, 0, 0] * (cy - dy) + m[:, 0, 1] * (cx - dx) + nv // 2
+    al_x = m[:, 1, 0] * (cy - dy) + m[:, 1, 1] * (cx - dx) + nu // 2
     # Snap to integers when within rounding error, so exact cases stay exact.
     for al in (al_x, al_y):
         nearest = np.round(al)
@@ -81,6 +84,17 @@ def _bilinear_rows(
     return weights[keep], columns[keep], counts
 
 
+def _raw_to_aligned_matrices(geometry: TiltGeometry) -> np.ndarray:
+    """``(n_tilts, 2, 2)`` inverse of each tilt's aligned → raw matrix, on ``(y, x)``.
+
+    A pure rotation is inverted by transposing (exact 0/±1 entries stay exact).
+    """
+    forward = geometry.aligned_to_raw_matrices()
+    if geometry.view_matrices is None:
+        return np.ascontiguousarray(np.swapaxes(forward, 1, 2))
+    return np.linalg.inv(forward)
+
+
 def build_warp_matrix(geometry: TiltGeometry) -> sp.csr_matrix:
     """SciPy CSR ``(n_tilts·ny·nx, n_tilts·n_axis·n_perp)`` bilinear warp matrix, float64.
 
@@ -88,8 +102,8 @@ def build_warp_matrix(geometry: TiltGeometry) -> sp.csr_matrix:
     into the aligned frame, on the (up to) four aligned pixels around it; weights that fall
     outside the aligned detector are dropped (none are, without shifts, since
     :attr:`TiltGeometry.aligned_detector_shape` holds the rotated raw detector). The CSR
-    arrays are written directly: without shifts every tilt has the same pattern, computed
-    once and tiled; with shifts, blocks of tilts are computed by broadcasting.
+    arrays are written directly: without shifts or view matrices every tilt has the same
+    pattern, computed once and tiled; otherwise blocks of tilts are computed by broadcasting.
     """
     n_t = geometry.n_tilts
     ny, nx = geometry.detector_shape
@@ -97,17 +111,20 @@ def build_warp_matrix(geometry: TiltGeometry) -> sp.csr_matrix:
     n_raw, n_aligned = ny * nx, nv * nu
     shape = (n_t * n_raw, n_t * n_aligned)
     index_dtype = np.int32 if max(shape) < 2**31 - 1 else np.int64
-    if geometry.shifts_px is None:
-        data, cols, counts = _bilinear_rows(geometry, np.zeros((1, 2)))
+    to_aligned = _raw_to_aligned_matrices(geometry)
+    if geometry.shifts_px is None and geometry.view_matrices is None:
+        data, cols, counts = _bilinear_rows(geometry, np.zeros((1, 2)), to_aligned[:1])
         offsets = np.arange(n_t, dtype=index_dtype) * index_dtype(n_aligned)
         indices = (cols.astype(index_dtype)[None, :] + offsets[:, None]).ravel()
         data = np.tile(data, n_t)
         counts = np.tile(counts, n_t)
     else:
         step = max(1, _BLOCK_PIXELS // n_raw)
+        shifts = np.zeros((n_t, 2)) if geometry.shifts_px is None else geometry.shifts_px
         parts = []
         for t0 in range(0, n_t, step):
-            d, c, k = _bilinear_rows(geometry, geometry.shifts_px[t0 : t0 + step])
+            block = slice(t0, t0 + step)
+            d, c, k = _bilinear_rows(geometry, shifts[block], to_aligned[block])
             tilt = np.repeat(np.arange(t0, t0 + len(k) // n_raw), n_raw)
             offset = np.repeat(tilt, k).astype(index_dtype) * index_dtype(n_aligned)
             c = c.astype(index_dtype) + offset
@@ -126,7 +143,8 @@ class DetectorWarp(LinearOperator):
     Parameters
     ----------
     geometry
-        The tilt geometry; uses ``tilt_axis_angle_deg``, ``shifts_px`` and the detector shape.
+        The tilt geometry; uses ``tilt_axis_angle_deg``, ``view_matrices``, ``shifts_px`` and
+        the detector shape.
 
     Notes
     -----

@@ -331,7 +331,8 @@ def config_slab_runner(config: Any) -> SlabRunner:
 
 def _aligned_geometry(geometry: TiltGeometry) -> TiltGeometry:
     return geometry.with_(
-        detector_shape=geometry.aligned_detector_shape, tilt_axis_angle_deg=0.0, shifts_px=None
+        detector_shape=geometry.aligned_detector_shape, tilt_axis_angle_deg=0.0, shifts_px=None,
+        view_matrices=None,
     )
 
 
