@@ -100,6 +100,16 @@ def astra_fbp_slices(aligned: np.ndarray, angles_deg: np.ndarray, nz: int) -> tu
     return _astra_2d_slices(aligned, angles_deg, nz, range(aligned.shape[1]), "FBP", FilterType="Ram-Lak")
 
 
+#: Prefix of the lines that announce a phase as it starts (``"... building the projector"``);
+#: figure lines never start with it.
+PHASE_PREFIX = "... "
+
+
+def _phase(report: Callable[[str], None], what: str) -> None:
+    """Announce a phase before it runs, so a long benchmark is never silent."""
+    report(PHASE_PREFIX + what)
+
+
 def bench_projector(
     size: int = 256,
     n_tilts: int = 61,
@@ -111,12 +121,15 @@ def bench_projector(
 ) -> dict[str, float]:
     """Time forward/back-projection and FBP of a ``size³`` volume with ``n_tilts`` tilts (±60°).
 
-    Calls ``report`` with one line per figure; the last line is
+    Calls ``report`` with one line per figure, and with a line starting with
+    :data:`PHASE_PREFIX` as each phase starts; the last line is
     ``fbp_speedup_vs_astra: N`` (or ``fbp_speedup_vs_astra: n/a`` without ASTRA).
     """
     dev = torch.device(device)
     angles = np.linspace(-60.0, 60.0, n_tilts)
     geom = TiltGeometry(tilt_angles_deg=angles, detector_shape=(size, size))
+    report(f"volume {size}^3, {n_tilts} tilts (+-60 deg), device {dev}, torch threads {torch.get_num_threads()}")
+    _phase(report, "building the projector (one-off)")
     t0 = time.perf_counter()
     op = TiltProjector(geom, (size, size, size))
     vol = torch.rand(size, size, size, device=dev)
@@ -135,6 +148,7 @@ def bench_projector(
         sync()
 
     updates = float(size) ** 3 * n_tilts
+    _phase(report, f"timing forward and back-projection ({repeats} repeats each)")
     t_fwd = _median_time(fwd, repeats)
     t_bwd = _median_time(bwd, repeats)
     data = proj.cpu().numpy()
@@ -143,6 +157,7 @@ def bench_projector(
         fbp(data, geom, volume_shape=(size, size, size), projector=op, padding="zero", device=dev)
         sync()
 
+    _phase(report, f"timing our FBP ({repeats} repeats)")
     t_fbp = _median_time(ours, repeats)
     result = {
         "setup_s": setup,
@@ -152,11 +167,12 @@ def bench_projector(
         "backproject_gups": updates / t_bwd / 1e9,
         "fbp_s": t_fbp,
     }
-    report(f"volume {size}^3, {n_tilts} tilts (+-60 deg), device {dev}, torch threads {torch.get_num_threads()}")
     report(f"projector setup (one-off, cached per geometry): {setup:.2f} s")
     report(f"forward_projection: {t_fwd:.3f} s = {result['forward_gups']:.2f} GUPS")
     report(f"back_projection: {t_bwd:.3f} s = {result['backproject_gups']:.2f} GUPS")
     report(f"cryowedge_fbp: {t_fbp:.3f} s")
+    if with_astra:
+        _phase(report, f"ASTRA 2D CPU FBP on all {size} XZ slices")
     astra_result = astra_fbp_slices(data, angles, size) if with_astra else None
     if astra_result is None:
         report("astra_fbp: not installed (pip install astra-toolbox)")
@@ -265,7 +281,9 @@ def bench_iterative(
     with_astra
         Compare with ASTRA if it is installed.
     report
-        Called with one line per figure; the last line is ``sirt_speedup_vs_astra: N``
+        Called with one line per figure, and with a line starting with
+        :data:`PHASE_PREFIX` as each phase starts (projector, SIRT, ASTRA); the last line
+        is ``sirt_speedup_vs_astra: N``
         (or ``sirt_speedup_vs_astra: n/a`` without ASTRA).
 
     Returns
@@ -286,9 +304,16 @@ def bench_iterative(
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     angles = np.linspace(-60.0, 60.0, n_tilts)
     geom = TiltGeometry(tilt_angles_deg=angles, detector_shape=(size, size))
+    report(
+        f"volume {size}^3, {n_tilts} tilts (+-60 deg), {n_iter} SIRT iterations (relaxation 1), "
+        f"device {dev}, torch threads {torch.get_num_threads()}"
+    )
+    _phase(report, "building the projector (one-off)")
     t0 = time.perf_counter()
     op = TiltProjector(geom, (size, size, size))
     setup = time.perf_counter() - t0
+    report(f"projector setup (one-off, cached per geometry): {setup:.2f} s")
+    _phase(report, "projecting a smooth phantom, SIRT warm-up (1 iteration)")
     phantom = _smooth_phantom(size, dev)
     data = op(phantom)
     # warm-up: moves the sparse matrices to the device and touches every code path once
@@ -301,22 +326,20 @@ def bench_iterative(
         recon.append(sirt(op, data, n_iter=n_iter, relaxation=1.0).x)
         sync()
 
+    _phase(report, f"our SIRT, {n_iter} iterations on the whole volume")
     t_ours = _median_time(ours, 1)  # one repeat: n_iter iterations already average the noise
     result: dict[str, float] = {
         "setup_s": setup,
         "sirt_s": t_ours,
         "sirt_s_per_slice": t_ours / size,
     }
-    report(
-        f"volume {size}^3, {n_tilts} tilts (+-60 deg), {n_iter} SIRT iterations (relaxation 1), "
-        f"device {dev}, torch threads {torch.get_num_threads()}"
-    )
-    report(f"projector setup (one-off, cached per geometry): {setup:.2f} s")
     report(f"cryowedge_sirt: {t_ours:.3f} s for all {size} slices = {t_ours / size:.4f} s/slice")
     k = min(int(astra_slices), size)
     # centres of K equal bins along y: evenly spaced and clear of the (empty) edge slices
     slices = np.unique(((np.arange(k) + 0.5) * size / k).astype(np.int64))
     aligned = data.cpu().numpy()
+    if with_astra:
+        _phase(report, f"ASTRA 2D CPU SIRT, {n_iter} iterations on {slices.size} of {size} XZ slices")
     astra_result = astra_sirt_slices(aligned, angles, size, n_iter, slices) if with_astra else None
     if astra_result is None:
         missing = "not installed (pip install astra-toolbox)" if with_astra else "skipped"
@@ -511,7 +534,8 @@ def bench_scale(
     workdir
         Where the streamed input and outputs go.
     report
-        Called with each table line; the last is ``streamed_peak_rss_gb: N`` (the full-size
+        Called with each table line, and with a line starting with :data:`PHASE_PREFIX`
+        before each case runs; the last is ``streamed_peak_rss_gb: N`` (the full-size
         streamed case) or ``streamed_peak_rss_gb: n/a``.
 
     Returns
@@ -534,6 +558,7 @@ def bench_scale(
     rows: list[dict[str, Any]] = []
     header = f"{'case':<34} {'method':<8} {'volume (z,y,x)':<18} {'tilts':>5} {'seconds':>9} {'peak_rss_gb':>11}  note"
     report(f"bench scale: torch threads {torch.get_num_threads()}, each case in a fresh process")
+    _phase(report, "measuring the interpreter's own footprint")
     probe = _run_case({"probe": True}, None)
     report(f"interpreter + torch + cryowedge import: {probe['vm_size_gb']:.2f} GB address space, "
            f"{probe['peak_rss_gb']:.2f} GB RSS")
@@ -551,6 +576,7 @@ def bench_scale(
                 case = {"shape": shape, "n_tilts": n_tilts, "method": method, "sirt_iter": sirt_iter,
                         "output": str(folder / f"default_{spec}_{method}.mrc")}
                 label = f"{method}-{sirt_iter}" if method == "sirt" else method
+                _phase(report, f"default {spec} {label}")
                 res = _run_case(case)
                 note = (f"streamed automatically, slabs of {res['slab_rows']} rows"
                         if "slab_rows" in res else "in memory")
@@ -572,12 +598,14 @@ def bench_scale(
                     "input": str(src), "output": str(dst), "slab_rows": slab_rows}
             if rows_y != ny:  # the slabs planned for the full height, so only y differs
                 case["slab_rows"] = min(rows_y, outcomes[ny]["slab_rows"])
+            _phase(report, f"streamed y={rows_y} fbp")
             res = _run_case(case, limit)
             outcomes[rows_y] = res
             gb = nz * rows_y * nx * 4 / 1e9
             line(f"streamed y={rows_y} ({limit_note})", "fbp", (nz, rows_y, nx), res,
                  f"volume {gb:.2f} GB, slabs of {res['slab_rows']} rows")
         # the streamed result against an in-memory FBP of some rows (not slab-aligned)
+        _phase(report, f"in-memory FBP of {min(check_rows, ny)} rows for the comparison")
         k = min(check_rows, ny)
         y0 = max(0, min(ny - k, ny // 2 - k // 2 + 3))
         series = open_mrc_lazy(folder / f"input_{ny}.mrc")[:, y0 : y0 + k]

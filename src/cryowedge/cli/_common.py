@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: logging set-up, rich progress bars, error reporting."""
+"""Shared CLI plumbing: the console, logging set-up, progress, error reporting."""
 
 from __future__ import annotations
 
@@ -8,40 +8,86 @@ from collections.abc import Callable, Iterator
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+from cryowedge.cli._progress import DEFAULT_LOG_EVERY_S, ProgressReporter
+
+#: Line width used when the console is not a terminal (a file, a pipe, CI, a batch queue)
+#: and neither ``COLUMNS`` nor an explicit width says otherwise: tables are not wrapped.
+NON_TERMINAL_WIDTH = 1000
+
+
+class CliConsole(Console):
+    """A rich console that does not wrap at 80 columns when it is not a terminal."""
+
+    def _get_size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and "COLUMNS" not in self._environ and not self.is_terminal:
+            return ConsoleDimensions(max(size.width, NON_TERMINAL_WIDTH), size.height)
+        return size
+
+    size = property(_get_size, Console.size.fset)  # type: ignore[assignment]
+
+
+console = CliConsole(stderr=True)
+
+
+class _PlainLogHandler(logging.Handler):
+    """Log records as plain, unwrapped lines (``WARNING name: message``) for a non-terminal."""
+
+    def __init__(self, target: Console) -> None:
+        super().__init__()
+        self.target = target
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                            datefmt="%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.target.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """Rich log lines on a terminal, plain unwrapped lines otherwise (decided per record)."""
+
+    def __init__(self, target: Console) -> None:
+        super().__init__()
+        self.rich = RichHandler(console=target, show_path=False, rich_tracebacks=False)
+        self.plain = _PlainLogHandler(target)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        (self.rich if self.target.is_terminal else self.plain).emit(record)
 
 
 def setup_logging(verbosity: int) -> None:
     """Only the CLI configures logging (the library just uses ``getLogger(__name__)``)."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger("cryowedge")
-    root.handlers[:] = [RichHandler(console=console, show_path=False, rich_tracebacks=False)]
+    root.handlers[:] = [_ConsoleLogHandler(console)]
     root.setLevel(level)
 
 
 @contextlib.contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
-    """A rich progress bar with ETA, exposed as a ``progress(step, fraction)`` callback."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=1.0)
+def progress_bar(
+    description: str,
+    *,
+    target: Console | None = None,
+    clock: Callable[[], float] | None = None,
+    log_every: float = DEFAULT_LOG_EVERY_S,
+) -> Iterator[ProgressReporter]:
+    """Progress of a command as a ``progress(step, fraction)`` callback.
 
-        def update(step: str, fraction: float) -> None:
-            bar.update(task, completed=fraction, description=f"{description}: {step}")
-
-        yield update
+    A live bar with an ETA from the first update on when ``target`` (default: the CLI
+    console, stderr) is a terminal; otherwise a plain log line per phase and at most every
+    ``log_every`` seconds. ``clock`` (seconds, monotonic) is for tests. See
+    :class:`~cryowedge.cli._progress.ProgressReporter`.
+    """
+    reporter = ProgressReporter(description, console=target or console, clock=clock, log_every=log_every)
+    with reporter:
+        yield reporter
 
 
 def format_validation_error(exc: ValidationError) -> str:
