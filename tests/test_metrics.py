@@ -27,6 +27,7 @@ from cryowedge.metrics import (
     resolution_at_threshold,
     rmse,
     ssim,
+    threshold_crossings,
 )
 
 from skimage import metrics as skimage_metrics  # a runtime dependency since ssim uses it
@@ -483,7 +484,9 @@ def test_compare_volumes_keys_and_consistency():
     assert out["ssim"] == pytest.approx(ssim(x, ref))
     assert out["rmse"] == pytest.approx(rmse(x, ref))
     fsc = fourier_shell_correlation(x, ref)
-    assert out["fsc0143_angstrom"] == pytest.approx(fsc.resolution_angstrom(0.143, 2.5))
+    # the tables read the crossing after which the curve stays below (issue 9)
+    assert out["fsc0143_angstrom"] == pytest.approx(
+        fsc.resolution_angstrom(0.143, 2.5, rule="stays-below"))
     assert out["fsc0143_angstrom"] <= out["fsc05_angstrom"]
     assert out["fsc0143_angstrom"] >= 5.0  # never better than Nyquist
     assert all(isinstance(v, float) for v in out.values())
@@ -593,6 +596,61 @@ def test_metrics_table_says_which_normalisation():
     assert lines[1] == "" and lines[2] == "| method | psnr |"
     assert "raw grey levels" in metrics_table_markdown(rows, normalize="none").splitlines()[0]
     assert "zscore" in metrics_table_markdown(rows, normalize="zscore").splitlines()[0]
+
+
+def test_threshold_crossings_and_the_stays_below_rule():
+    f = np.array([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5])
+    # dips below 0.5, recovers, dips again, recovers, then falls for good
+    c = np.array([1.0, 0.8, 0.4, 0.6, 0.45, 0.7, 0.3, 0.2, 0.1, 0.05])
+    down = threshold_crossings(f, c, 0.5)
+    # linear interpolation: 0.1 + 0.3/0.4·0.05, 0.2 + 0.1/0.15·0.05, 0.3 + 0.2/0.4·0.05
+    np.testing.assert_allclose(down, [0.1375, 0.2 + 0.05 / 1.5, 0.325])
+    np.testing.assert_allclose(threshold_crossings(f, c, 0.5, direction="up"),
+                               [0.15 + 0.1 / 0.2 * 0.05, 0.25 + 0.05 / 0.25 * 0.05])
+    assert threshold_crossings(f, c, 0.5, direction="both").size == 5
+    assert threshold_crossings(f, c, 0.01).size == 0
+    # the first rule reads the first dip, the stays-below rule the last downward crossing
+    assert resolution_at_threshold(f, c, 0.5, 2.0) == pytest.approx(2.0 / 0.1375)
+    assert resolution_at_threshold(f, c, 0.5, 2.0, rule="stays-below") == pytest.approx(2.0 / 0.325)
+    assert resolution_at_threshold(f, c, 0.5, 2.0, rule="stays-below") == pytest.approx(
+        2.0 / down[-1])
+    # 0.143: one crossing only, both rules agree
+    assert resolution_at_threshold(f, c, 0.143, 1.0, rule="stays-below") == pytest.approx(
+        resolution_at_threshold(f, c, 0.143, 1.0))
+    # a curve ending above the threshold: Nyquist; below everywhere: inf (both rules)
+    ends_high = np.array([0.9, 0.3, 0.6, 0.7, 0.8, 0.8, 0.9, 0.9, 0.9, 0.9])
+    assert resolution_at_threshold(f, ends_high, 0.5, 1.5, rule="stays-below") == pytest.approx(3.0)
+    assert resolution_at_threshold(f, ends_high, 0.5, 1.0) == pytest.approx(1 / (0.05 + 0.4 / 0.6 * 0.05))
+    assert resolution_at_threshold(f, np.full(10, 0.1), 0.5, 1.0, rule="stays-below") == math.inf
+    # starts below, recovers, falls: the stays-below rule finds the later crossing
+    late = np.array([0.3, 0.6, 0.9, 0.8, 0.2, 0.1, 0.1, 0.0, 0.0, 0.0])
+    assert resolution_at_threshold(f, late, 0.5, 1.0) == math.inf
+    assert resolution_at_threshold(f, late, 0.5, 1.0, rule="stays-below") == pytest.approx(
+        1 / (0.2 + 0.3 / 0.6 * 0.05))
+    res = FSCResult(f, c, np.ones(10, dtype=int))
+    np.testing.assert_array_equal(res.crossings(0.5), down)
+    assert res.resolution_angstrom(0.5, 1.0, rule="stays-below") == pytest.approx(1 / 0.325)
+    with pytest.raises(ValueError, match="rule"):
+        resolution_at_threshold(f, c, 0.5, 1.0, rule="last")
+    with pytest.raises(ValueError, match="direction"):
+        threshold_crossings(f, c, 0.5, direction="sideways")
+
+
+def test_metrics_table_says_which_fsc_rule():
+    from cryowedge.metrics.report import FSC_RESOLUTION_RULE, fsc_rule_note
+
+    rows = {"WBP": {"psnr": 20.0, "fsc05_angstrom": 40.0, "fsc0143_angstrom": 25.0}}
+    lines = metrics_table_markdown(rows, normalize="affine").splitlines()
+    assert lines[0] == normalization_note("affine")
+    assert lines[1] == fsc_rule_note(FSC_RESOLUTION_RULE)
+    assert "stays below the threshold" in lines[1] and "'stays-below'" in lines[1]
+    assert lines[2] == "" and lines[3].startswith("| method | psnr | fsc05_angstrom")
+    assert metrics_table_markdown(rows, fsc_rule="first-below").splitlines()[0] == fsc_rule_note(
+        "first-below")
+    # no FSC column, no FSC note
+    assert len(metrics_table_markdown(rows, columns=["psnr"], normalize="none").splitlines()) == 5
+    with pytest.raises(ValueError, match="rule"):
+        metrics_table_markdown(rows, fsc_rule="best")
 
 
 def test_metrics_table_markdown():

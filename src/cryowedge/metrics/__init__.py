@@ -12,6 +12,7 @@ from .fourier import (
     fourier_shell_correlation,
     missing_wedge_correlations,
     resolution_at_threshold,
+    threshold_crossings,
 )
 from .image import (
     mse,
@@ -52,4 +53,5 @@ __all__ = [
     "rmse",
     "snr_db",
     "ssim",
+    "threshold_crossings",
 ]

@@ -31,6 +31,8 @@ __all__ = [
     "fourier_shell_correlation",
     "fourier_ring_correlation",
     "resolution_at_threshold",
+    "threshold_crossings",
+    "RESOLUTION_RULES",
     "fourier_region_correlation",
     "missing_wedge_correlations",
 ]
@@ -71,37 +73,19 @@ def _safe_correlation(
 # ----------------------------------------------------------------------------------------
 
 
-def resolution_at_threshold(
-    frequency: Any,
-    correlation: Any,
-    threshold: float,
-    pixel_size_angstrom: float,
-) -> float:
-    """Resolution (Å) where a correlation curve first drops below ``threshold``.
+#: Rules for reading a resolution off a correlation curve that may cross a threshold more
+#: than once, with the sentence a report prints to say which one was used.
+RESOLUTION_RULES: dict[str, str] = {
+    "first-below": "the first shell where the curve drops below the threshold",
+    "stays-below": (
+        "the first crossing after which the curve stays below the threshold "
+        "(a dip that recovers does not count)"
+    ),
+}
 
-    The curve is scanned from low to high frequency; at the first shell ``i`` with
-    ``correlation[i] < threshold`` the crossing frequency is interpolated linearly
-    between shells ``i - 1`` and ``i``, and the resolution is
-    ``pixel_size_angstrom / f_cross``. Non-finite correlation values (empty shells)
-    are skipped.
 
-    Parameters
-    ----------
-    frequency : array_like, shape (n_shells,)
-        Shell centres in cycles per pixel, strictly increasing and > 0.
-    correlation : array_like, shape (n_shells,)
-        Correlation per shell.
-    threshold : float
-        Threshold in ``[-1, 1]``; commonly 0.5 or 0.143 (gold-standard half maps).
-    pixel_size_angstrom : float
-        Pixel size in Å (> 0).
-
-    Returns
-    -------
-    float
-        Resolution in Å. ``2 * pixel_size_angstrom`` (Nyquist) if the curve never drops
-        below the threshold; ``inf`` if it is already below at the first shell.
-    """
+def _check_curve(frequency: Any, correlation: Any, threshold: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Validated float64 ``(frequency, correlation)`` with non-finite shells dropped."""
     freq = np.asarray(to_numpy(frequency), dtype=np.float64)
     corr = np.asarray(to_numpy(correlation), dtype=np.float64)
     if freq.ndim != 1 or corr.ndim != 1 or freq.shape != corr.shape or freq.size == 0:
@@ -117,24 +101,122 @@ def resolution_at_threshold(
         )
     threshold = float(threshold)
     check_in_range(threshold, "threshold", -1.0, 1.0, low_inclusive=True, high_inclusive=True)
-    pixel_size_angstrom = float(pixel_size_angstrom)
-    check_positive(pixel_size_angstrom, "pixel_size_angstrom")
-
     finite = np.isfinite(corr)
     if not finite.any():
         raise ValueError("correlation has no finite value; cannot locate a threshold crossing.")
-    freq, corr = freq[finite], corr[finite]
+    return freq[finite], corr[finite], threshold
 
-    below = np.flatnonzero(corr < threshold)
-    if below.size == 0:
-        return 2.0 * pixel_size_angstrom
-    i = int(below[0])
-    if i == 0:
-        return math.inf
+
+def _interpolate_crossing(freq: np.ndarray, corr: np.ndarray, i: int, threshold: float) -> float:
+    """Frequency where the straight line from shell ``i - 1`` to shell ``i`` meets ``threshold``."""
     f0, f1 = freq[i - 1], freq[i]
     c0, c1 = corr[i - 1], corr[i]
-    f_cross = f0 + (c0 - threshold) * (f1 - f0) / (c0 - c1)
-    return pixel_size_angstrom / float(f_cross)
+    return float(f0 + (c0 - threshold) * (f1 - f0) / (c0 - c1))
+
+
+def threshold_crossings(
+    frequency: Any,
+    correlation: Any,
+    threshold: float,
+    *,
+    direction: str = "down",
+) -> np.ndarray:
+    """Every frequency at which a correlation curve crosses ``threshold``.
+
+    A downward crossing lies between shells ``i - 1`` (``>= threshold``) and ``i``
+    (``< threshold``), an upward one between ``i - 1`` (``< threshold``) and ``i``
+    (``>= threshold``); its frequency is interpolated linearly between the two shells.
+    Non-finite correlation values (empty shells) are skipped.
+
+    Parameters
+    ----------
+    frequency : array_like, shape (n_shells,)
+        Shell centres in cycles per pixel, strictly increasing and > 0.
+    correlation : array_like, shape (n_shells,)
+        Correlation per shell.
+    threshold : float
+        Threshold in ``[-1, 1]``, e.g. 0.5 or 0.143.
+    direction : {"down", "up", "both"}
+        Which crossings to return.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_crossings,)
+        Crossing frequencies in cycles per pixel, ascending (empty if none).
+    """
+    if direction not in ("down", "up", "both"):
+        raise ValueError(f"direction must be 'down', 'up' or 'both', got {direction!r}.")
+    freq, corr, threshold = _check_curve(frequency, correlation, threshold)
+    below = corr < threshold
+    down = np.flatnonzero(~below[:-1] & below[1:]) + 1
+    up = np.flatnonzero(below[:-1] & ~below[1:]) + 1
+    chosen = {"down": down, "up": up, "both": np.union1d(down, up)}[direction]
+    return np.array([_interpolate_crossing(freq, corr, int(i), threshold) for i in chosen],
+                    dtype=np.float64)
+
+
+def resolution_at_threshold(
+    frequency: Any,
+    correlation: Any,
+    threshold: float,
+    pixel_size_angstrom: float,
+    *,
+    rule: str = "first-below",
+) -> float:
+    """Resolution (Å) where a correlation curve drops below ``threshold``.
+
+    With ``rule="first-below"`` (default) the curve is scanned from low to high frequency
+    and the first shell ``i`` with ``correlation[i] < threshold`` counts. With
+    ``rule="stays-below"`` the crossing counts after which every later shell is below the
+    threshold: a curve that dips below, recovers and falls again is read at its last
+    downward crossing (the usual reading of noisy FSC curves; see
+    :func:`threshold_crossings` for all of them). The crossing frequency is interpolated
+    linearly between shells ``i - 1`` and ``i``, and the resolution is
+    ``pixel_size_angstrom / f_cross``. Non-finite correlation values (empty shells)
+    are skipped.
+
+    Parameters
+    ----------
+    frequency : array_like, shape (n_shells,)
+        Shell centres in cycles per pixel, strictly increasing and > 0.
+    correlation : array_like, shape (n_shells,)
+        Correlation per shell.
+    threshold : float
+        Threshold in ``[-1, 1]``; commonly 0.5 or 0.143 (gold-standard half maps).
+    pixel_size_angstrom : float
+        Pixel size in Å (> 0).
+    rule : {"first-below", "stays-below"}
+        Which crossing counts (:data:`RESOLUTION_RULES`).
+
+    Returns
+    -------
+    float
+        Resolution in Å. ``2 * pixel_size_angstrom`` (Nyquist) if the curve never drops
+        below the threshold (for ``"stays-below"``: if its last shell is not below);
+        ``inf`` if it is already below at the first shell (for ``"stays-below"``: at
+        every shell).
+    """
+    if rule not in RESOLUTION_RULES:
+        raise ValueError(f"rule must be one of {sorted(RESOLUTION_RULES)}, got {rule!r}.")
+    freq, corr, threshold = _check_curve(frequency, correlation, threshold)
+    pixel_size_angstrom = float(pixel_size_angstrom)
+    check_positive(pixel_size_angstrom, "pixel_size_angstrom")
+
+    if rule == "first-below":
+        below = np.flatnonzero(corr < threshold)
+        if below.size == 0:
+            return 2.0 * pixel_size_angstrom
+        i = int(below[0])
+    else:
+        at_or_above = np.flatnonzero(corr >= threshold)
+        if at_or_above.size == 0:
+            return math.inf
+        i = int(at_or_above[-1]) + 1
+        if i == corr.size:
+            return 2.0 * pixel_size_angstrom
+    if i == 0:
+        return math.inf
+    return pixel_size_angstrom / _interpolate_crossing(freq, corr, i, threshold)
 
 
 # ----------------------------------------------------------------------------------------
@@ -179,14 +261,27 @@ class FSCResult:
         """Number of shells."""
         return int(self.frequency_cycles_per_pixel.size)
 
-    def resolution_angstrom(self, threshold: float, pixel_size_angstrom: float) -> float:
-        """Resolution in Å at the first crossing below ``threshold``.
+    def resolution_angstrom(
+        self, threshold: float, pixel_size_angstrom: float, *, rule: str = "first-below"
+    ) -> float:
+        """Resolution in Å at the crossing below ``threshold`` chosen by ``rule``.
 
-        See :func:`resolution_at_threshold` (linear interpolation between shells;
-        ``2 * pixel_size_angstrom`` if never below, ``inf`` if below at the first shell).
+        See :func:`resolution_at_threshold` (``rule`` ``"first-below"`` or
+        ``"stays-below"``; linear interpolation between shells; ``2 * pixel_size_angstrom``
+        if never below, ``inf`` if below from the first shell).
         """
         return resolution_at_threshold(
-            self.frequency_cycles_per_pixel, self.correlation, threshold, pixel_size_angstrom
+            self.frequency_cycles_per_pixel, self.correlation, threshold, pixel_size_angstrom,
+            rule=rule,
+        )
+
+    def crossings(self, threshold: float, *, direction: str = "down") -> np.ndarray:
+        """Every frequency (cycles/px) where the curve crosses ``threshold``.
+
+        See :func:`threshold_crossings`; ``direction`` is ``"down"``, ``"up"`` or ``"both"``.
+        """
+        return threshold_crossings(
+            self.frequency_cycles_per_pixel, self.correlation, threshold, direction=direction
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._validation import check_ndim, check_positive, check_positive_int
-from .fourier import fourier_shell_correlation, missing_wedge_correlations
+from .fourier import RESOLUTION_RULES, fourier_shell_correlation, missing_wedge_correlations
 from .image import (
     _as_bool_mask,
     _prepare_pair,
@@ -19,7 +19,24 @@ from .image import (
 )
 from .normalize import _apply, check_normalize, normalization_note
 
-__all__ = ["compare_volumes", "metrics_table_markdown"]
+__all__ = ["FSC_RESOLUTION_RULE", "compare_volumes", "fsc_rule_note", "metrics_table_markdown"]
+
+#: How :func:`compare_volumes` reads ``fsc05_angstrom`` and ``fsc0143_angstrom`` off the FSC
+#: curve (:func:`~cryowedge.metrics.resolution_at_threshold`): the crossing after which the
+#: curve stays below the threshold. An FSC curve can dip below a threshold and recover
+#: (noise in a few shells, CTF zeros); its first dip would understate the resolution.
+FSC_RESOLUTION_RULE = "stays-below"
+
+#: Metric keys that hold an FSC resolution.
+_FSC_COLUMNS = ("fsc05_angstrom", "fsc0143_angstrom")
+
+
+def fsc_rule_note(rule: str = FSC_RESOLUTION_RULE) -> str:
+    """One sentence saying how the FSC resolution columns were read, for a results table."""
+    if rule not in RESOLUTION_RULES:
+        raise ValueError(f"rule must be one of {sorted(RESOLUTION_RULES)}, got {rule!r}.")
+    return (f"FSC resolutions (fsc05_angstrom, fsc0143_angstrom, Å at FSC = 0.5 and 0.143): "
+            f"{RESOLUTION_RULES[rule]} (rule {rule!r}).")
 
 
 def compare_volumes(
@@ -67,7 +84,8 @@ def compare_volumes(
     dict[str, float]
         Keys ``psnr`` (dB), ``ssim``, ``pearson``, ``ncc``, ``rmse`` (data units),
         ``fsc05_angstrom`` and ``fsc0143_angstrom`` (resolution in Å at FSC = 0.5 and
-        0.143), and with ``wedge_mask`` also ``inside_wedge`` and ``outside_wedge``.
+        0.143, read with :data:`FSC_RESOLUTION_RULE`: the crossing after which the curve
+        stays below the threshold), and with ``wedge_mask`` also ``inside_wedge`` and ``outside_wedge``.
 
     Notes
     -----
@@ -90,8 +108,10 @@ def compare_volumes(
         "pearson": pearson_correlation(raw, ref_np, mask=m),
         "ncc": normalized_cross_correlation(x_np, ref_np, mask=m),
         "rmse": rmse(x_np, ref_np, mask=m),
-        "fsc05_angstrom": fsc.resolution_angstrom(0.5, pixel_size_angstrom),
-        "fsc0143_angstrom": fsc.resolution_angstrom(0.143, pixel_size_angstrom),
+        "fsc05_angstrom": fsc.resolution_angstrom(0.5, pixel_size_angstrom,
+                                                  rule=FSC_RESOLUTION_RULE),
+        "fsc0143_angstrom": fsc.resolution_angstrom(0.143, pixel_size_angstrom,
+                                                    rule=FSC_RESOLUTION_RULE),
     }
     if wedge_mask is not None:
         out.update(missing_wedge_correlations(x_np, ref_np, wedge_mask))
@@ -118,6 +138,7 @@ def metrics_table_markdown(
     columns: Sequence[str] | None = None,
     significant_digits: int = 4,
     normalize: str | None = None,
+    fsc_rule: str | None = None,
 ) -> str:
     """Render metric dictionaries as a Markdown table, one row per method.
 
@@ -135,13 +156,17 @@ def metrics_table_markdown(
         The grey-level normalisation the rows were computed with (``compare_volumes(...,
         normalize=...)``). When given, the table is preceded by the sentence of
         :func:`~cryowedge.metrics.normalization_note` and a blank line, so the report
-        says how the volumes were calibrated.
+        says how the volumes were calibrated. If the table then shows an FSC resolution
+        column, the :func:`fsc_rule_note` for :data:`FSC_RESOLUTION_RULE` follows it.
+    fsc_rule : {"first-below", "stays-below"}, optional
+        The crossing rule the FSC columns were read with; when given (and an FSC column
+        is shown) its :func:`fsc_rule_note` comes first, with or without ``normalize``.
 
     Returns
     -------
     str
         The table (header, separator, one line per method), ending with a newline;
-        with ``normalize`` the note line and a blank line come first.
+        the note lines (normalisation, FSC rule), if any, and a blank line come first.
     """
     if not isinstance(rows, Mapping) or len(rows) == 0:
         raise ValueError(
@@ -149,7 +174,7 @@ def metrics_table_markdown(
             f"{type(rows).__name__} of length {len(rows) if hasattr(rows, '__len__') else '?'}."
         )
     check_positive_int(significant_digits, "significant_digits")
-    note = None if normalize is None else normalization_note(normalize)
+    notes = [] if normalize is None else [normalization_note(normalize)]
     for name, metrics in rows.items():
         if not isinstance(metrics, Mapping):
             raise TypeError(
@@ -172,6 +197,10 @@ def metrics_table_markdown(
     for name, metrics in rows.items():
         cells = [_format_value(metrics.get(c), significant_digits) for c in columns]
         lines.append(f"| {esc(name)} | " + " | ".join(cells) + " |")
-    if note is not None:
-        lines = [note, "", *lines]
+    if fsc_rule is None and normalize is not None:
+        fsc_rule = FSC_RESOLUTION_RULE
+    if fsc_rule is not None and any(c in _FSC_COLUMNS for c in columns):
+        notes.append(fsc_rule_note(fsc_rule))
+    if notes:
+        lines = [*notes, "", *lines]
     return "\n".join(lines) + "\n"
