@@ -183,7 +183,8 @@ def test_bench_projector_reports_phases_first(monkeypatch):
 
 
 def test_cli_console_does_not_wrap_off_a_terminal(monkeypatch):
-    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # an explicit COLUMNS is obeyed
+    monkeypatch.setattr(cli_console, "_width", None)  # (the console read it when made)
     row = "| " + " | ".join(f"method_{i:02d} {i:.4f}" for i in range(9)) + " |"
     assert len(row) > 150
     out = io.StringIO()
@@ -195,7 +196,8 @@ def test_cli_console_does_not_wrap_off_a_terminal(monkeypatch):
 def test_evaluate_table_rows_stay_on_one_line(tmp_path, monkeypatch):
     from cryowedge.io.mrc import write_mrc
 
-    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # an explicit COLUMNS is obeyed
+    monkeypatch.setattr(cli_console, "_width", None)  # (the console read it when made)
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((16, 16, 16)).astype(np.float32)
     write_mrc(tmp_path / "reference.mrc", ref)
@@ -207,3 +209,60 @@ def test_evaluate_table_rows_stay_on_one_line(tmp_path, monkeypatch):
     rows = [line for line in result.output.splitlines() if name in line]
     assert rows and all(line.startswith("|") and line.rstrip().endswith("|") for line in rows), rows
     assert max(len(line) for line in rows) > 100  # the row is long, and was not wrapped at 80
+
+
+# ----------------------------------------------------------------------------- errors speak CLI
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_truncated_stack_error_names_what_a_cli_user_can_do(tmp_path):
+    from cryowedge.io.mrc import write_mrc
+    from cryowedge.io.tilt_files import write_tilt_angles
+
+    path = write_mrc(tmp_path / "cut.mrc", np.ones((4, 16, 16), np.float32), image_stack=True)
+    path.write_bytes(path.read_bytes()[:-100])
+    write_tilt_angles(tmp_path / "cut.tlt", [-30.0, -10.0, 10.0, 30.0])
+    result = CliRunner().invoke(app, ["reconstruct", str(path), str(tmp_path / "out.mrc")])
+    out = _flat(result.output)
+    assert result.exit_code == 2 and "Traceback" not in out, out
+    assert "truncated" in out and "copy or write it again" in out, out
+    # the volume reader (evaluate) says the same, and not to try permissive=True
+    ref = write_mrc(tmp_path / "ref.mrc", np.ones((4, 16, 16), np.float32))
+    result = CliRunner().invoke(app, ["evaluate", str(ref), "--reference", str(path),
+                                      "--out", str(tmp_path / "ev")])
+    out = _flat(result.output)
+    assert result.exit_code == 2 and "copy or write it again" in out, out
+    assert "permissive=True does not help" in out
+
+
+def test_non_standard_header_error_names_a_command(tmp_path):
+    from cryowedge.io.mrc import write_mrc
+
+    ref = write_mrc(tmp_path / "ref.mrc", np.ones((4, 16, 16), np.float32))
+    raw = bytearray(ref.read_bytes())
+    raw[208:212] = b"XXXX"  # no 'MAP ' id
+    odd = tmp_path / "odd.mrc"
+    odd.write_bytes(bytes(raw))
+    result = CliRunner().invoke(app, ["evaluate", str(ref), "--reference", str(odd),
+                                      "--out", str(tmp_path / "ev")])
+    out = _flat(result.output)
+    assert result.exit_code == 2, out
+    assert f"mrcfile-validate {odd}" in out and "newstack" in out, out
+    # the Python route comes second, for library users
+    assert out.index("mrcfile-validate") < out.index("From Python: read_mrc(path, permissive=True)")
+
+
+def test_error_messages_are_not_read_as_markup(capsys):
+    import typer
+
+    from cryowedge.cli._common import fail
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli_console, "_file", out)
+        exit_ = fail("cannot read '/data/[run1]/a.mrc' [/x]")
+    assert isinstance(exit_, typer.Exit)
+    assert "'/data/[run1]/a.mrc' [/x]" in out.getvalue()

@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console, ConsoleDimensions
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from cryowedge.cli._progress import DEFAULT_LOG_EVERY_S, ProgressReporter
 
@@ -104,7 +105,7 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit to raise (exit code 2)."""
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # a path may hold "[...]"
     return typer.Exit(code=2)
 
 

@@ -176,6 +176,23 @@ def _log_caught(caught: list[warnings.WarningMessage], path: Path, quiet: set[st
         logger.log(level, "mrcfile warning for %s: %s", path, message)
 
 
+#: What to do about a file shorter than its header says (CLI and library users alike).
+_TRUNCATED_ADVICE = (
+    "cut short, e.g. by an interrupted copy or a full disk: copy or write it again, and compare "
+    "its size with the original"
+)
+
+def _nonstandard_advice(path: Path) -> str:
+    """What to do about a file mrcfile's strict reader refuses (a non-standard header)."""
+    return (
+        f"The header is not standard MRC, or the file is corrupt or not MRC. `mrcfile-validate "
+        f"{path}` lists what is wrong. `cryowedge reconstruct` reads old FEI/Tecnai tilt series "
+        "(no 'MAP ' id, no machine stamp) by itself; for other files, write a standard copy with "
+        "another tool (for example IMOD's `newstack in.mrc out.mrc`) and use that. From Python: "
+        "read_mrc(path, permissive=True), or read_fei_tilt_series(path) for an old FEI stack."
+    )
+
+
 def _open_mrc(path: Path, permissive: bool, quiet: frozenset[str] = frozenset()):
     """Open ``path`` with mrcfile, turning its failures into ValueErrors that name the file.
 
@@ -192,11 +209,15 @@ def _open_mrc(path: Path, permissive: bool, quiet: frozenset[str] = frozenset())
                     f"cannot read {str(path)!r} as an MRC file even with permissive=True: "
                     f"mrcfile says: {err}. The file is corrupt, truncated or not MRC."
                 ) from err
+            if "bytes in data block" in str(err):
+                raise ValueError(
+                    f"cannot read {str(path)!r} as an MRC file: mrcfile says: {err}. The file "
+                    f"is truncated ({_TRUNCATED_ADVICE}; permissive=True does not help: the "
+                    "data are missing)."
+                ) from err
             raise ValueError(
                 f"cannot read {str(path)!r} as an MRC file: mrcfile says: {err}. "
-                "If it is an old FEI/Tecnai file (no 'MAP ' id, no machine stamp), read it "
-                "with read_mrc(path, permissive=True) or read_fei_tilt_series(path); "
-                "otherwise the file is corrupt, truncated or not MRC."
+                + _nonstandard_advice(path)
             ) from err
     _log_caught(caught, path, set(quiet))
     messages = [str(w.message) for w in caught]
@@ -205,7 +226,7 @@ def _open_mrc(path: Path, permissive: bool, quiet: frozenset[str] = frozenset())
         details = "; ".join(messages) or "no data block"
         raise ValueError(
             f"cannot read the data block of {str(path)!r}: mrcfile says: {details}. "
-            "The file is corrupt or truncated."
+            f"The file is corrupt or truncated ({_TRUNCATED_ADVICE})."
         )
     return mrc
 
@@ -606,8 +627,9 @@ def open_mrc_lazy(path: str | os.PathLike[str], *, permissive: bool = False) -> 
                 shape = tuple(int(s) for s in mrcfile.utils.data_shape_from_header(header))
                 offset = int(header.nbytes) + int(header.nsymbt)
         except (ValueError, EOFError) as err:
+            advice = "" if permissive else " " + _nonstandard_advice(path)
             raise ValueError(
-                f"cannot read {str(path)!r} as an MRC file: mrcfile says: {err}."
+                f"cannot read {str(path)!r} as an MRC file: mrcfile says: {err}.{advice}"
             ) from err
     _log_caught(caught, path, set())
     if len(shape) == 2:
@@ -620,12 +642,12 @@ def open_mrc_lazy(path: str | os.PathLike[str], *, permissive: bool = False) -> 
     if path.stat().st_size < needed:
         raise ValueError(
             f"{str(path)!r} is truncated: its header promises {needed} bytes, the file has "
-            f"{path.stat().st_size}."
+            f"{path.stat().st_size} ({_TRUNCATED_ADVICE})."
         )
     return LazyMrcArray(path, header, shape, np.dtype(file_dtype), offset)
 
 
-def _check_output_space(final: Path, n_bytes: int) -> None:
+def check_output_space(final: Path, n_bytes: int) -> None:
     """One-line errors, before any work, for an unwritable directory or too little space."""
     parent = final.parent
     existing = parent
@@ -712,7 +734,7 @@ class MrcSlabWriter:
         from ._atomic import _check_can_write
 
         _check_can_write(self.path, self.overwrite)
-        _check_output_space(self.path, self.nbytes)
+        check_output_space(self.path, self.nbytes)
         stack = ExitStack()
         try:
             tmp = stack.enter_context(atomic_write(self.path, overwrite=self.overwrite))

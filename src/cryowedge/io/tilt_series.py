@@ -125,7 +125,8 @@ def load_tilt_series(
     if angles_path is None and fei_angles is None:
         raise FileNotFoundError(
             f"no tilt-angle file found next to {stack_path} (looked for "
-            f"{', '.join(stack_path.stem + s for s in _ANGLE_SUFFIXES)}); pass --angles FILE."
+            f"{', '.join(stack_path.stem + s for s in _ANGLE_SUFFIXES)}); pass --angles FILE "
+            "(from Python: angles_path=FILE)."
         )
     check_ndim(data, 3, f"tilt series {stack_path.name}", "(n_tilts, y, x)")
     if isinstance(data, LazyMrcArray):
@@ -160,7 +161,8 @@ def load_tilt_series(
         elif mdoc_pixel:
             pixel_size_angstrom = float(mdoc_pixel)
         else:
-            logger.warning("%s has no pixel size; assuming 1 Å (pass --pixel-size)", stack_path.name)
+            logger.warning("%s has no pixel size; assuming 1 Å (pass --pixel-size; from Python: "
+                           "pixel_size_angstrom=)", stack_path.name)
             pixel_size_angstrom = 1.0
     if tilt_axis_angle_deg is None:
         tilt_axis_angle_deg = float(mdoc_axis) if mdoc_axis is not None else 0.0
