@@ -266,3 +266,22 @@ def test_error_messages_are_not_read_as_markup(capsys):
         exit_ = fail("cannot read '/data/[run1]/a.mrc' [/x]")
     assert isinstance(exit_, typer.Exit)
     assert "'/data/[run1]/a.mrc' [/x]" in out.getvalue()
+
+
+def test_solver_progress_callback_has_an_eta_after_one_iteration():
+    from rich.progress import Progress
+
+    from cryowedge.solvers import ProgressCallback
+    from cryowedge.solvers.callbacks import _eta_column
+
+    clock = FakeClock()
+    progress = Progress(_eta_column(), console=Console(file=io.StringIO()), get_time=clock,
+                        auto_refresh=False)
+    cb = ProgressCallback("SIRT", progress=progress)
+    info = SimpleNamespace(iteration=0, n_iter=30, residual_norm=1.0, objective=float("nan"))
+    cb(info)  # the task starts now
+    column, task = progress.columns[0], progress.tasks[0]
+    assert column.render(task).plain == "ETA …"
+    clock.advance(10.0)
+    cb(SimpleNamespace(**{**vars(info), "iteration": 1}))
+    assert column.render(task).plain == "ETA 4:50"  # 10 s per iteration, 29 left

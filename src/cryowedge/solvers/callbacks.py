@@ -75,22 +75,14 @@ class ProgressCallback:
         """Start a fresh display of our own (no-op for a shared ``Progress``)."""
         if not self._own or self._running:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _eta_column(),
             TextColumn("{task.fields[status]}"),
             transient=False,
         )
@@ -141,6 +133,28 @@ class ProgressCallback:
         """
         if not self._in_with:
             self.close()
+
+
+def _eta_column() -> Any:
+    """A rich column ``ETA m:ss`` from the mean time per iteration so far (elapsed / completed).
+
+    rich's ``TimeRemainingColumn`` needs several updates for its speed estimate and shows
+    ``-:--:--`` until then; this one has an ETA from the first iteration on.
+    """
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            elapsed, done, total = task.elapsed, task.completed, task.total
+            if not elapsed or not done or total is None:
+                return Text("ETA …", style="progress.remaining")
+            left = max(0, round(elapsed / done * max(total - done, 0)))
+            hours, rest = divmod(left, 3600)
+            text = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+            return Text(f"ETA {text}", style="progress.remaining")
+
+    return EtaColumn()
 
 
 class CallbackList:

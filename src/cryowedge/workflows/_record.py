@@ -14,8 +14,12 @@ import yaml
 from cryowedge._version import __version__
 from cryowedge.io._atomic import write_text_atomic
 
-#: ``progress(step, fraction)``: what a workflow reports (the CLI draws a bar). Not to be
-#: confused with :class:`cryowedge.solvers.ProgressCallback`, a solver callback.
+#: ``progress(step, fraction)``: what a workflow reports (the CLI draws a bar or logs lines).
+#: ``fraction`` is the whole command's, 0…1. Step names the CLI understands: ``"<name> k/n"``
+#: for counted work (iterations, slabs; :func:`iteration_progress` makes them), whose mean
+#: time per count gives the ETA from the first count on; ``reading``, ``writing``,
+#: ``saving`` and ``done`` for file input/output, shown without an ETA. Not to be confused
+#: with :class:`cryowedge.solvers.ProgressCallback`, a solver callback.
 ProgressFn = Callable[[str, float], None]
 
 
@@ -56,6 +60,7 @@ def iteration_progress(
 ) -> Callable[[Any], None]:
     """A solver callback that maps iteration ``k`` onto ``progress`` fractions ``start…start+span``.
 
+    It reports the step ``"<step> k/n"`` after every iteration (``k`` counts the whole run).
     ``done`` iterations were completed before this run (a resumed checkpoint) and ``total``
     is the whole run's count (default: the solver's ``n_iter`` plus ``done``).
     """
