@@ -275,7 +275,7 @@ def test_stet_config_yaml_whole_or_section_and_typos(simulated, tmp_path):
         cfg = tmp_path / "stet.yaml"
         cfg.write_text(text)
         result = runner.invoke(app, ["stet", "reconstruct", str(simulated / "tilt_series.mrc"), str(out),
-                                     "--config", str(cfg)])
+                                     "--config", str(cfg), "--overwrite"])
         assert result.exit_code == 0, result.output
         assert read_mrc(out).data.shape == (4, 16, 16)
     cfg.write_text("lamda: 0.1\n")

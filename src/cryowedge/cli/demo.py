@@ -23,6 +23,9 @@ def demo(
     config: Path | None = typer.Option(
         None, help="YAML with DemoConfig fields: simulate: {...}, methods: {name: {method: ..., ...}} "
         "\\[default: the registered methods' demo presets]"),
+    overwrite: bool = typer.Option(
+        False, help="replace the files of an earlier demo (the old ones are kept as <name>~)"
+    ),
 ) -> None:
     """Simulate, reconstruct and evaluate a small tomogram (under 3 minutes on 2 CPU cores)."""
     from cryowedge.config.models import DemoConfig
@@ -33,7 +36,8 @@ def demo(
     with user_errors():
         cfg = DemoConfig.from_yaml(config) if config else DemoConfig()
         with progress_bar("demo") as progress:
-            result = run_demo(out, cfg, progress=progress)
+            result = run_demo(out, cfg, progress=progress, overwrite=overwrite,
+                              config_path=config)
     console.print(metrics_table_markdown(result["metrics"], normalize=DEFAULT_NORMALIZE))
     console.print(f"wrote {len(result['files'])} files to {out}/ in {result['seconds']:.1f} s "
                   "(orthoslices.png, fsc.png, metrics.md, *.mrc)")

@@ -33,6 +33,9 @@ def evaluate(
         help="grey levels before the metrics: none | zscore (reference mean and std) | "
         "affine (least-squares gain and offset against the reference)",
     ),
+    overwrite: bool = typer.Option(
+        False, help="replace existing metrics and plot (the old ones are kept as <name>~)"
+    ),
 ) -> None:
     """Metrics table (PSNR, SSIM, CC, FSC resolution, wedge CC) and an FSC plot."""
     from cryowedge.metrics import metrics_table_markdown
@@ -44,7 +47,8 @@ def evaluate(
         for path in [*volumes, reference]:
             if not path.exists():
                 raise FileNotFoundError(f"{path} does not exist.")
-        rows = evaluate_files(volumes, reference, out, tilt_range_deg=tilt_range, normalize=normalize)
+        rows = evaluate_files(volumes, reference, out, tilt_range_deg=tilt_range,
+                              normalize=normalize, overwrite=overwrite)
     console.print(metrics_table_markdown(rows, normalize=normalize))
     console.print(f"wrote {out / 'metrics.md'}, {out / 'metrics.json'}, {out / 'fsc.png'}")
 

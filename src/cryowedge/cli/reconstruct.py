@@ -55,29 +55,61 @@ def _reconstruct(
     resume: bool = typer.Option(
         False, help="continue an interrupted iterative run from its checkpoint"
     ),
-    overwrite: bool = typer.Option(True, help="replace an existing output"),
+    restart: bool = typer.Option(
+        False, help="discard an earlier run's checkpoint (<output>.ckpt.pt) and start over"
+    ),
+    overwrite: bool = typer.Option(
+        False, help="replace an existing output (the old file is kept as <name>~)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
     """Reconstruct a tomogram from a single-axis tilt series (methods: see --method)."""
     from cryowedge.workflows.reconstruct import reconstruct_file
 
-    with user_errors():
-        cfg = build_config(config, given)
-        if not tilt_series.exists():
-            raise FileNotFoundError(f"tilt series {tilt_series} does not exist.")
-        with progress_bar(f"reconstruct ({cfg.method})") as progress:
-            reconstruct_file(
-                tilt_series,
-                output,
-                cfg,
-                angles_path=angles,
-                pixel_size_angstrom=pixel_size,
-                overwrite=overwrite,
-                progress=progress,
-                resume=resume,
-            )
+    from cryowedge.workflows.checkpoint import RunInterrupted
+
+    try:
+        with user_errors():
+            cfg = build_config(config, given)
+            if not tilt_series.exists():
+                raise FileNotFoundError(f"tilt series {tilt_series} does not exist.")
+            with progress_bar(f"reconstruct ({cfg.method})") as progress:
+                reconstruct_file(
+                    tilt_series,
+                    output,
+                    cfg,
+                    angles_path=angles,
+                    pixel_size_angstrom=pixel_size,
+                    overwrite=overwrite,
+                    progress=progress,
+                    resume=resume,
+                    restart=restart,
+                    config_path=config,
+                )
+    except RunInterrupted as stop:
+        console.print(f"[bold yellow]{stop.message}[/]", soft_wrap=True)
+        if stop.resumable:
+            console.print(f"resume with: {resume_command()}", soft_wrap=True, markup=False)
+        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt:
+        console.print(f"[bold yellow]interrupted; {output} was not written.[/]", soft_wrap=True)
+        raise typer.Exit(code=130) from None
     console.print(f"wrote {output}")
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that resumes this run: ``argv`` (default ``sys.argv``) with ``--resume``.
+
+    ``--restart`` is dropped; the program is named ``cryowedge``.
+    """
+    import shlex
+    import sys
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--restart"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["cryowedge", *args])
 
 
 def build_config(config: Path | None, given: dict[str, Any]) -> ReconstructConfig:

@@ -32,6 +32,9 @@ def _simulate(
         ..., help="directory for ground_truth.mrc, tilt_series.mrc/.tlt, even/odd"
     ),
     config: Path | None = typer.Option(None, help="YAML file with SimulateConfig fields"),
+    overwrite: bool = typer.Option(
+        False, help="replace existing files (the old ones are kept as <name>~)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -42,7 +45,8 @@ def _simulate(
         base = SimulateConfig.from_yaml(config) if config else SimulateConfig()
         cfg = base.updated(**changes_for(options(), given))
         with progress_bar("simulate") as progress:
-            files = simulate_to_files(cfg, output_dir, progress=progress)
+            files = simulate_to_files(cfg, output_dir, progress=progress, overwrite=overwrite,
+                                      config_path=config)
     console.print(f"wrote {len(files)} files to {output_dir}")
 
 

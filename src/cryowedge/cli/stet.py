@@ -48,6 +48,9 @@ def _simulate(
     config: Path | None = typer.Option(
         None, help="YAML with StetSimulateConfig fields (or a StetConfig)"
     ),
+    overwrite: bool = typer.Option(
+        False, help="replace existing files (the old ones are kept as <name>~)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -58,7 +61,8 @@ def _simulate(
         base = StetConfig.section_from_yaml(config, "simulate") if config else StetSimulateConfig()
         cfg = base.updated(**changes_for(simulate_options(), given))
         with progress_bar("stet simulate") as progress:
-            files = stet_simulate_files(cfg, output_dir, progress=progress)
+            files = stet_simulate_files(cfg, output_dir, progress=progress,
+                                        overwrite=overwrite, config_path=config)
     console.print(f"wrote {len(files)} files to {output_dir} (scan mask: {files['mask'].name})")
 
 
@@ -77,7 +81,9 @@ def _reconstruct(
         None, help="YAML with StetReconstructConfig fields (or a StetConfig)"
     ),
     pixel_size: float | None = typer.Option(None, help="override the header pixel size (Å)"),
-    overwrite: bool = typer.Option(True, help="replace an existing output"),
+    overwrite: bool = typer.Option(
+        False, help="replace an existing output (the old file is kept as <name>~)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -101,6 +107,7 @@ def _reconstruct(
                 pixel_size_angstrom=pixel_size,
                 overwrite=overwrite,
                 progress=progress,
+                config_path=config,
             )
     console.print(f"wrote {output}")
 

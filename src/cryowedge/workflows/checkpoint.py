@@ -21,7 +21,16 @@ import torch
 from cryowedge.io._atomic import atomic_write
 from cryowedge.solvers import IterationInfo
 
-__all__ = ["Checkpointer", "CheckpointState", "load_checkpoint", "checkpoint_path_for"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointState",
+    "IterationTracker",
+    "RunInterrupted",
+    "checkpoint_iterations",
+    "checkpoint_path_for",
+    "load_checkpoint",
+    "prepare_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +39,119 @@ def checkpoint_path_for(output_path: str | Path) -> Path:
     """The checkpoint file that belongs to an output: ``tomo.mrc`` → ``tomo.ckpt.pt``."""
     output_path = Path(output_path)
     return output_path.with_name(output_path.stem + ".ckpt.pt")
+
+
+def checkpoint_iterations(path: str | Path) -> int | None:
+    """Iterations saved in the checkpoint at ``path`` (None when there is none or it is unreadable).
+
+    Memory-maps the file, so the iterate is not read.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(payload["iterations_done"])
+    except Exception:  # noqa: BLE001 - a damaged checkpoint is reported by load_checkpoint
+        return None
+
+
+def prepare_checkpoint(path: str | Path, *, resume: bool, restart: bool) -> int:
+    """Decide what to do with the checkpoint ``path`` before a run; returns the iteration resumed from.
+
+    ``resume``: the checkpoint must exist (its iteration count is returned). ``restart``: an
+    existing checkpoint is removed (0 is returned). Neither: an existing checkpoint is
+    refused, so that a new run never silently replaces an interrupted one's work.
+
+    Raises
+    ------
+    ValueError
+        Both ``resume`` and ``restart``; or neither while a checkpoint exists.
+    FileNotFoundError
+        ``resume`` without a checkpoint.
+    """
+    path = Path(path)
+    if resume and restart:
+        raise ValueError("--resume and --restart exclude each other; pass one.")
+    if resume:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"--resume given but no checkpoint {path} exists; run without --resume."
+            )
+        return checkpoint_iterations(path) or 0
+    if path.exists():
+        if restart:
+            path.unlink()
+            logger.info("--restart: removed the old checkpoint %s", path)
+            return 0
+        done = checkpoint_iterations(path)
+        at = f" (iteration {done})" if done is not None else ""
+        raise ValueError(
+            f"a checkpoint of an earlier run exists: {path}{at}; pass --resume to continue it "
+            "or --restart to discard it and start over."
+        )
+    return 0
+
+
+class IterationTracker:
+    """Solver callback that remembers how far a run got (``offset`` iterations were done before)."""
+
+    def __init__(self, offset: int = 0) -> None:
+        self.offset = int(offset)
+        self.iteration = 0
+        self.n_iter: int | None = None
+
+    @property
+    def iterations_done(self) -> int:
+        """Iterations of the whole run reached so far, including the resumed ones."""
+        return self.offset + self.iteration
+
+    @property
+    def total(self) -> int | None:
+        """The whole run's iteration count (None before the first iteration)."""
+        return None if self.n_iter is None else self.offset + self.n_iter
+
+    def __call__(self, info: IterationInfo) -> None:
+        self.iteration = int(info.iteration)
+        self.n_iter = int(info.n_iter)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an iterative run: what was reached, what the checkpoint holds.
+
+    Attributes
+    ----------
+    iterations_done
+        Iterations completed when interrupted (whole run).
+    n_iter
+        The run's iteration count (None if interrupted before the first iteration).
+    checkpoint_path
+        The checkpoint file, or None when checkpoints were off.
+    saved_iteration
+        Iterations saved in the checkpoint (None: nothing saved).
+    """
+
+    def __init__(self, iterations_done: int, n_iter: int | None, checkpoint_path: Path | None,
+                 saved_iteration: int | None) -> None:
+        self.iterations_done = iterations_done
+        self.n_iter = n_iter
+        self.checkpoint_path = checkpoint_path
+        self.saved_iteration = saved_iteration
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        of = f" of {self.n_iter}" if self.n_iter is not None else ""
+        head = f"interrupted after iteration {self.iterations_done}{of}"
+        if self.checkpoint_path is None:
+            return f"{head}; nothing was saved (add --checkpoint-every N to make a run resumable)."
+        if self.saved_iteration is None:
+            return f"{head}; no checkpoint was saved yet ({self.checkpoint_path} does not exist)."
+        return f"{head}; iteration {self.saved_iteration}{of} is saved in {self.checkpoint_path}."
+
+    @property
+    def resumable(self) -> bool:
+        return self.checkpoint_path is not None and self.saved_iteration is not None
 
 
 @dataclass

@@ -14,19 +14,23 @@ from cryowedge.io.tilt_files import write_tilt_angles
 from cryowedge.metrics import metrics_table_markdown
 from cryowedge.viz.figures import orthoslice_panel
 from cryowedge.workflows._record import ProgressFn, report_progress, write_run_record
-from cryowedge.workflows.evaluate import DEFAULT_NORMALIZE, evaluate_arrays
+from cryowedge.workflows.evaluate import DEFAULT_NORMALIZE, EVALUATION_FILES, evaluate_arrays
+from cryowedge.workflows.outputs import check_outputs, keep_backups, mrc_nbytes
 from cryowedge.workflows.reconstruct import reconstruct_array
-from cryowedge.workflows.simulate import simulate_from_config
+from cryowedge.workflows.simulate import simulate_from_config, simulated_outputs
 
 __all__ = ["run_demo"]
 
 
 def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | None = None, *,
-             progress: ProgressFn | None = None) -> dict[str, object]:
+             progress: ProgressFn | None = None, overwrite: bool = False,
+             config_path: str | Path | None = None) -> dict[str, object]:
     """Run the demo and write MRCs, orthoslices.png, fsc.png, metrics.md/.json, run.yaml.
 
     The reconstructions are ``config.methods``: by default the ``demo`` presets of the
-    registered methods (:mod:`cryowedge.config.registry`).
+    registered methods (:mod:`cryowedge.config.registry`). The outputs are checked before
+    the simulation (:func:`cryowedge.workflows.outputs.check_outputs`): existing files only
+    with ``overwrite`` (then kept as ``<name>~``), a writable directory with room for them.
 
     Returns a dict with the metrics table rows, the output paths and the wall time (s).
     """
@@ -34,6 +38,13 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
     cfg = config or DemoConfig()
     out = Path(output_dir)
     sim_cfg = cfg.simulate
+    outputs, n_bytes = simulated_outputs(sim_cfg.model_copy(update={"even_odd": False}), out)
+    outputs += [out / f"{name}.mrc" for name in cfg.methods]
+    outputs += [out / name for name in (*EVALUATION_FILES, "orthoslices.png")]
+    n_bytes += len(cfg.methods) * mrc_nbytes(sim_cfg.shape) + 4 * 2**20
+    check_outputs(outputs, inputs=[config_path], overwrite=overwrite, n_bytes=n_bytes)
+    if overwrite:
+        keep_backups(outputs)
     report_progress(progress, "simulating cell + tilt series", 0.0)
     truth, sim = simulate_from_config(sim_cfg)
     px = sim_cfg.pixel_size_angstrom

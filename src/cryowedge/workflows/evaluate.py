@@ -15,7 +15,10 @@ from cryowedge.metrics import compare_volumes, fourier_shell_correlation, metric
 from cryowedge.metrics.normalize import check_normalize
 from cryowedge.viz.figures import fsc_plot
 
-__all__ = ["DEFAULT_NORMALIZE", "evaluate_arrays", "evaluate_files"]
+__all__ = ["DEFAULT_NORMALIZE", "EVALUATION_FILES", "evaluate_arrays", "evaluate_files"]
+
+#: What :func:`evaluate_arrays` writes into its ``output_dir``.
+EVALUATION_FILES = ("metrics.md", "metrics.json", "fsc.png")
 
 #: Grey-level normalisation used by ``cryowedge evaluate`` unless told otherwise: the
 #: least-squares gain and offset of each volume against the reference. Methods differ in
@@ -92,16 +95,27 @@ def evaluate_files(
     *,
     tilt_range_deg: tuple[float, float] | None = None,
     normalize: str = DEFAULT_NORMALIZE,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Read MRC volumes and a reference, compute metrics, write the table and FSC plot.
 
     See :func:`evaluate_arrays` for ``tilt_range_deg`` and ``normalize``; the pixel
-    size is the reference's voxel size (1 Å if its header has none).
+    size is the reference's voxel size (1 Å if its header has none). The outputs
+    (:data:`EVALUATION_FILES` in ``output_dir``) are checked first
+    (:func:`cryowedge.workflows.outputs.check_outputs`): existing ones only with
+    ``overwrite`` (then kept as ``<name>~``), none of them an input.
     """
+    from cryowedge.workflows.outputs import check_outputs, keep_backups
+
     normalize = check_normalize(normalize)
+    outputs = [Path(output_dir) / name for name in EVALUATION_FILES]
+    check_outputs(outputs, inputs=[*volume_paths, reference_path], overwrite=overwrite,
+                  n_bytes=4 * 2**20)
     reference = read_mrc(reference_path)
     px = float(reference.voxel_size_angstrom[-1]) if reference.has_voxel_size else 1.0
     volumes = {Path(p).stem: read_mrc(p).data for p in volume_paths}
+    if overwrite:
+        keep_backups(outputs)
     return evaluate_arrays(volumes, reference.data, pixel_size_angstrom=px,
                            tilt_range_deg=tilt_range_deg, output_dir=output_dir,
                            normalize=normalize)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cryowedge.config.models import IterativeConfig, ReconstructConfig
 from cryowedge.config.registry import get_method
@@ -67,25 +68,49 @@ def reconstruct_file(
     *,
     angles_path: str | Path | None = None,
     pixel_size_angstrom: float | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
     progress: ProgressFn | None = None,
     resume: bool = False,
+    restart: bool = False,
+    config_path: str | Path | None = None,
 ) -> Path:
     """Read, validate, reconstruct and write atomically; returns the output path.
 
-    All input checks (file exists, angles match images, finite values, slab size, writable
-    output) happen before the reconstruction starts. The stack is read lazily: when the
-    reconstruction would not fit comfortably in memory, or when ``config.slab_rows`` is set,
-    it is streamed in slabs of tilt-axis rows (:func:`reconstruct_streamed`); otherwise it is
-    reconstructed in memory. Iterative methods with ``config.checkpoint_every`` save
-    ``<output stem>.ckpt.pt`` next to the output (in-memory runs); ``resume=True`` continues
-    from it. The checkpoint is removed once the output is written.
+    All input and output checks happen before the reconstruction starts
+    (:func:`cryowedge.workflows.outputs.check_outputs`): the output is not an input (the tilt
+    series, ``angles_path``, ``config_path``); an existing output (or its run record
+    ``<output stem>.run.yaml``) is refused unless ``overwrite``, and is then kept as
+    ``<name>~``; the output directory can be created, is writable and has free space for the
+    volume (and the checkpoint). The stack is read lazily: when the reconstruction would not
+    fit comfortably in memory, or when ``config.slab_rows`` is set, it is streamed in slabs of
+    tilt-axis rows (:func:`reconstruct_streamed`); otherwise it is reconstructed in memory.
+
+    Iterative methods with ``config.checkpoint_every`` save ``<output stem>.ckpt.pt`` next to
+    the output (in-memory runs); ``resume=True`` continues from it, ``restart=True`` discards
+    it, and with neither an existing checkpoint is refused. The final iterate is saved in the
+    checkpoint before the output is written, so a failed write loses nothing (without
+    checkpoints the volume goes to a ``.failed-write.npy`` fallback file); the checkpoint is
+    removed once the output is written. Ctrl-C during an iterative run raises
+    :class:`~cryowedge.workflows.checkpoint.RunInterrupted`, saying what the checkpoint holds.
+    The run record of an iterative run has ``iterations_done`` (the whole run's count),
+    ``resumed`` and ``resumed_from_iteration``.
     """
-    from cryowedge.workflows.checkpoint import checkpoint_path_for
+    from cryowedge.workflows.checkpoint import (
+        Checkpointer,
+        IterationTracker,
+        RunInterrupted,
+        checkpoint_iterations,
+        checkpoint_path_for,
+        prepare_checkpoint,
+    )
+    from cryowedge.workflows.outputs import check_outputs, keep_backups, mrc_nbytes, write_or_keep
 
     output_path = Path(output_path)
-    if output_path.exists() and not overwrite:
-        raise FileExistsError(f"{output_path} exists; pass --overwrite to replace it.")
+    record_path = output_path.with_name(output_path.stem + ".run.yaml")
+    iterative = isinstance(config, IterativeConfig)
+    if (resume or restart) and not iterative:
+        flag = "--resume" if resume else "--restart"
+        raise ValueError(f"{flag} applies to iterative methods (checkpoints), not {config.method!r}.")
     resolve_device(config.device)  # fail early on an unavailable GPU
     report_progress(progress, "reading", 0.0)
     series = load_tilt_series(
@@ -93,36 +118,71 @@ def reconstruct_file(
         pixel_size_angstrom=pixel_size_angstrom, lazy=True,
     )
     geometry = series.geometry
+    shape = geometry.default_volume_shape(config.thickness)
     slab_rows = plan_streaming(config, geometry)
+    if slab_rows is not None and (resume or config.checkpoint_every):
+        raise ValueError(
+            f"checkpoints are not kept when streaming in slabs (slab_rows={slab_rows}); "
+            "drop --checkpoint-every/--resume, or run in memory without --slab on a "
+            "machine with more memory."
+        )
+    ckpt = checkpoint_path_for(output_path)
+    use_ckpt = slab_rows is None and iterative and bool(config.checkpoint_every or resume)
+    n_bytes = mrc_nbytes(shape) + (mrc_nbytes(shape) if use_ckpt else 0) + 65536
+    check_outputs([output_path, record_path],
+                  inputs=[tilt_series_path, angles_path, config_path, ckpt if use_ckpt else None],
+                  overwrite=overwrite, n_bytes=n_bytes)
+    resumed_from = prepare_checkpoint(ckpt, resume=resume, restart=restart) if iterative else 0
     record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
               "angles": str(angles_path) if angles_path else None, "geometry": geometry.to_dict(),
               "streamed_slab_rows": slab_rows}
     if slab_rows is not None:
-        if resume or config.checkpoint_every:
-            raise ValueError(
-                f"checkpoints are not kept when streaming in slabs (slab_rows={slab_rows}); "
-                "drop --checkpoint-every/--resume, or run in memory without --slab on a "
-                "machine with more memory."
-            )
+        if overwrite:
+            keep_backups([output_path, record_path])
         reconstruct_streamed(series.data, geometry, output_path, config, slab_rows=slab_rows,
-                             overwrite=overwrite, progress=progress)
+                             overwrite=True, progress=progress)
         write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
-                         name=output_path.stem + ".run.yaml")
+                         name=record_path.name)
         report_progress(progress, "done", 1.0)
         return output_path
     data = np.asarray(series.data, dtype=np.float32)
     report_progress(progress, config.method, 0.2)
-    ckpt = checkpoint_path_for(output_path)
-    if resume and not ckpt.exists():
-        raise FileNotFoundError(f"--resume given but no checkpoint {ckpt} exists; run without --resume.")
-    volume = reconstruct_array(data, geometry, config, progress=progress,
-                               checkpoint_path=ckpt if (config.checkpoint_every or resume) else None,
-                               resume=resume)
+    tracker = IterationTracker(offset=resumed_from)
+    try:
+        volume = reconstruct_array(data, geometry, config, progress=progress,
+                                   checkpoint_path=ckpt if use_ckpt else None,
+                                   resume=resume, callback=tracker if iterative else None)
+    except KeyboardInterrupt:
+        if not iterative:
+            raise
+        raise RunInterrupted(
+            tracker.iterations_done, int(config.n_iter), ckpt if use_ckpt else None,
+            checkpoint_iterations(ckpt) if use_ckpt else None,
+        ) from None
+    kept_in = None
+    if iterative:
+        record.update(resumed=resume, resumed_from_iteration=resumed_from if resume else None,
+                      iterations_done=tracker.iterations_done)
+        if use_ckpt:  # the final iterate first, so that a failed write below loses nothing
+            scale = data_scale(torch.as_tensor(data), config.normalize)
+            try:
+                Checkpointer(ckpt, 1, method=config.method, data_shape=data.shape,
+                             meta={"data_scale": scale}).save(
+                    torch.from_numpy(volume) / scale, tracker.iterations_done)
+                kept_in = (f"iteration {tracker.iterations_done} is saved in the checkpoint {ckpt}; "
+                           "free space and rerun the same command with --resume to write it "
+                           "(no iteration is repeated)")
+            except OSError as err:
+                logger.warning("could not save the final iterate in %s: %s", ckpt, err)
     report_progress(progress, "writing", 0.9)
-    write_mrc(output_path, volume, voxel_size_angstrom=geometry.pixel_size_angstrom, overwrite=overwrite)
+    if overwrite:
+        keep_backups([output_path, record_path])
+    write_or_keep(lambda: write_mrc(output_path, volume,
+                                    voxel_size_angstrom=geometry.pixel_size_angstrom, overwrite=True),
+                  volume, output_path, kept_in=kept_in)
     write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
-                     name=output_path.stem + ".run.yaml")
-    if ckpt.exists():
+                     name=record_path.name)
+    if use_ckpt and ckpt.exists():
         ckpt.unlink()  # the finished output supersedes it
     report_progress(progress, "done", 1.0)
     return output_path

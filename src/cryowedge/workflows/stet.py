@@ -63,12 +63,17 @@ def stet_simulate_files(
     *,
     progress: ProgressFn | None = None,
     device: str | torch.device | None = None,
+    overwrite: bool = False,
+    config_path: str | Path | None = None,
 ) -> dict[str, Path]:
     """Simulate RB-STET data and write them (atomically, voxel size set).
 
     Writes into ``output_dir``: ``ground_truth.mrc`` (the phantom), ``tilt_series.mrc``
     (measured values, 0 where not scanned), ``tilt_series.tlt`` (angles, degrees),
     ``tilt_series_mask.mrc`` (the scan mask, 8-bit 0/1, next to the data) and ``run.yaml``.
+    Existing files are refused unless ``overwrite`` (then kept as ``<name>~``), and the
+    directory is checked for writability and space before the simulation
+    (:func:`cryowedge.workflows.outputs.check_outputs`).
 
     Returns
     -------
@@ -80,9 +85,15 @@ def stet_simulate_files(
     from cryowedge.simulate.from_config import make_phantom
     from cryowedge.utils.device import resolve_device
 
+    from cryowedge.workflows.outputs import check_outputs, keep_backups
+    from cryowedge.workflows.simulate import simulated_outputs
+
     cfg = config or StetSimulateConfig()
     device = resolve_device(device or cfg.device)  # fail early on an unavailable GPU
     out = Path(output_dir)
+    outputs, n_bytes = simulated_outputs(cfg, out)
+    outputs.append(mask_path_for(out / "tilt_series.mrc"))
+    check_outputs(outputs, inputs=[config_path], overwrite=overwrite, n_bytes=n_bytes * 5 // 4)
     report_progress(progress, "phantom", 0.0)
     volume = make_phantom(SimulateConfig(phantom=cfg.phantom, shape=cfg.shape,
                                          pixel_size_angstrom=cfg.pixel_size_angstrom,
@@ -93,6 +104,8 @@ def stet_simulate_files(
     sim = simulate_stet(volume, geometry, dose_fraction=cfg.dose_fraction, snr=cfg.snr,
                         oversample=cfg.oversample, seed=cfg.seed, device=device)
     report_progress(progress, "writing", 0.8)
+    if overwrite:
+        keep_backups(outputs)
     px = cfg.pixel_size_angstrom
     series = out / "tilt_series.mrc"
     files = {
@@ -121,16 +134,20 @@ def stet_reconstruct_file(
     mask_path: str | Path | None = None,
     angles_path: str | Path | None = None,
     pixel_size_angstrom: float | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
     progress: ProgressFn | None = None,
     callback: Callback | None = None,
+    config_path: str | Path | None = None,
 ) -> Path:
     """Reconstruct an RB-STET tilt-series file with its scan mask; write the tomogram MRC.
 
-    Every input check happens before any work: the output may be written, the tilt series
-    and the mask exist, the angles match the images, the mask is binary and has the data's
-    shape. The tomogram keeps the data's voxel size and is written atomically, with
-    ``<output stem>.run.yaml`` next to it.
+    Every input check happens before any work: the output is none of the inputs, may be
+    written (:func:`cryowedge.workflows.outputs.check_outputs`: existing only with
+    ``overwrite``, writable directory, free space), the tilt series and the mask exist, the
+    angles match the images, the mask is binary and has the data's shape. The tomogram keeps
+    the data's voxel size and is written atomically, with ``<output stem>.run.yaml`` next to
+    it; if that write fails, the volume is kept in a ``.failed-write.npy`` fallback file
+    named in the error.
 
     Parameters
     ----------
@@ -147,11 +164,13 @@ def stet_reconstruct_file(
     pixel_size_angstrom
         Override the header's pixel size (Å).
     overwrite
-        Replace an existing output.
+        Replace an existing output (the old one is kept as ``<name>~``).
     progress
         ``progress(step, fraction)`` callback (the CLI's progress bar).
     callback
         Extra per-iteration solver callback.
+    config_path
+        The YAML file the config came from (never overwritten).
 
     Returns
     -------
@@ -161,12 +180,12 @@ def stet_reconstruct_file(
     from cryowedge.io.mrc import write_mrc
     from cryowedge.io.tilt_series import load_tilt_series
     from cryowedge.utils.device import resolve_device
+    from cryowedge.workflows.outputs import check_outputs, keep_backups, mrc_nbytes, write_or_keep
 
     cfg = config or StetReconstructConfig()
     series_path, output_path = Path(tilt_series_path), Path(output_path)
     mask_path = mask_path_for(series_path) if mask_path is None else Path(mask_path)
-    if output_path.exists() and not overwrite:
-        raise FileExistsError(f"{output_path} exists; pass --overwrite to replace it.")
+    record_path = output_path.with_name(output_path.stem + ".run.yaml")
     if not series_path.exists():
         raise FileNotFoundError(f"tilt series {series_path} does not exist.")
     if not mask_path.exists():
@@ -177,6 +196,8 @@ def stet_reconstruct_file(
         )
     device = resolve_device(cfg.device)  # fail early on an unavailable GPU
     report_progress(progress, "reading", 0.0)
+    check_outputs([output_path, record_path], inputs=[series_path, mask_path, angles_path, config_path],
+                  overwrite=overwrite)
     series = load_tilt_series(series_path, angles_path, tilt_axis_angle_deg=cfg.tilt_axis_angle_deg,
                               pixel_size_angstrom=pixel_size_angstrom)
     mask = read_scan_mask(mask_path, series.data.shape)
@@ -186,6 +207,7 @@ def stet_reconstruct_file(
     if outside:
         logger.info("%d non-zero values at unscanned pixels are ignored", outside)
     shape = series.geometry.default_volume_shape(cfg.thickness)
+    check_outputs([output_path], overwrite=True, n_bytes=mrc_nbytes(shape) + 65536)  # free space
     common = dict(volume_shape=shape, tv_lambda=cfg.tv_lambda, n_iter=cfg.n_iter, regularizer=cfg.regularizer,
                   positivity=cfg.positivity, cg_iter=cfg.cg_iter, rho=cfg.rho,
                   normalize=cfg.normalize, device=device)
@@ -200,14 +222,17 @@ def stet_reconstruct_file(
                                           callback=cb, **common)
     volume = result.x.detach().cpu().numpy().astype(np.float32)
     report_progress(progress, "writing", 0.9)
-    write_mrc(output_path, volume, voxel_size_angstrom=series.geometry.pixel_size_angstrom,
-              overwrite=overwrite)
+    if overwrite:
+        keep_backups([output_path, record_path])
+    write_or_keep(lambda: write_mrc(output_path, volume,
+                                    voxel_size_angstrom=series.geometry.pixel_size_angstrom),
+                  volume, output_path)
     write_run_record(
         output_path.parent, "stet reconstruct",
         {**cfg.model_dump(mode="json"), "input": str(series_path), "mask": str(mask_path),
          "angles": str(angles_path) if angles_path else None, "measured_fraction": float(mask.mean()),
          "geometry": series.geometry.to_dict()},
-        {"volume": str(output_path)}, name=output_path.stem + ".run.yaml",
+        {"volume": str(output_path)}, name=record_path.name,
     )
     report_progress(progress, "done", 1.0)
     return output_path
