@@ -347,3 +347,18 @@ def test_a_new_run_does_not_replace_an_existing_checkpoint(tmp_path, monkeypatch
     record = yaml.safe_load((tmp_path / "tomo.run.yaml").read_text())["parameters"]
     assert record["resumed"] is False and record["iterations_done"] == 6
     assert not ckpt.exists()
+
+
+def test_demo_refuses_to_replace_an_earlier_demo_before_simulating(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "fsc.png").write_bytes(b"earlier")
+
+    def spy(*args, **kwargs):
+        raise AssertionError("the simulation must not start")
+
+    monkeypatch.setattr("cryowedge.workflows.demo.simulate_from_config", spy)
+    result, text = _run("demo", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert "fsc.png" in text and "--overwrite" in text
+    assert (out / "fsc.png").read_bytes() == b"earlier"
