@@ -7,25 +7,28 @@ The transforms are written as .xf and .aln, read back, and the raw stack is reco
 the aligned stack is printed, inside the phantom's box. Usage:
 ``python benchmarks/alignment_round_trip.py [N]`` (N = detector size, default 64).
 """
+
 import sys
 import tempfile
 import time
 
 import numpy as np
 from scipy import ndimage
+
 from cryowedge.geometry.tilt import TiltGeometry
+from cryowedge.io.alignment import apply_alignment, load_alignment, write_aretomo_aln, write_imod_xf
+from cryowedge.operators.tilt_projector import TiltProjector
+from cryowedge.recon.fbp import fbp
 from cryowedge.simulate.phantoms import shepp_logan_3d
 from cryowedge.simulate.tilt_series import project_volume
-from cryowedge.recon.fbp import fbp
-from cryowedge.operators.tilt_projector import TiltProjector
 from cryowedge.solvers.algebraic import sirt
-from cryowedge.io.alignment import write_imod_xf, write_aretomo_aln, load_alignment, apply_alignment
 
 TMP = tempfile.mkdtemp()
-N, NZ = int(sys.argv[1]) if len(sys.argv)>1 else 64, 32
+N, NZ = int(sys.argv[1]) if len(sys.argv) > 1 else 64, 32
 vol = np.zeros((NZ, N, N), np.float32)
-m = (N*3)//4; o = (N-m)//2
-vol[:, o:o+m, o:o+m] = shepp_logan_3d((NZ, m, m))
+m = (N * 3) // 4
+o = (N - m) // 2
+vol[:, o : o + m, o : o + m] = shepp_logan_3d((NZ, m, m))
 geom = TiltGeometry.from_range(-60, 60, 3, (N, N))
 aligned = project_volume(vol, geom, oversample=2)
 rng = np.random.default_rng(1)
@@ -36,20 +39,28 @@ c = (N - 1) / 2
 raw = np.empty_like(aligned)
 xf = np.empty((n, 2, 3))
 for t in range(n):
-    r = np.deg2rad(phi[t]); cs, sn = np.cos(r), np.sin(r)
-    a = np.array([[cs, sn], [-sn, cs]])          # aligned = R(-phi)(raw - T), (x, y)
+    r = np.deg2rad(phi[t])
+    cs, sn = np.cos(r), np.sin(r)
+    a = np.array([[cs, sn], [-sn, cs]])  # aligned = R(-phi)(raw - T), (x, y)
     d = -a @ shift[t]
     xf[t] = np.concatenate([a, d[:, None]], 1)
-    myx = a[::-1, ::-1]                          # (y, x) version of A
+    myx = a[::-1, ::-1]  # (y, x) version of A
     off = d[::-1] + c - myx @ np.array([c, c])
     raw[t] = ndimage.affine_transform(aligned[t], myx, offset=off, order=3, mode="constant")
 write_imod_xf(f"{TMP}/t.xf", xf)
 write_aretomo_aln(f"{TMP}/t.aln", phi, shift, geom.tilt_angles_deg)
 
+
 def corr(a, b):
-    a = a - a.mean(); b = b - b.mean(); return float((a*b).sum()/np.sqrt((a*a).sum()*(b*b).sum()))
+    a = a - a.mean()
+    b = b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
 def crop(v, s):
-    ny, nx = v.shape[1:]; return v[:, ny//2 - s//2: ny//2 - s//2 + s, nx//2 - s//2: nx//2 - s//2 + s]
+    ny, nx = v.shape[1:]
+    return v[:, ny // 2 - s // 2 : ny // 2 - s // 2 + s, nx // 2 - s // 2 : nx // 2 - s // 2 + s]
+
 
 ref = fbp(aligned, geom, volume_shape=(NZ, N, N)).numpy()
 opa = TiltProjector(geom, (NZ, N, N))
@@ -65,8 +76,14 @@ for path in (f"{TMP}/t.xf", f"{TMP}/t.aln"):
     # naive: ignore alignment, only the mean axis
     gn = geom.with_(tilt_axis_angle_deg=85.0)
     naive = fbp(raw, gn, volume_shape=(NZ, *gn.aligned_detector_shape)).numpy()
-    print(path, "axis", g.tilt_axis_angle_deg, "aligned det", g.aligned_detector_shape,
-          "FBP corr %.4f" % corr(crop(rec, S), crop(ref, S)),
-          "SIRT corr %.4f" % corr(crop(rs, S), crop(ref_s, S)),
-          "unaligned(85deg only) FBP corr %.4f" % corr(crop(naive, S), crop(ref, S)),
-          "%.1fs" % (time.time() - t0))
+    print(
+        path,
+        "axis",
+        g.tilt_axis_angle_deg,
+        "aligned det",
+        g.aligned_detector_shape,
+        f"FBP corr {corr(crop(rec, S), crop(ref, S)):.4f}",
+        f"SIRT corr {corr(crop(rs, S), crop(ref_s, S)):.4f}",
+        f"unaligned(85deg only) FBP corr {corr(crop(naive, S), crop(ref, S)):.4f}",
+        "%.1fs" % (time.time() - t0),
+    )

@@ -29,7 +29,9 @@ ANGLES = [-30.0, 0.0, 30.0]
 
 def _xf(a: np.ndarray, d: np.ndarray, n: int = 3) -> np.ndarray:
     """``(n, 2, 3)`` copies of one IMOD transform (``a`` (2, 2) on (x, y), ``d`` (dx, dy))."""
-    return np.tile(np.concatenate([np.asarray(a, float), np.asarray(d, float)[:, None]], 1), (n, 1, 1))
+    return np.tile(
+        np.concatenate([np.asarray(a, float), np.asarray(d, float)[:, None]], 1), (n, 1, 1)
+    )
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,7 +57,9 @@ def test_shift_xf_moves_a_bead_by_minus_d(tmp_path):
     shape = (16, 20)
     g = TiltGeometry(tilt_angles_deg=ANGLES, detector_shape=shape)
     dx, dy = 3.0, -2.0
-    got = apply_alignment(g, load_alignment(write_imod_xf(tmp_path / "s.xf", _xf(np.eye(2), [dx, dy])), 3))
+    got = apply_alignment(
+        g, load_alignment(write_imod_xf(tmp_path / "s.xf", _xf(np.eye(2), [dx, dy])), 3)
+    )
     vol = torch.zeros((8, *g.aligned_detector_shape), dtype=torch.float64)
     vol[4, shape[0] // 2, shape[1] // 2] = 1.0  # bead at the volume centre
     img = TiltProjector(got, tuple(vol.shape))(vol)[1].numpy()  # 0° view
@@ -92,34 +96,50 @@ def test_aln_and_equivalent_xf_give_the_same_geometry(tmp_path):
     rng = np.random.default_rng(0)
     rot = rng.uniform(84.0, 86.0, 3)
     shifts = rng.uniform(-3, 3, (3, 2))
-    aln = read_aretomo_aln(write_aretomo_aln(tmp_path / "a.aln", rot, shifts, ANGLES, raw_size=(20, 16, 3)))
+    aln = read_aretomo_aln(
+        write_aretomo_aln(tmp_path / "a.aln", rot, shifts, ANGLES, raw_size=(20, 16, 3))
+    )
     assert aln.raw_size == (20, 16, 3) and aln.section.tolist() == [1, 2, 3]
     np.testing.assert_allclose(aln.tilt_angles_deg, ANGLES)
     g = TiltGeometry(tilt_angles_deg=ANGLES, detector_shape=(16, 20))
     from_aln = apply_alignment(g, load_alignment(tmp_path / "a.aln", 3))
     rad = np.deg2rad(aln.rot_deg)
-    a = np.stack([np.stack([np.cos(rad), np.sin(rad)], -1), np.stack([-np.sin(rad), np.cos(rad)], -1)], -2)
+    a = np.stack(
+        [np.stack([np.cos(rad), np.sin(rad)], -1), np.stack([-np.sin(rad), np.cos(rad)], -1)], -2
+    )
     d = -np.einsum("nij,nj->ni", a, aln.shifts_xy)
     xf = write_imod_xf(tmp_path / "a.xf", np.concatenate([a, d[:, :, None]], 2))
     from_xf = apply_alignment(g, load_alignment(xf, 3))
-    np.testing.assert_allclose(from_xf.aligned_to_raw_matrices(), from_aln.aligned_to_raw_matrices(), atol=1e-6)
+    np.testing.assert_allclose(
+        from_xf.aligned_to_raw_matrices(), from_aln.aligned_to_raw_matrices(), atol=1e-6
+    )
     np.testing.assert_allclose(from_xf.shifts_px, from_aln.shifts_px, atol=1e-3)
     # The per-view rotation is R(rot_t): the common axis is their mean, V_t the remainder.
-    np.testing.assert_allclose(from_aln.aligned_to_raw_matrices(), rotation_yx(aln.rot_deg), atol=1e-9)
-    assert from_aln.tilt_axis_angle_deg == pytest.approx(np.rad2deg(np.angle(np.exp(1j * rad).mean())))
+    np.testing.assert_allclose(
+        from_aln.aligned_to_raw_matrices(), rotation_yx(aln.rot_deg), atol=1e-9
+    )
+    assert from_aln.tilt_axis_angle_deg == pytest.approx(
+        np.rad2deg(np.angle(np.exp(1j * rad).mean()))
+    )
 
 
 def test_geometry_xf_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     g = TiltGeometry(
-        tilt_angles_deg=ANGLES, detector_shape=(16, 21), tilt_axis_angle_deg=-84.5,
+        tilt_angles_deg=ANGLES,
+        detector_shape=(16, 21),
+        tilt_axis_angle_deg=-84.5,
         shifts_px=rng.normal(0, 2, (3, 2)),
         view_matrices=rotation_yx([0.5, -0.3, 0.0]) * np.array([1.01, 0.99, 1.0])[:, None, None],
     )
     path = write_imod_xf(tmp_path / "g.xf", alignment_from_geometry(g).xf)
-    back = apply_alignment(g.with_(tilt_axis_angle_deg=0.0, shifts_px=None, view_matrices=None),
-                           load_alignment(path, 3))
-    np.testing.assert_allclose(back.aligned_to_raw_matrices(), g.aligned_to_raw_matrices(), atol=2e-7)
+    back = apply_alignment(
+        g.with_(tilt_axis_angle_deg=0.0, shifts_px=None, view_matrices=None),
+        load_alignment(path, 3),
+    )
+    np.testing.assert_allclose(
+        back.aligned_to_raw_matrices(), g.aligned_to_raw_matrices(), atol=2e-7
+    )
     np.testing.assert_allclose(back.shifts_px, g.shifts_px, atol=2e-4)
 
 
@@ -150,13 +170,16 @@ def test_bad_alignment_files_are_refused(tmp_path):
     (tmp_path / "a.txt").write_text("1 0 0 1 0 0\n")
     with pytest.raises(ValueError, match=r"suffix '\.txt'.*\.xf.*\.aln"):
         load_alignment(tmp_path / "a.txt", 1)
-    (tmp_path / "mag.aln").write_text("# SEC ROT GMAG TX TY SMEAN SFIT SCALE BASE TILT\n"
-                                      "1 -90 1.02 0 0 1 1 1 0 0\n")
+    (tmp_path / "mag.aln").write_text(
+        "# SEC ROT GMAG TX TY SMEAN SFIT SCALE BASE TILT\n1 -90 1.02 0 0 1 1 1 0 0\n"
+    )
     with pytest.raises(ValueError, match="GMAG = 1.02"):
         read_aretomo_aln(tmp_path / "mag.aln")
-    (tmp_path / "dark.aln").write_text("# RawSize = 20 16 3\n# DarkFrame =     0    0   -60.00\n"
-                                       "1 -90 1 0 0 1 1 1 0 0\n2 -90 1 0 0 1 1 1 0 3\n"
-                                       "# Local Alignment\n   0   0   10.0   10.0   1.0   1.0  1.0\n")
+    (tmp_path / "dark.aln").write_text(
+        "# RawSize = 20 16 3\n# DarkFrame =     0    0   -60.00\n"
+        "1 -90 1 0 0 1 1 1 0 0\n2 -90 1 0 0 1 1 1 0 3\n"
+        "# Local Alignment\n   0   0   10.0   10.0   1.0   1.0  1.0\n"
+    )
     with pytest.raises(ValueError, match="2 views but the tilt series has 3.*dark frame"):
         load_alignment(tmp_path / "dark.aln", 3)
     (tmp_path / "a.xtilt").write_text("0.5\n0.5\n")
@@ -171,9 +194,12 @@ def test_bad_alignment_files_are_refused(tmp_path):
 def _per_view_geometry() -> TiltGeometry:
     rng = np.random.default_rng(5)
     return TiltGeometry(
-        tilt_angles_deg=[-40.0, -20.0, 0.0, 20.0, 40.0], detector_shape=(12, 17),
-        tilt_axis_angle_deg=85.0, shifts_px=rng.normal(0, 1.5, (5, 2)),
-        view_matrices=rotation_yx(rng.uniform(-1.5, 1.5, 5)) * rng.uniform(0.97, 1.03, 5)[:, None, None],
+        tilt_angles_deg=[-40.0, -20.0, 0.0, 20.0, 40.0],
+        detector_shape=(12, 17),
+        tilt_axis_angle_deg=85.0,
+        shifts_px=rng.normal(0, 1.5, (5, 2)),
+        view_matrices=rotation_yx(rng.uniform(-1.5, 1.5, 5))
+        * rng.uniform(0.97, 1.03, 5)[:, None, None],
     )
 
 
@@ -183,7 +209,10 @@ def test_view_matrices_subsets_equality_and_records():
     np.testing.assert_array_equal(g[[4, 1]].view_matrices, g.view_matrices[[4, 1]])
     assert eval(repr(g), {"TiltGeometry": TiltGeometry, "np": np}) == g  # noqa: S307
     assert TiltGeometry(**g.to_dict()) == g and hash(TiltGeometry(**g.to_dict())) == hash(g)
-    assert g != g.with_(view_matrices=None) and g.with_(view_matrices=np.tile(np.eye(2), (5, 1, 1))).view_matrices is None
+    assert (
+        g != g.with_(view_matrices=None)
+        and g.with_(view_matrices=np.tile(np.eye(2), (5, 1, 1))).view_matrices is None
+    )
     # The aligned detector ignores shifts and holds every raw pixel of every view.
     assert g.with_(shifts_px=None).aligned_detector_shape == g.aligned_detector_shape
     nv, nu = g.aligned_detector_shape
@@ -204,7 +233,9 @@ def test_warp_with_view_matrices_is_adjoint_and_maps_points():
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=warp.domain_shape))
     y = torch.as_tensor(rng.normal(size=warp.range_shape))
-    assert float((warp(x) * y).sum()) == pytest.approx(float((x * warp.adjoint(y)).sum()), rel=1e-12)
+    assert float((warp(x) * y).sum()) == pytest.approx(
+        float((x * warp.adjoint(y)).sum()), rel=1e-12
+    )
     # A linear ramp in the aligned frame is reproduced exactly by bilinear interpolation.
     nv, nu = g.aligned_detector_shape
     ay, ax = np.meshgrid(np.arange(nv) - nv // 2, np.arange(nu) - nu // 2, indexing="ij")
@@ -215,8 +246,12 @@ def test_warp_with_view_matrices_is_adjoint_and_maps_points():
     al = np.linalg.inv(g.aligned_to_raw_matrices()) @ raw  # (n, 2, ny·nx)
     expected = (2.0 * al[:, 0] + 0.5 * al[:, 1]).reshape(g.n_tilts, ny, nx)
     # Shifts may push edge pixels off the aligned grid (it ignores shifts): check the inside.
-    inside = ((al[:, 0] > -(nv // 2)) & (al[:, 0] < nv - 2 - nv // 2)
-              & (al[:, 1] > -(nu // 2)) & (al[:, 1] < nu - 2 - nu // 2)).reshape(g.n_tilts, ny, nx)
+    inside = (
+        (al[:, 0] > -(nv // 2))
+        & (al[:, 0] < nv - 2 - nv // 2)
+        & (al[:, 1] > -(nu // 2))
+        & (al[:, 1] < nu - 2 - nu // 2)
+    ).reshape(g.n_tilts, ny, nx)
     assert inside.mean() > 0.8
     np.testing.assert_allclose(warp(ramp).numpy()[inside], expected[inside], atol=1e-9)
 
@@ -270,7 +305,9 @@ def test_round_trip_reconstructs_the_aligned_truth(tmp_path, kind):
 
     def field(v):  # the common field: the phantom's box about the centre
         ny, nx = v.shape[1:]
-        return v[:, ny // 2 - m // 2 : ny // 2 - m // 2 + m, nx // 2 - m // 2 : nx // 2 - m // 2 + m]
+        return v[
+            :, ny // 2 - m // 2 : ny // 2 - m // 2 + m, nx // 2 - m // 2 : nx // 2 - m // 2 + m
+        ]
 
     assert _corr(field(rec), field(ref)) >= 0.95
     assert _corr(field(naive), field(ref)) < 0.9  # the per-view alignment matters

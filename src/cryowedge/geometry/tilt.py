@@ -2,7 +2,8 @@
 
 :class:`TiltGeometry` is an immutable value: tilt angles (degrees), the raw detector
 shape, pixel size (Å), the in-plane tilt-axis angle (degrees), optional per-tilt
-shifts (pixels) and optional per-tilt in-plane matrices (residual rotation, magnification). It knows nothing about projectors; operators are built *from* it.
+shifts (pixels) and optional per-tilt in-plane matrices (residual rotation, magnification).
+It knows nothing about projectors; operators are built *from* it.
 Conventions (angle sign, centre pixel, axis directions) are in docs/conventions.md.
 """
 

@@ -129,9 +129,7 @@ def read_imod_xf(path: str | os.PathLike[str]) -> np.ndarray:
     return xf
 
 
-def write_imod_xf(
-    path: str | os.PathLike[str], xf: ArrayLike, *, overwrite: bool = True
-) -> Path:
+def write_imod_xf(path: str | os.PathLike[str], xf: ArrayLike, *, overwrite: bool = True) -> Path:
     """Write ``(n_views, 2, 3)`` transforms as an IMOD ``.xf`` file, atomically.
 
     Lines are ``A11 A12 A21 A22 DX DY`` with 7 decimals for the matrix and 4 for the shift
@@ -415,7 +413,9 @@ def _imod_centre_offset(n: int) -> float:
     return n // 2 - (n - 1) / 2.0
 
 
-def _centre_offsets_xy(detector_shape: Sequence[int], quarter_turns: int) -> tuple[np.ndarray, np.ndarray]:
+def _centre_offsets_xy(
+    detector_shape: Sequence[int], quarter_turns: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(δ_raw, δ_aligned)`` as ``(x, y)`` vectors: cryowedge minus IMOD centre, pixels.
 
     The aligned image is taken with the raw size, ``x`` and ``y`` swapped for an odd
@@ -476,7 +476,8 @@ def apply_alignment(
             logger.warning(
                 "tilt angles of %s differ from the stack's by up to %.2f deg; keeping the "
                 "stack's (pass use_tilt_angles=True to take the file's)",
-                alignment.source, float(np.abs(alignment.tilt_angles_deg - angles).max()),
+                alignment.source,
+                float(np.abs(alignment.tilt_angles_deg - angles).max()),
             )
     a = alignment.xf[:, :, :2]
     d = alignment.xf[:, :, 2]
@@ -484,12 +485,15 @@ def apply_alignment(
     theta = np.arctan2(b[:, 1, 0] - b[:, 0, 1], b[:, 0, 0] + b[:, 1, 1])
     phi = float(np.rad2deg(np.arctan2(np.sin(theta).mean(), np.cos(theta).mean())))
     phi = round(phi, 9) + 0.0
-    if geometry.tilt_axis_angle_deg != 0.0 and abs(
-        (phi - geometry.tilt_axis_angle_deg + 180.0) % 360.0 - 180.0
-    ) > 1.0:
+    if (
+        geometry.tilt_axis_angle_deg != 0.0
+        and abs((phi - geometry.tilt_axis_angle_deg + 180.0) % 360.0 - 180.0) > 1.0
+    ):
         logger.info(
             "tilt-axis angle %.2f deg replaced by %.2f deg from %s",
-            geometry.tilt_axis_angle_deg, phi, alignment.source,
+            geometry.tilt_axis_angle_deg,
+            phi,
+            alignment.source,
         )
     base = geometry.with_(
         tilt_angles_deg=angles, tilt_axis_angle_deg=phi, shifts_px=None, view_matrices=None
@@ -517,7 +521,8 @@ def alignment_from_geometry(geometry: TiltGeometry) -> Alignment:
     m_yx = geometry.aligned_to_raw_matrices()
     b = _SWAP @ m_yx @ _SWAP  # aligned → raw on (x, y)
     shifts_xy = (
-        np.zeros((geometry.n_tilts, 2)) if geometry.shifts_px is None
+        np.zeros((geometry.n_tilts, 2))
+        if geometry.shifts_px is None
         else geometry.shifts_px[:, ::-1]
     )
     d_raw, d_al = _centre_offsets_xy(geometry.detector_shape, geometry.nearest_quarter_turns)
