@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
 __all__ = ["ProgressReporter", "format_duration", "IO_STEPS", "DEFAULT_LOG_EVERY_S"]
@@ -107,7 +107,7 @@ class ProgressReporter:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
+                _ElapsedColumn(self),
                 _EtaColumn(self),
                 console=self.console,
                 transient=False,
@@ -181,12 +181,12 @@ class ProgressReporter:
         return "…" if eta is None else format_duration(eta)
 
     def status_line(self, now: float | None = None) -> str:
-        """``"<description>: <step>, 40 %, elapsed 1:02, ETA 1:33"`` (no ETA part during I/O)."""
+        """``"<description>: <step>, 40 %, elapsed 1:02, ETA 1:33"`` (no ETA part during I/O or before one is known)."""
         now = self.clock() if now is None else now
         parts = [f"{self.description}: {self.step}", f"{100 * self.fraction:.0f} %",
                  f"elapsed {format_duration(self.elapsed(now))}"]
         eta = self.eta_text(now)
-        if eta:
+        if eta and eta != "…":  # a log line leaves out an ETA not known yet
             parts.append(f"ETA {eta}")
         return ", ".join(parts)
 
@@ -209,3 +209,14 @@ class _EtaColumn(ProgressColumn):
     def render(self, task: Any) -> Text:
         eta = self.reporter.eta_text()
         return Text(f"ETA {eta}" if eta else "", style="progress.remaining")
+
+
+class _ElapsedColumn(ProgressColumn):
+    """Elapsed time in the ETA's format (``m:ss``, ``h:mm:ss``)."""
+
+    def __init__(self, reporter: ProgressReporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def render(self, task: Any) -> Text:
+        return Text(format_duration(self.reporter.elapsed()), style="progress.elapsed")
