@@ -620,7 +620,8 @@ def test_threshold_crossings_and_the_stays_below_rule():
     # a curve ending above the threshold: Nyquist; below everywhere: inf (both rules)
     ends_high = np.array([0.9, 0.3, 0.6, 0.7, 0.8, 0.8, 0.9, 0.9, 0.9, 0.9])
     assert resolution_at_threshold(f, ends_high, 0.5, 1.5, rule="stays-below") == pytest.approx(3.0)
-    assert resolution_at_threshold(f, ends_high, 0.5, 1.0) == pytest.approx(1 / (0.05 + 0.4 / 0.6 * 0.05))
+    first = 0.05 + 0.4 / 0.6 * 0.05
+    assert resolution_at_threshold(f, ends_high, 0.5, 1.0) == pytest.approx(1 / first)
     assert resolution_at_threshold(f, np.full(10, 0.1), 0.5, 1.0, rule="stays-below") == math.inf
     # starts below, recovers, falls: the stays-below rule finds the later crossing
     late = np.array([0.3, 0.6, 0.9, 0.8, 0.2, 0.1, 0.1, 0.0, 0.0, 0.0])

@@ -2,8 +2,9 @@
 
 Every line of the ```bash blocks in README.md's "Use" section runs, in order, in one
 temporary directory, exactly as written (through ``bash -c``). Only lines that end with the
-marker ``(slow: not run by tests)`` (in a trailing comment) are left out, and only ``cryowedge bench`` lines may carry it: the benchmarks
-time the machine for minutes and are checked by tests/test_bench_*.py instead.
+marker ``(slow: not run by tests)`` (in a trailing comment) are left out, and only
+``cryowedge bench`` lines may carry it: the benchmarks time the machine for minutes and are
+checked by tests/test_bench_*.py instead.
 """
 
 from __future__ import annotations

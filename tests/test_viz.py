@@ -52,7 +52,8 @@ def test_orthoslice_figure_has_three_central_slices_in_one_clipped_window():
     fig = orthoslice_figure(vol, voxel_size_angstrom=7.5, percentile=1.0, title="t.mrc")
     try:
         axes = fig.get_axes()
-        assert [ax.get_title() for ax in axes] == ["XY (central z)", "YZ (central x)", "XZ (central y)"]
+        titles = [ax.get_title() for ax in axes]
+        assert titles == ["XY (central z)", "YZ (central x)", "XZ (central y)"]
         images = [ax.get_images()[0] for ax in axes]
         # the slices through the centre voxel, XY (y, x), YZ drawn (y, z), XZ (z, x)
         np.testing.assert_array_equal(images[0].get_array(), vol[4])
@@ -104,7 +105,8 @@ def test_orthoslice_panel_has_xy_xz_and_yz_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(figures, "save_png", spy)
     rng = np.random.default_rng(3)
-    figures.orthoslice_panel({"a": rng.random((4, 6, 8)), "b": rng.random((4, 6, 8))}, tmp_path / "p.png")
+    volumes = {"a": rng.random((4, 6, 8)), "b": rng.random((4, 6, 8))}
+    figures.orthoslice_panel(volumes, tmp_path / "p.png")
     assert seen["n"] == 6
     assert [label for label in seen["labels"] if label] == ["XY", "XZ", "YZ"]
 
@@ -117,7 +119,8 @@ def test_fsc_plot_marks_every_crossing(tmp_path, monkeypatch):
 
     def spy(fig, path):
         ax = fig.get_axes()[0]
-        marked["points"] = [(float(x), float(y)) for line in ax.get_lines() if line.get_marker() == "o"
+        circles = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        marked["points"] = [(float(x), float(y)) for line in circles
                             for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]
         return real_save(fig, path)
 

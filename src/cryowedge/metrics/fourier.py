@@ -84,7 +84,9 @@ RESOLUTION_RULES: dict[str, str] = {
 }
 
 
-def _check_curve(frequency: Any, correlation: Any, threshold: float) -> tuple[np.ndarray, np.ndarray, float]:
+def _check_curve(
+    frequency: Any, correlation: Any, threshold: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Validated float64 ``(frequency, correlation)`` with non-finite shells dropped."""
     freq = np.asarray(to_numpy(frequency), dtype=np.float64)
     corr = np.asarray(to_numpy(correlation), dtype=np.float64)

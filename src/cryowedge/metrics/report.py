@@ -85,7 +85,8 @@ def compare_volumes(
         Keys ``psnr`` (dB), ``ssim``, ``pearson``, ``ncc``, ``rmse`` (data units),
         ``fsc05_angstrom`` and ``fsc0143_angstrom`` (resolution in Å at FSC = 0.5 and
         0.143, read with :data:`FSC_RESOLUTION_RULE`: the crossing after which the curve
-        stays below the threshold), and with ``wedge_mask`` also ``inside_wedge`` and ``outside_wedge``.
+        stays below the threshold), and with ``wedge_mask`` also ``inside_wedge`` and
+        ``outside_wedge``.
 
     Notes
     -----

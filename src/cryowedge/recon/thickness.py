@@ -66,7 +66,7 @@ class ThicknessEstimate:
 
 
 def _bin_series(series: np.ndarray, factor: int) -> np.ndarray:
-    """Block-mean of ``(n, ny, nx)`` images by ``factor`` (rows/columns beyond a multiple dropped)."""
+    """Block-mean of ``(n, ny, nx)`` images by ``factor`` (rows/columns past a multiple dropped)."""
     if factor == 1:
         return series
     n, ny, nx = series.shape
@@ -136,7 +136,9 @@ def estimate_thickness(
             f"to match the geometry, got shape {series.shape}."
         )
     if int(target_width) != target_width or target_width < 16:
-        raise ValueError(f"target_width must be a whole number >= 16 (pixels), got {target_width!r}.")
+        raise ValueError(
+            f"target_width must be a whole number >= 16 (pixels), got {target_width!r}."
+        )
     if not 0.0 < float(fraction) <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}; 0.98 is usual.")
     if not float(margin_fraction) >= 0.0:

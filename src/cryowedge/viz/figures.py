@@ -216,7 +216,8 @@ def fsc_plot(
     Every downward crossing of each threshold is marked on its curve (an open circle); the
     crossing after which the curve stays below the threshold (the one the metrics tables
     report, :data:`cryowedge.metrics.report.FSC_RESOLUTION_RULE`) is filled, and labelled
-    with its resolution in Å when there are at most three curves. The x axis is spatial frequency in 1/Å up to Nyquist.
+    with its resolution in Å when there are at most three curves. The x axis is spatial
+    frequency in 1/Å up to Nyquist.
     """
     from cryowedge.metrics.fourier import resolution_at_threshold, threshold_crossings
 
