@@ -219,7 +219,8 @@ def _enospc(*args, **kwargs):
 
 def test_failed_final_write_keeps_the_volume_in_a_named_fallback(tmp_path, monkeypatch):
     stack = _stack(tmp_path)
-    assert _run("reconstruct", stack, tmp_path / "ref.mrc", *SIRT, "--n-iter", "3")[0].exit_code == 0
+    result, _ = _run("reconstruct", stack, tmp_path / "ref.mrc", *SIRT, "--n-iter", "3")
+    assert result.exit_code == 0
     reference = read_mrc(tmp_path / "ref.mrc").data
     spare = tmp_path / "spare"
     spare.mkdir()

@@ -65,9 +65,8 @@ def _reconstruct(
     given: dict[str, Any],
 ) -> None:
     """Reconstruct a tomogram from a single-axis tilt series (methods: see --method)."""
-    from cryowedge.workflows.reconstruct import reconstruct_file
-
     from cryowedge.workflows.checkpoint import RunInterrupted
+    from cryowedge.workflows.reconstruct import reconstruct_file
 
     try:
         with user_errors():

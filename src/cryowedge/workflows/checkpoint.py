@@ -57,7 +57,7 @@ def checkpoint_iterations(path: str | Path) -> int | None:
 
 
 def prepare_checkpoint(path: str | Path, *, resume: bool, restart: bool) -> int:
-    """Decide what to do with the checkpoint ``path`` before a run; returns the iteration resumed from.
+    """Decide what to do with the checkpoint ``path`` before a run; returns the iteration resumed.
 
     ``resume``: the checkpoint must exist (its iteration count is returned). ``restart``: an
     existing checkpoint is removed (0 is returned). Neither: an existing checkpoint is

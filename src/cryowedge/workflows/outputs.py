@@ -241,4 +241,5 @@ def write_or_keep(
                 if fallback is not None
                 else "the result could not be kept anywhere"
             )
-        raise OSError(err.errno, f"could not write {str(output)!r} ({reason}); {kept_in}.") from None
+        message = f"could not write {str(output)!r} ({reason}); {kept_in}."
+        raise OSError(err.errno, message) from None

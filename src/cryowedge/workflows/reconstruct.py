@@ -110,7 +110,9 @@ def reconstruct_file(
     iterative = isinstance(config, IterativeConfig)
     if (resume or restart) and not iterative:
         flag = "--resume" if resume else "--restart"
-        raise ValueError(f"{flag} applies to iterative methods (checkpoints), not {config.method!r}.")
+        raise ValueError(
+            f"{flag} applies to iterative methods (checkpoints), not {config.method!r}."
+        )
     resolve_device(config.device)  # fail early on an unavailable GPU
     report_progress(progress, "reading", 0.0)
     series = load_tilt_series(
@@ -169,16 +171,18 @@ def reconstruct_file(
                 Checkpointer(ckpt, 1, method=config.method, data_shape=data.shape,
                              meta={"data_scale": scale}).save(
                     torch.from_numpy(volume) / scale, tracker.iterations_done)
-                kept_in = (f"iteration {tracker.iterations_done} is saved in the checkpoint {ckpt}; "
-                           "free space and rerun the same command with --resume to write it "
-                           "(no iteration is repeated)")
+                kept_in = (
+                    f"iteration {tracker.iterations_done} is saved in the checkpoint {ckpt}; "
+                    "free space and rerun the same command with --resume to write it "
+                    "(no iteration is repeated)"
+                )
             except OSError as err:
                 logger.warning("could not save the final iterate in %s: %s", ckpt, err)
     report_progress(progress, "writing", 0.9)
     if overwrite:
         keep_backups([output_path, record_path])
-    write_or_keep(lambda: write_mrc(output_path, volume,
-                                    voxel_size_angstrom=geometry.pixel_size_angstrom, overwrite=True),
+    px = geometry.pixel_size_angstrom
+    write_or_keep(lambda: write_mrc(output_path, volume, voxel_size_angstrom=px, overwrite=True),
                   volume, output_path, kept_in=kept_in)
     write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
                      name=record_path.name)

@@ -84,7 +84,6 @@ def stet_simulate_files(
     from cryowedge.io.tilt_files import write_tilt_angles
     from cryowedge.simulate.from_config import make_phantom
     from cryowedge.utils.device import resolve_device
-
     from cryowedge.workflows.outputs import check_outputs, keep_backups
     from cryowedge.workflows.simulate import simulated_outputs
 
@@ -196,8 +195,8 @@ def stet_reconstruct_file(
         )
     device = resolve_device(cfg.device)  # fail early on an unavailable GPU
     report_progress(progress, "reading", 0.0)
-    check_outputs([output_path, record_path], inputs=[series_path, mask_path, angles_path, config_path],
-                  overwrite=overwrite)
+    check_outputs([output_path, record_path],
+                  inputs=[series_path, mask_path, angles_path, config_path], overwrite=overwrite)
     series = load_tilt_series(series_path, angles_path, tilt_axis_angle_deg=cfg.tilt_axis_angle_deg,
                               pixel_size_angstrom=pixel_size_angstrom)
     mask = read_scan_mask(mask_path, series.data.shape)
