@@ -40,8 +40,15 @@ def _seconds(text: str) -> int:
     return total
 
 
-def _run_like_reconstruct(progress, clock: FakeClock, *, n_iter: int = 30, done: int = 0,
-                          seconds_per_iter: float = 10.0, stop_after: int | None = None) -> None:
+def _run_like_reconstruct(
+    progress,
+    clock: FakeClock,
+    *,
+    n_iter: int = 30,
+    done: int = 0,
+    seconds_per_iter: float = 10.0,
+    stop_after: int | None = None,
+) -> None:
     """The calls ``reconstruct`` makes: reading, the method, its iterations, writing, done."""
     report_progress(progress, "reading", 0.0)
     clock.advance(2.0)
@@ -66,8 +73,9 @@ def test_format_duration():
 
 def test_eta_from_the_first_iteration_and_none_while_writing():
     clock = FakeClock()
-    reporter = ProgressReporter("reconstruct (tv)", console=Console(file=io.StringIO()), clock=clock,
-                                live=False)
+    reporter = ProgressReporter(
+        "reconstruct (tv)", console=Console(file=io.StringIO()), clock=clock, live=False
+    )
     report_progress(reporter, "reading", 0.0)
     assert reporter.eta_text() == ""  # reading: no ETA
     clock.advance(2.0)
@@ -93,8 +101,9 @@ def test_eta_from_the_first_iteration_and_none_while_writing():
 
 def test_eta_after_resume_counts_only_this_run():
     clock = FakeClock()
-    reporter = ProgressReporter("reconstruct (tv)", console=Console(file=io.StringIO()), clock=clock,
-                                live=False)
+    reporter = ProgressReporter(
+        "reconstruct (tv)", console=Console(file=io.StringIO()), clock=clock, live=False
+    )
     _run_like_reconstruct(reporter, clock, n_iter=126, done=100, stop_after=1)
     assert reporter.step == "tv 101/126"
     assert _seconds(reporter.eta_text()) == 25 * 10
@@ -102,7 +111,9 @@ def test_eta_after_resume_counts_only_this_run():
 
 def test_eta_of_uncounted_steps_uses_the_fraction_done():
     clock = FakeClock()
-    reporter = ProgressReporter("demo", console=Console(file=io.StringIO()), clock=clock, live=False)
+    reporter = ProgressReporter(
+        "demo", console=Console(file=io.StringIO()), clock=clock, live=False
+    )
     reporter("simulating cell + tilt series", 0.0)
     clock.advance(20.0)
     reporter("reconstructing (fbp)", 0.2)
@@ -175,7 +186,9 @@ def test_bench_projector_reports_phases_first(monkeypatch):
     bench_projector(12, 5, repeats=1, report=lines.append)
     assert lines[-1] == "fbp_speedup_vs_astra: n/a"
     assert lines[0].startswith("volume 12^3") and lines[1].startswith(PHASE_PREFIX)
-    fbp_phase = next(i for i, line in enumerate(lines) if line.startswith(PHASE_PREFIX) and "FBP" in line)
+    fbp_phase = next(
+        i for i, line in enumerate(lines) if line.startswith(PHASE_PREFIX) and "FBP" in line
+    )
     assert fbp_phase < next(i for i, line in enumerate(lines) if line.startswith("cryowedge_fbp"))
 
 
@@ -202,9 +215,20 @@ def test_evaluate_table_rows_stay_on_one_line(tmp_path, monkeypatch):
     ref = rng.standard_normal((16, 16, 16)).astype(np.float32)
     write_mrc(tmp_path / "reference.mrc", ref)
     name = "a_reconstruction_with_a_long_descriptive_name_" * 2 + "x"
-    write_mrc(tmp_path / f"{name}.mrc", ref + 0.5 * rng.standard_normal(ref.shape).astype(np.float32))
-    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / f"{name}.mrc"), "--reference",
-                                      str(tmp_path / "reference.mrc"), "--out", str(tmp_path / "ev")])
+    write_mrc(
+        tmp_path / f"{name}.mrc", ref + 0.5 * rng.standard_normal(ref.shape).astype(np.float32)
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / f"{name}.mrc"),
+            "--reference",
+            str(tmp_path / "reference.mrc"),
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if name in line]
     assert rows and all(line.startswith("|") and line.rstrip().endswith("|") for line in rows), rows
@@ -231,8 +255,9 @@ def test_truncated_stack_error_names_what_a_cli_user_can_do(tmp_path):
     assert "truncated" in out and "copy or write it again" in out, out
     # the volume reader (evaluate) says the same, and not to try permissive=True
     ref = write_mrc(tmp_path / "ref.mrc", np.ones((4, 16, 16), np.float32))
-    result = CliRunner().invoke(app, ["evaluate", str(ref), "--reference", str(path),
-                                      "--out", str(tmp_path / "ev")])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(ref), "--reference", str(path), "--out", str(tmp_path / "ev")]
+    )
     out = _flat(result.output)
     assert result.exit_code == 2 and "copy or write it again" in out, out
     assert "permissive=True does not help" in out
@@ -246,8 +271,9 @@ def test_non_standard_header_error_names_a_command(tmp_path):
     raw[208:212] = b"XXXX"  # no 'MAP ' id
     odd = tmp_path / "odd.mrc"
     odd.write_bytes(bytes(raw))
-    result = CliRunner().invoke(app, ["evaluate", str(ref), "--reference", str(odd),
-                                      "--out", str(tmp_path / "ev")])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(ref), "--reference", str(odd), "--out", str(tmp_path / "ev")]
+    )
     out = _flat(result.output)
     assert result.exit_code == 2, out
     assert f"mrcfile-validate {odd}" in out and "newstack" in out, out
@@ -275,8 +301,9 @@ def test_solver_progress_callback_has_an_eta_after_one_iteration():
     from cryowedge.solvers.callbacks import _eta_column
 
     clock = FakeClock()
-    progress = Progress(_eta_column(), console=Console(file=io.StringIO()), get_time=clock,
-                        auto_refresh=False)
+    progress = Progress(
+        _eta_column(), console=Console(file=io.StringIO()), get_time=clock, auto_refresh=False
+    )
     cb = ProgressCallback("SIRT", progress=progress)
     info = SimpleNamespace(iteration=0, n_iter=30, residual_norm=1.0, objective=float("nan"))
     cb(info)  # the task starts now

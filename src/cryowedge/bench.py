@@ -128,7 +128,10 @@ def bench_projector(
     dev = torch.device(device)
     angles = np.linspace(-60.0, 60.0, n_tilts)
     geom = TiltGeometry(tilt_angles_deg=angles, detector_shape=(size, size))
-    report(f"volume {size}^3, {n_tilts} tilts (+-60 deg), device {dev}, torch threads {torch.get_num_threads()}")
+    report(
+        f"volume {size}^3, {n_tilts} tilts (+-60 deg), device {dev}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     _phase(report, "building the projector (one-off)")
     t0 = time.perf_counter()
     op = TiltProjector(geom, (size, size, size))

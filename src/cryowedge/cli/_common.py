@@ -86,7 +86,9 @@ def progress_bar(
     ``log_every`` seconds. ``clock`` (seconds, monotonic) is for tests. See
     :class:`~cryowedge.cli._progress.ProgressReporter`.
     """
-    reporter = ProgressReporter(description, console=target or console, clock=clock, log_every=log_every)
+    reporter = ProgressReporter(
+        description, console=target or console, clock=clock, log_every=log_every
+    )
     with reporter:
         yield reporter
 
@@ -105,7 +107,8 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def fail(message: str) -> typer.Exit:
     """Print a clear error and return the exit to raise (exit code 2)."""
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # a path may hold "[...]"
+    # escaped: a path or message may hold "[...]", which rich would read as markup
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=2)
 
 

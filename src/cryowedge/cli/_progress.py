@@ -130,7 +130,9 @@ class ProgressReporter:
         self._eta = self._estimate(step, fraction, now)
         self._last_t = now
         if self._bar is not None:
-            self._bar.update(self._task, completed=fraction, description=f"{self.description}: {step}")
+            self._bar.update(
+                self._task, completed=fraction, description=f"{self.description}: {step}"
+            )
         else:
             self._maybe_log(now)
 
@@ -174,17 +176,23 @@ class ProgressReporter:
         return max(0.0, eta - (now - at))
 
     def eta_text(self, now: float | None = None) -> str:
-        """``"1:33"``; ``""`` in an input/output step (``writing``...); ``"…"`` before the first estimate."""
+        """``"1:33"``; ``""`` while reading/writing; ``"…"`` before an estimate exists."""
         if _is_io(self.step):
             return ""
         eta = self.eta_seconds(now)
         return "…" if eta is None else format_duration(eta)
 
     def status_line(self, now: float | None = None) -> str:
-        """``"<description>: <step>, 40 %, elapsed 1:02, ETA 1:33"`` (no ETA part during I/O or before one is known)."""
+        """``"<description>: <step>, 40 %, elapsed 1:02, ETA 1:33"``.
+
+        No ETA part during input/output or before an estimate exists.
+        """
         now = self.clock() if now is None else now
-        parts = [f"{self.description}: {self.step}", f"{100 * self.fraction:.0f} %",
-                 f"elapsed {format_duration(self.elapsed(now))}"]
+        parts = [
+            f"{self.description}: {self.step}",
+            f"{100 * self.fraction:.0f} %",
+            f"elapsed {format_duration(self.elapsed(now))}",
+        ]
         eta = self.eta_text(now)
         if eta and eta != "…":  # a log line leaves out an ETA not known yet
             parts.append(f"ETA {eta}")

@@ -75,7 +75,13 @@ class ProgressCallback:
         """Start a fresh display of our own (no-op for a shared ``Progress``)."""
         if not self._own or self._running:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._progress = Progress(
             TextColumn("{task.description}"),
@@ -151,7 +157,8 @@ def _eta_column() -> Any:
                 return Text("ETA …", style="progress.remaining")
             left = max(0, round(elapsed / done * max(total - done, 0)))
             hours, rest = divmod(left, 3600)
-            text = f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+            minutes, secs = divmod(rest, 60)
+            text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
             return Text(f"ETA {text}", style="progress.remaining")
 
     return EtaColumn()
