@@ -147,7 +147,8 @@ def test_reconstruct_run_record_equals_the_model_of_the_same_options(tmp_path):
     recorded = yaml.safe_load((tmp_path / "tv.run.yaml").read_text())["parameters"]
     assert {k: recorded[k] for k in expected} == expected
     # nothing else, and --slab 4 really streamed the run in slabs of 4 rows
-    assert set(recorded) - set(expected) == {"input", "angles", "geometry", "streamed_slab_rows"}
+    assert set(recorded) - set(expected) == {"input", "angles", "alignment", "geometry",
+                                             "streamed_slab_rows"}
     assert recorded["streamed_slab_rows"] == 4
 
 

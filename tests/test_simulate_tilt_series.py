@@ -86,3 +86,16 @@ def test_oversampled_point_projects_to_analytic_position(k, shape):
         v = (image.sum(axis=1) * rows).sum() / image.sum()
         assert u == pytest.approx(dx * np.cos(theta) + dz * np.sin(theta), abs=0.05), angles[t]
         assert v == pytest.approx(dy, abs=0.05)
+
+
+def test_oversampled_projection_refuses_per_view_matrices():
+    import numpy as np
+    import pytest
+
+    from cryowedge.geometry.tilt import TiltGeometry
+    from cryowedge.simulate.tilt_series import project_volume
+
+    rot = np.array([[[0.0, -1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    geom = TiltGeometry(tilt_angles_deg=[-30.0, 30.0], detector_shape=(8, 8), view_matrices=rot)
+    with pytest.raises(ValueError, match="per-view matrices"):
+        project_volume(np.zeros((4, 8, 8), np.float32), geom, oversample=2)

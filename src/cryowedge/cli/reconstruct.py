@@ -61,6 +61,13 @@ def _reconstruct(
     overwrite: bool = typer.Option(
         False, help="replace an existing output (the old file is kept as <name>~)"
     ),
+    alignment: Path | None = typer.Option(
+        None, help="alignment of the raw stack: IMOD .xf or AreTomo .aln (per-view rotation "
+        "and shifts, applied in the projector: no extra interpolation)"
+    ),
+    preview: bool = typer.Option(
+        False, help="also write <output>_preview.png (XY, XZ, YZ central slices)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -85,6 +92,8 @@ def _reconstruct(
                     resume=resume,
                     restart=restart,
                     config_path=config,
+                    alignment_path=alignment,
+                    preview=preview,
                 )
     except RunInterrupted as stop:
         console.print(f"[bold yellow]{stop.message}[/]", soft_wrap=True)

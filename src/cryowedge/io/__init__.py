@@ -9,6 +9,7 @@ never leaves a truncated file behind.
 from __future__ import annotations
 
 from ._atomic import atomic_write, write_text_atomic
+from .alignment import Alignment, apply_alignment, load_alignment
 from .mrc import (
     LazyMrcArray,
     MrcSlabWriter,
@@ -24,8 +25,11 @@ from .tilt_series import TiltSeriesData, load_tilt_series
 from .tilt_files import MdocInfo, read_mdoc, read_tilt_angles, write_tilt_angles
 
 __all__ = [
+    "Alignment",
+    "apply_alignment",
     "atomic_write",
     "LazyMrcArray",
+    "load_alignment",
     "load_tilt_series",
     "mask_path_for",
     "MdocInfo",

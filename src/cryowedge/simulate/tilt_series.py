@@ -88,9 +88,11 @@ def project_volume(
     if int(oversample) != oversample or oversample < 1:
         raise ValueError(f"oversample must be a positive integer, got {oversample!r}.")
     k = int(oversample)
-    if geometry.tilt_axis_angle_deg != 0 or geometry.shifts_px is not None:
+    if (geometry.tilt_axis_angle_deg != 0 or geometry.shifts_px is not None
+            or geometry.view_matrices is not None):
         raise ValueError(
-            "oversample > 1 needs an aligned geometry (tilt_axis_angle_deg=0, no shifts); "
+            "oversample > 1 needs an aligned geometry (tilt_axis_angle_deg=0, no shifts or "
+            "per-view matrices); "
             "simulate aligned data, then warp it."
         )
     # align_corners=False puts fine voxel f at coarse index (f - (k-1)/2) / k: the k fine

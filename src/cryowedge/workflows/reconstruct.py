@@ -73,8 +73,15 @@ def reconstruct_file(
     resume: bool = False,
     restart: bool = False,
     config_path: str | Path | None = None,
+    alignment_path: str | Path | None = None,
+    preview: bool = False,
 ) -> Path:
     """Read, validate, reconstruct and write atomically; returns the output path.
+
+    ``alignment_path`` (IMOD ``.xf`` or AreTomo ``.aln``) aligns a raw stack through the
+    geometry (per-view rotation and shifts, one interpolation: :mod:`cryowedge.io.alignment`).
+    ``preview`` also writes ``<output stem>_preview.png``: XY, XZ and YZ central slices with
+    percentile contrast (:func:`cryowedge.viz.orthoslice_png`).
 
     All input and output checks happen before the reconstruction starts
     (:func:`cryowedge.workflows.outputs.check_outputs`): the output is not an input (the tilt
@@ -120,6 +127,10 @@ def reconstruct_file(
         pixel_size_angstrom=pixel_size_angstrom, lazy=True,
     )
     geometry = series.geometry
+    if alignment_path is not None:
+        from cryowedge.io.alignment import apply_alignment, load_alignment
+
+        geometry = apply_alignment(geometry, load_alignment(alignment_path, geometry.n_tilts))
     shape = geometry.default_volume_shape(config.thickness)
     slab_rows = plan_streaming(config, geometry)
     if slab_rows is not None and (resume or config.checkpoint_every):
@@ -131,18 +142,24 @@ def reconstruct_file(
     ckpt = checkpoint_path_for(output_path)
     use_ckpt = slab_rows is None and iterative and bool(config.checkpoint_every or resume)
     n_bytes = mrc_nbytes(shape) + (mrc_nbytes(shape) if use_ckpt else 0) + 65536
-    check_outputs([output_path, record_path],
-                  inputs=[tilt_series_path, angles_path, config_path, ckpt if use_ckpt else None],
+    preview_path = output_path.with_name(output_path.stem + "_preview.png") if preview else None
+    outputs = [o for o in (output_path, record_path, preview_path) if o is not None]
+    check_outputs(outputs,
+                  inputs=[tilt_series_path, angles_path, config_path, alignment_path,
+                          ckpt if use_ckpt else None],
                   overwrite=overwrite, n_bytes=n_bytes)
     resumed_from = prepare_checkpoint(ckpt, resume=resume, restart=restart) if iterative else 0
     record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
-              "angles": str(angles_path) if angles_path else None, "geometry": geometry.to_dict(),
-              "streamed_slab_rows": slab_rows}
+              "angles": str(angles_path) if angles_path else None,
+              "alignment": str(alignment_path) if alignment_path else None,
+              "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows}
     if slab_rows is not None:
         if overwrite:
-            keep_backups([output_path, record_path])
+            keep_backups(outputs)
         reconstruct_streamed(series.data, geometry, output_path, config, slab_rows=slab_rows,
                              overwrite=True, progress=progress)
+        if preview_path is not None:
+            _write_preview(output_path, None, preview_path, geometry.pixel_size_angstrom)
         write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
                          name=record_path.name)
         report_progress(progress, "done", 1.0)
@@ -180,16 +197,35 @@ def reconstruct_file(
                 logger.warning("could not save the final iterate in %s: %s", ckpt, err)
     report_progress(progress, "writing", 0.9)
     if overwrite:
-        keep_backups([output_path, record_path])
+        keep_backups(outputs)
     px = geometry.pixel_size_angstrom
     write_or_keep(lambda: write_mrc(output_path, volume, voxel_size_angstrom=px, overwrite=True),
                   volume, output_path, kept_in=kept_in)
+    if preview_path is not None:
+        _write_preview(output_path, volume, preview_path, px)
     write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
                      name=record_path.name)
     if use_ckpt and ckpt.exists():
         ckpt.unlink()  # the finished output supersedes it
     report_progress(progress, "done", 1.0)
     return output_path
+
+
+def _write_preview(output_path: Path, volume: np.ndarray | None, preview_path: Path,
+                   voxel_size_angstrom: float) -> None:
+    """The orthoslice PNG of the written tomogram (read back through a memory map when the
+    volume was streamed, so only the three central slices are touched)."""
+    import mrcfile
+
+    from cryowedge.viz import orthoslice_png
+
+    if volume is not None:
+        orthoslice_png(volume, preview_path, voxel_size_angstrom=voxel_size_angstrom,
+                       title=output_path.name)
+        return
+    with mrcfile.mmap(output_path, mode="r") as mrc:
+        orthoslice_png(mrc.data, preview_path, voxel_size_angstrom=voxel_size_angstrom,
+                       title=output_path.name)
 
 
 def plan_streaming(
