@@ -6,6 +6,7 @@ the offending value and says how to fix it, *before* any long computation starts
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "check_positive_int",
     "check_scan_mask_shape",
     "check_tilt_series",
+    "parse_view_list",
 ]
 
 
@@ -141,3 +143,38 @@ def check_scan_mask_shape(mask_shape: Sequence[int], data_shape: Sequence[int], 
             f"scan mask shape {tuple(mask_shape)} does not match the {what} shape "
             f"{tuple(data_shape)} (n_tilts, ny, nx); use the mask written with these data."
         )
+
+
+_ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_view_list(text: str | int, n_views: int | None = None) -> np.ndarray:
+    """Sorted unique 0-based indices of an IMOD-style list of 1-based views (``"1,2,40-41"``).
+
+    With ``n_views`` every view must exist (``1..n_views``). Raises ``ValueError`` naming the
+    bad item (a malformed item, a view 0, a reversed range, a view past ``n_views``).
+    """
+    text = str(text)
+    items = text.split(",")
+    if not text.strip():
+        raise ValueError("the exclusion list is empty; give views like --exclude 1,2,40-41.")
+    indices: list[int] = []
+    for item in items:
+        match = _ITEM.match(item)
+        if match is None:
+            raise ValueError(
+                f"exclusion list {text!r}: cannot read {item.strip()!r}; give 1-based view "
+                "numbers and inclusive ranges separated by commas, e.g. --exclude 1,2,40-41."
+            )
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if lo < 1:
+            raise ValueError(f"exclusion list {text!r}: views are numbered from 1, got {lo}.")
+        if hi < lo:
+            raise ValueError(f"exclusion list {text!r}: range {item.strip()!r} runs backwards; "
+                             f"write {hi}-{lo}.")
+        if n_views is not None and hi > n_views:
+            raise ValueError(f"exclusion list {text!r}: view {hi} does not exist; the stack has "
+                             f"views 1-{n_views}.")
+        indices.extend(range(lo - 1, hi))
+    return np.unique(np.asarray(indices, dtype=np.int64))

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from cryowedge._filter_names import FILTER_NAMES, normalise_filter_name, normalise_wbp_filter_name
+from cryowedge._validation import parse_view_list
 from cryowedge.config.registry import get_method, methods, parse_method_config, register_method
 
 __all__ = [
@@ -264,6 +265,29 @@ class ReconstructConfig(_ReconstructionCommon):
         description="rows along the tilt axis (y) per streamed slab (default: automatic)",
         json_schema_extra=cli("--slab", "--slab-rows"),
     )
+    exclude_views: str | None = Field(
+        None,
+        description="views to drop before any work: 1-based numbers in stack order and "
+        "inclusive ranges, like IMOD's EXCLUDELIST (e.g. 1,2,40-41)",
+        json_schema_extra=cli("--exclude"),
+    )
+    bin_factor: int = Field(
+        1,
+        ge=1,
+        description="bin the input images N×N (block mean, pixel size ×N) before any work, "
+        "after --exclude; --thickness then counts binned voxels",
+        json_schema_extra=cli("--bin"),
+    )
+
+    @field_validator("exclude_views", mode="before")
+    @classmethod
+    def _exclusion_list(cls, value: Any) -> Any:
+        """Check the list's form now (the views' existence is checked against the stack)."""
+        if value is None:
+            return None
+        text = str(value).strip()
+        parse_view_list(text)
+        return text
 
     def __new__(cls, /, *args: Any, **data: Any) -> ReconstructConfig:
         # Calling the base builds the method's model. Python then runs that model's

@@ -14,6 +14,7 @@ from cryowedge.config.registry import get_method
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import write_mrc
 from cryowedge.io.tilt_series import load_tilt_series
+from cryowedge.io.views import ViewSubset, binned_geometry, kept_views, read_views
 from cryowedge.solvers import Callback
 from cryowedge.utils.device import resolve_device
 from cryowedge.workflows._record import ProgressFn, report_progress, write_run_record
@@ -80,6 +81,13 @@ def reconstruct_file(
 
     ``alignment_path`` (IMOD ``.xf`` or AreTomo ``.aln``) aligns a raw stack through the
     geometry (per-view rotation and shifts, one interpolation: :mod:`cryowedge.io.alignment`).
+    ``config.exclude_views`` (IMOD-style 1-based list, :mod:`cryowedge.io.views`) drops views
+    from the stack and the geometry (after the alignment, which describes the whole stack),
+    and ``config.bin_factor`` then bins the images by block mean (pixel size × bin, shifts ÷
+    bin); both are checked against the stack before any work. A binned input is read view by
+    view into memory (the binned stack is 1/bin² of the file), also when the reconstruction
+    then streams; an exclusion alone streams through a lazy view subset. The run record lists
+    the ``excluded_views`` (1-based) and the reduced geometry.
     ``preview`` also writes ``<output stem>_preview.png``: XY, XZ and YZ central slices with
     percentile contrast (:func:`cryowedge.viz.orthoslice_png`).
 
@@ -131,6 +139,11 @@ def reconstruct_file(
         from cryowedge.io.alignment import apply_alignment, load_alignment
 
         geometry = apply_alignment(geometry, load_alignment(alignment_path, geometry.n_tilts))
+    n_views = geometry.n_tilts
+    keep = kept_views(config.exclude_views, n_views) if config.exclude_views else None
+    if keep is not None:
+        geometry = geometry[keep]  # per-view shifts and matrices are sliced with the angles
+    geometry = binned_geometry(geometry, config.bin_factor)
     shape = geometry.default_volume_shape(config.thickness)
     slab_rows = plan_streaming(config, geometry)
     if slab_rows is not None and (resume or config.checkpoint_every):
@@ -152,11 +165,14 @@ def reconstruct_file(
     record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
               "angles": str(angles_path) if angles_path else None,
               "alignment": str(alignment_path) if alignment_path else None,
-              "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows}
+              "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows,
+              "excluded_views": None if keep is None
+              else [int(v) + 1 for v in np.setdiff1d(np.arange(n_views), keep)]}
+    source = _select_views(series.data, keep, config.bin_factor)
     if slab_rows is not None:
         if overwrite:
             keep_backups(outputs)
-        reconstruct_streamed(series.data, geometry, output_path, config, slab_rows=slab_rows,
+        reconstruct_streamed(source, geometry, output_path, config, slab_rows=slab_rows,
                              overwrite=True, progress=progress)
         if preview_path is not None:
             _write_preview(output_path, None, preview_path, geometry.pixel_size_angstrom)
@@ -164,7 +180,7 @@ def reconstruct_file(
                          name=record_path.name)
         report_progress(progress, "done", 1.0)
         return output_path
-    data = np.asarray(series.data, dtype=np.float32)
+    data = np.asarray(source, dtype=np.float32)
     report_progress(progress, config.method, 0.2)
     tracker = IterationTracker(offset=resumed_from)
     try:
@@ -209,6 +225,18 @@ def reconstruct_file(
         ckpt.unlink()  # the finished output supersedes it
     report_progress(progress, "done", 1.0)
     return output_path
+
+
+def _select_views(data: Any, keep: np.ndarray | None, bin_factor: int) -> Any:
+    """The ``(n_kept, y // bin, x // bin)`` input: ``data`` itself when nothing is excluded or
+    binned; binned → read now, view by view, into memory (float32, 1/bin² of the size);
+    excluded only → a lazy :class:`~cryowedge.io.views.ViewSubset` (streaming reads only the
+    kept views' rows; the in-memory path reads it whole)."""
+    if bin_factor > 1:
+        return read_views(data, keep, bin_factor)
+    if keep is not None:
+        return ViewSubset(data, keep)
+    return data
 
 
 def _write_preview(output_path: Path, volume: np.ndarray | None, preview_path: Path,
