@@ -69,13 +69,15 @@ def test_bin_images_is_the_block_mean_and_geometry_scales() -> None:
     binned = bin_images(images, 2)
     assert binned.shape == (2, 2, 3)
     np.testing.assert_allclose(binned[1, 1, 2], images[1, 2:4, 4:6].mean())
-    geom = TiltGeometry(tilt_angles_deg=[-3.0, 3.0], detector_shape=(40, 34), pixel_size_angstrom=2.0,
-                        shifts_px=[[2.0, -4.0], [1.0, 3.0]])
+    geom = TiltGeometry(tilt_angles_deg=[-3.0, 3.0], detector_shape=(40, 34),
+                        pixel_size_angstrom=2.0, shifts_px=[[2.0, -4.0], [1.0, 3.0]])
     b = binned_geometry(geom, 2)
     assert b.detector_shape == (20, 17) and b.pixel_size_angstrom == 4.0
     np.testing.assert_allclose(b.shifts_px, [[1.0, -2.0], [0.5, 1.5]])
     with pytest.raises(ValueError, match="leaves 13×11 pixels"):
         binned_geometry(geom, 3)
+    small = TiltGeometry(tilt_angles_deg=[0.0], detector_shape=(8, 8))
+    assert binned_geometry(small, 1) is small  # no binning: small images are fine
 
 
 def test_view_subset_and_read_views_read_only_the_kept_views(stack: Path) -> None:

@@ -59,13 +59,13 @@ def kept_views(exclude: str | int | None, n_views: int) -> np.ndarray:
 
 
 def check_bin_factor(factor: int, detector_shape: Sequence[int]) -> int:
-    """``factor`` as an int, if it is a whole number >= 1 that leaves at least
+    """``factor`` as an int, if it is a whole number >= 1 that (when above 1) leaves at least
     :data:`MIN_BINNED_PIXELS` pixels on both axes of ``detector_shape`` ``(ny, nx)``."""
     if isinstance(factor, bool) or int(factor) != factor or factor < 1:
         raise ValueError(f"--bin must be a whole number >= 1, got {factor!r}.")
     factor = int(factor)
     ny, nx = (int(s) for s in detector_shape)
-    if min(ny, nx) // factor < MIN_BINNED_PIXELS:
+    if factor > 1 and min(ny, nx) // factor < MIN_BINNED_PIXELS:
         largest = max(1, min(ny, nx) // MIN_BINNED_PIXELS)
         raise ValueError(
             f"--bin {factor} leaves {ny // factor}×{nx // factor} pixels of the {ny}×{nx} images; "

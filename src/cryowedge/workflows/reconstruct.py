@@ -86,8 +86,9 @@ def reconstruct_file(
     and ``config.bin_factor`` then bins the images by block mean (pixel size × bin, shifts ÷
     bin); both are checked against the stack before any work. A binned input is read view by
     view into memory (the binned stack is 1/bin² of the file), also when the reconstruction
-    then streams; an exclusion alone streams through a lazy view subset. The run record lists
-    the ``excluded_views`` (1-based) and the reduced geometry.
+    then streams; an exclusion alone streams through a lazy view subset. The run record of a
+    run with exclusions lists the ``excluded_views`` (1-based); the geometry it records is the
+    reduced (and binned) one.
     ``preview`` also writes ``<output stem>_preview.png``: XY, XZ and YZ central slices with
     percentile contrast (:func:`cryowedge.viz.orthoslice_png`).
 
@@ -165,9 +166,9 @@ def reconstruct_file(
     record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
               "angles": str(angles_path) if angles_path else None,
               "alignment": str(alignment_path) if alignment_path else None,
-              "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows,
-              "excluded_views": None if keep is None
-              else [int(v) + 1 for v in np.setdiff1d(np.arange(n_views), keep)]}
+              "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows}
+    if keep is not None:  # the views dropped, 1-based, as the list resolved them
+        record["excluded_views"] = [int(v) + 1 for v in np.setdiff1d(np.arange(n_views), keep)]
     source = _select_views(series.data, keep, config.bin_factor)
     if slab_rows is not None:
         if overwrite:
