@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,3 +179,18 @@ def parse_view_list(text: str | int, n_views: int | None = None) -> np.ndarray:
                              f"views 1-{n_views}.")
         indices.extend(range(lo - 1, hi))
     return np.unique(np.asarray(indices, dtype=np.int64))
+
+
+def check_readable_file(path: Path, what: str) -> None:
+    """Raise a one-line error unless ``path`` is an existing file (``what`` names it, e.g.
+    "MRC file"); relative paths are reported with the working directory they resolve from."""
+    import os
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{what} not found: {str(path)!r}. Check the path (relative paths are resolved "
+            f"from the working directory {os.getcwd()!r})."
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} path {str(path)!r} is a directory, not a file.")

@@ -19,10 +19,10 @@ from .mrc import (
     read_mrc,
     write_mrc,
 )
-from .tiff import read_tiff_volume, write_tiff_volume
 from .scan_mask import mask_path_for, read_scan_mask
-from .tilt_series import TiltSeriesData, load_tilt_series
+from .tiff import read_tiff_volume, write_tiff_volume
 from .tilt_files import MdocInfo, read_mdoc, read_tilt_angles, write_tilt_angles
+from .tilt_series import TiltSeriesData, load_tilt_series
 
 __all__ = [
     "Alignment",

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._validation import check_readable_file
 from ..geometry.tilt import TiltGeometry
 from ._atomic import write_text_atomic
 from .tilt_files import read_tilt_angles
@@ -63,13 +64,7 @@ _ALN_COLUMNS = ("SEC", "ROT", "GMAG", "TX", "TY", "SMEAN", "SFIT", "SCALE", "BAS
 
 
 def _text(path: Path, what: str) -> str:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found: {str(path)!r}. Check the path (relative paths are resolved "
-            f"from the working directory {os.getcwd()!r})."
-        )
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} path {str(path)!r} is a directory, not a file.")
+    check_readable_file(path, what)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

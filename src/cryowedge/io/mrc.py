@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from .._arrays import to_numpy
-from .._validation import check_finite, check_ndim, check_positive
+from .._validation import check_finite, check_ndim, check_positive, check_readable_file
 from ._atomic import atomic_write
 
 __all__ = [
@@ -158,14 +158,6 @@ def _voxel_size_from_cell(cell_length: Any, n_samples: Any) -> float:
     return plain  # pragma: no cover - 9 significant digits always suffice
 
 
-def _check_readable(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found: {str(path)!r}. Check the path (relative paths are resolved "
-            f"from the working directory {os.getcwd()!r})."
-        )
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} path {str(path)!r} is a directory, not a file.")
 
 
 def _log_caught(caught: list[warnings.WarningMessage], path: Path, quiet: set[str]) -> None:
@@ -291,7 +283,7 @@ def read_mrc(
     :func:`read_fei_tilt_series` to undo it and to get the tilt angles.
     """
     path = Path(path)
-    _check_readable(path, "MRC file")
+    check_readable_file(path, "MRC file")
     mrc = _open_mrc(path, permissive)
     with mrc:
         raw = mrc.data
@@ -612,7 +604,7 @@ def open_mrc_lazy(path: str | os.PathLike[str], *, permissive: bool = False) -> 
         header says.
     """
     path = Path(path)
-    _check_readable(path, "MRC file")
+    check_readable_file(path, "MRC file")
     if path.suffix in (".gz", ".bz2"):
         raise ValueError(
             f"{str(path)!r} is compressed; lazy (slab) reading needs an uncompressed MRC file: "
@@ -977,7 +969,7 @@ def read_fei_tilt_series(
     keep the true pixel size in metres as float32 #11, which this function does not use.
     """
     path = Path(path)
-    _check_readable(path, "FEI tilt series")
+    check_readable_file(path, "FEI tilt series")
     expected = frozenset({"Map ID string not found", "Unrecognised machine stamp"})
     mrc = _open_mrc(path, permissive=True, quiet=expected)
     with mrc:

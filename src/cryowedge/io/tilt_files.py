@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import check_finite, check_ndim
+from .._validation import check_finite, check_ndim, check_readable_file
 from ._atomic import write_text_atomic
 
 __all__ = ["read_tilt_angles", "write_tilt_angles", "MdocInfo", "read_mdoc"]
@@ -27,14 +27,6 @@ __all__ = ["read_tilt_angles", "write_tilt_angles", "MdocInfo", "read_mdoc"]
 logger = logging.getLogger(__name__)
 
 
-def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found: {str(path)!r}. Check the path (relative paths are resolved "
-            f"from the working directory {os.getcwd()!r})."
-        )
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} path {str(path)!r} is a directory, not a file.")
 
 
 # --------------------------------------------------------------------------- .tlt / .rawtlt
@@ -63,7 +55,7 @@ def read_tilt_angles(path: str | os.PathLike[str]) -> np.ndarray:
         number and the text), or the file holds no angles.
     """
     path = Path(path)
-    _check_file(path, "tilt-angle file")
+    check_readable_file(path, "tilt-angle file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -264,7 +256,7 @@ def read_mdoc(path: str | os.PathLike[str]) -> MdocInfo:
     ``mdocfile`` logger.
     """
     path = Path(path)
-    _check_file(path, "mdoc file")
+    check_readable_file(path, "mdoc file")
     from mdocfile.data_models import Mdoc
 
     try:
