@@ -278,6 +278,13 @@ class ReconstructConfig(_ReconstructionCommon):
         "after --exclude; --thickness then counts binned voxels",
         json_schema_extra=cli("--bin"),
     )
+    even_odd: bool = Field(
+        False,
+        description="also write <output stem>_even.mrc and _odd.mrc, the same reconstruction "
+        "of alternate views in acquisition order (from the .mdoc, else stack order), after "
+        "--exclude/--bin; iterative halves run without checkpoints",
+        json_schema_extra=cli("--even-odd"),
+    )
 
     @field_validator("exclude_views", mode="before")
     @classmethod

@@ -89,6 +89,14 @@ def reconstruct_file(
     then streams; an exclusion alone streams through a lazy view subset. The run record of a
     run with exclusions lists the ``excluded_views`` (1-based); the geometry it records is the
     reduced (and binned) one.
+    ``config.even_odd`` also writes the half tomograms ``<output stem>_even.mrc`` and
+    ``<output stem>_odd.mrc`` (same voxel size), reconstructed with the same method and
+    options from alternate views (:func:`cryowedge.io.even_odd.even_odd_indices`): in
+    acquisition order when the angles come from a ``.mdoc``, else in stack order, counted
+    among the views left after the exclusion. They run after the full tomogram, the same way
+    (streamed in slabs of the same size when it streams, from a view subset of its input; in
+    memory otherwise) but never with checkpoints; the run record lists them under ``outputs``
+    and says how the views were split (``even_odd_split``).
     ``preview`` also writes ``<output stem>_preview.png``: XY, XZ and YZ central slices with
     percentile contrast (:func:`cryowedge.viz.orthoslice_png`).
 
@@ -145,6 +153,19 @@ def reconstruct_file(
     if keep is not None:
         geometry = geometry[keep]  # per-view shifts and matrices are sliced with the angles
     geometry = binned_geometry(geometry, config.bin_factor)
+    halves: dict[str, tuple[Path, np.ndarray]] = {}
+    split = None
+    if config.even_odd:
+        from cryowedge.io.even_odd import acquisition_order_of, even_odd_indices
+
+        order = acquisition_order_of(tilt_series_path, angles_path)
+        if order is not None and order.size != n_views:
+            order = None  # the stack check above has already refused a mismatched mdoc
+        if order is not None and keep is not None:
+            order = order[keep]
+        split = "acquisition order (mdoc)" if order is not None else "stack order"
+        for name, idx in zip(("even", "odd"), even_odd_indices(geometry, order), strict=True):
+            halves[name] = (output_path.with_name(f"{output_path.stem}_{name}.mrc"), idx)
     shape = geometry.default_volume_shape(config.thickness)
     slab_rows = plan_streaming(config, geometry)
     if slab_rows is not None and (resume or config.checkpoint_every):
@@ -155,9 +176,11 @@ def reconstruct_file(
         )
     ckpt = checkpoint_path_for(output_path)
     use_ckpt = slab_rows is None and iterative and bool(config.checkpoint_every or resume)
-    n_bytes = mrc_nbytes(shape) + (mrc_nbytes(shape) if use_ckpt else 0) + 65536
+    n_bytes = (mrc_nbytes(shape) * (1 + len(halves)) + (mrc_nbytes(shape) if use_ckpt else 0)
+               + 65536)
     preview_path = output_path.with_name(output_path.stem + "_preview.png") if preview else None
     outputs = [o for o in (output_path, record_path, preview_path) if o is not None]
+    outputs += [path for path, _ in halves.values()]
     check_outputs(outputs,
                   inputs=[tilt_series_path, angles_path, config_path, alignment_path,
                           ckpt if use_ckpt else None],
@@ -169,6 +192,10 @@ def reconstruct_file(
               "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows}
     if keep is not None:  # the views dropped, 1-based, as the list resolved them
         record["excluded_views"] = [int(v) + 1 for v in np.setdiff1d(np.arange(n_views), keep)]
+    written = {"volume": str(output_path)}
+    if split is not None:
+        record["even_odd_split"] = split
+        written.update({name: str(path) for name, (path, _) in halves.items()})
     source = _select_views(series.data, keep, config.bin_factor)
     if slab_rows is not None:
         if overwrite:
@@ -177,7 +204,11 @@ def reconstruct_file(
                              overwrite=True, progress=progress)
         if preview_path is not None:
             _write_preview(output_path, None, preview_path, geometry.pixel_size_angstrom)
-        write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
+        for name, (path, idx) in halves.items():
+            report_progress(progress, f"{name} half", 0.95)
+            reconstruct_streamed(ViewSubset(source, idx), geometry[idx], path, config,
+                                 slab_rows=slab_rows, overwrite=True)
+        write_run_record(output_path.parent, "reconstruct", record, written,
                          name=record_path.name)
         report_progress(progress, "done", 1.0)
         return output_path
@@ -220,10 +251,15 @@ def reconstruct_file(
                   volume, output_path, kept_in=kept_in)
     if preview_path is not None:
         _write_preview(output_path, volume, preview_path, px)
-    write_run_record(output_path.parent, "reconstruct", record, {"volume": str(output_path)},
-                     name=record_path.name)
     if use_ckpt and ckpt.exists():
         ckpt.unlink()  # the finished output supersedes it
+    for name, (path, idx) in halves.items():
+        report_progress(progress, f"{name} half", 0.95)
+        half = reconstruct_array(data[idx], geometry[idx], config)
+        write_or_keep(lambda p=path, v=half: write_mrc(p, v, voxel_size_angstrom=px,
+                                                       overwrite=True), half, path)
+    write_run_record(output_path.parent, "reconstruct", record, written,
+                     name=record_path.name)
     report_progress(progress, "done", 1.0)
     return output_path
 
