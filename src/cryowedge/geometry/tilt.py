@@ -320,6 +320,24 @@ class TiltGeometry:
         order = np.argsort(self.tilt_angles_deg, kind="stable")
         return self[order], order
 
+    def binned(self, factor: int) -> TiltGeometry:
+        """The geometry of the images binned ``factor`` × ``factor``: detector
+        ``(ny // f, nx // f)`` (trailing rows/columns dropped), pixel size ``× f`` (Å), shifts
+        ``/ f`` (binned pixels); angles, axis and view matrices (pixel-size free) unchanged."""
+        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+            raise ValueError(f"binning factor must be a whole number >= 1, got {factor!r}.")
+        factor = int(factor)
+        if factor == 1:
+            return self
+        ny, nx = self.detector_shape
+        changes: dict[str, Any] = {
+            "detector_shape": (ny // factor, nx // factor),
+            "pixel_size_angstrom": self.pixel_size_angstrom * factor,
+        }
+        if self.shifts_px is not None:
+            changes["shifts_px"] = np.asarray(self.shifts_px) / factor
+        return self.with_(**changes)
+
     def with_(self, **changes: Any) -> TiltGeometry:
         """Copy with some fields replaced (e.g. ``geom.with_(pixel_size_angstrom=2.0)``)."""
         fields = {

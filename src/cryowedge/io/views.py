@@ -93,17 +93,7 @@ def binned_geometry(geometry: TiltGeometry, factor: int) -> TiltGeometry:
 
     Raises ``ValueError`` if the binned images would be smaller than :data:`MIN_BINNED_PIXELS`.
     """
-    factor = check_bin_factor(factor, geometry.detector_shape)
-    if factor == 1:
-        return geometry
-    ny, nx = geometry.detector_shape
-    changes: dict[str, Any] = {
-        "detector_shape": (ny // factor, nx // factor),
-        "pixel_size_angstrom": geometry.pixel_size_angstrom * factor,
-    }
-    if geometry.shifts_px is not None:
-        changes["shifts_px"] = np.asarray(geometry.shifts_px) / factor
-    return geometry.with_(**changes)
+    return geometry.binned(check_bin_factor(factor, geometry.detector_shape))
 
 
 class ViewSubset:

@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from cryowedge._arrays import to_numpy
 from cryowedge.geometry.tilt import TiltGeometry
+from cryowedge.io.views import bin_images
 
 __all__ = ["ThicknessEstimate", "estimate_thickness"]
 
@@ -63,26 +64,6 @@ class ThicknessEstimate:
     z_offset: float
     binning: int
     profile: np.ndarray
-
-
-def _bin_series(series: np.ndarray, factor: int) -> np.ndarray:
-    """Block-mean of ``(n, ny, nx)`` images by ``factor`` (rows/columns past a multiple dropped)."""
-    if factor == 1:
-        return series
-    n, ny, nx = series.shape
-    by, bx = ny // factor, nx // factor
-    cropped = series[:, : by * factor, : bx * factor]
-    return cropped.reshape(n, by, factor, bx, factor).mean(axis=(2, 4))
-
-
-def _binned_geometry(geometry: TiltGeometry, shape: tuple[int, int], factor: int) -> TiltGeometry:
-    changes: dict[str, Any] = {
-        "detector_shape": shape,
-        "pixel_size_angstrom": geometry.pixel_size_angstrom * factor,
-    }
-    if geometry.shifts_px is not None:
-        changes["shifts_px"] = np.asarray(geometry.shifts_px) / factor
-    return geometry.with_(**changes)
 
 
 def estimate_thickness(
@@ -152,8 +133,8 @@ def estimate_thickness(
 
     width = geometry.aligned_detector_shape[1]
     factor = max(1, math.ceil(width / int(target_width)))
-    coarse = _bin_series(series, factor)
-    coarse_geom = _binned_geometry(geometry, coarse.shape[1:], factor)
+    coarse = bin_images(series, factor)
+    coarse_geom = geometry.binned(factor)
     volume = fbp(coarse, coarse_geom, volume_shape=coarse_geom.default_volume_shape(),
                  filter_name="hann").cpu().numpy().astype(np.float64)
 
