@@ -214,3 +214,24 @@ def test_exact_weighting_work_memory_is_bounded():
         tracemalloc.stop()
     out_bytes = angles.size * freq.size * 8  # ≈ 0.5 MB: the result and its density
     assert peak < 2 * out_bytes + 2**20  # measured 0.7 MB; the direct way peaks at ≈ 31 MB
+
+
+def test_imod_preset_is_ramp_with_imod_radial_filter():
+    n_pad, ramp = fbp_filter(128, "ram-lak")
+    _, preset = fbp_filter(128, "imod")
+    freq = np.fft.rfftfreq(n_pad)
+    below = freq <= 0.35
+    np.testing.assert_allclose(preset[below], ramp[below])
+    # Gaussian fall-off of σ 0.035 beyond 0.35 cycles/px: one σ out, e^-1/2 of the ramp
+    i = int(np.argmin(np.abs(freq - (0.35 + 0.035))))
+    expected = np.exp(-((freq[i] - 0.35) ** 2) / (2 * 0.035**2))
+    np.testing.assert_allclose(preset[i] / ramp[i], expected, rtol=1e-9)
+    # an explicit cut-off wins over the preset's
+    _, explicit = fbp_filter(128, "imod", radial_cutoff=0.25)
+    _, same = fbp_filter(128, "ram-lak", radial_cutoff=0.25)
+    np.testing.assert_allclose(explicit, same)
+    # WBP applies the preset too
+    vol, geom, data = _small_wbp_case()
+    plain = wbp(data, geom, volume_shape=vol.shape, filter_name="ram-lak")
+    imod = wbp(data, geom, volume_shape=vol.shape, filter_name="imod")
+    assert not torch.allclose(plain, imod)

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from cryowedge._validation import check_choice
 
-__all__ = ["FILTER_NAMES", "WBP_FILTER_NAMES", "normalise_filter_name", "normalise_wbp_filter_name"]
+__all__ = [
+    "FILTER_NAMES",
+    "IMOD_RADIAL_CUTOFF",
+    "IMOD_RADIAL_FALLOFF",
+    "WBP_FILTER_NAMES",
+    "normalise_filter_name",
+    "normalise_wbp_filter_name",
+    "preset_radial_cutoff",
+]
 
 #: Names accepted by ``filter_name`` (aliases ``ramlak``/``ramp`` map to ``ram-lak``).
-FILTER_NAMES = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann", "sirt", "none")
+#: ``"imod"`` is the preset of IMOD's ``tilt`` as etomo sets it up: the ramp with the radial
+#: low-pass ``RADIAL 0.35 0.035`` (flat to 0.35 cycles/px, then a Gaussian of σ 0.035).
+FILTER_NAMES = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann", "sirt", "imod", "none")
+#: Radial cut-off and fall-off (cycles/px) of the ``"imod"`` preset (etomo's defaults).
+IMOD_RADIAL_CUTOFF = 0.35
+IMOD_RADIAL_FALLOFF = 0.035
 _ALIASES = {
     "ramlak": "ram-lak",
     "ramp": "ram-lak",
@@ -30,6 +43,13 @@ def normalise_filter_name(name: str) -> str:
     key = str(name).lower()
     key = _ALIASES.get(key, key)
     return check_choice(key, "filter", FILTER_NAMES)
+
+
+def preset_radial_cutoff(name: str, radial_cutoff: float | None) -> float | None:
+    """The radial cut-off a filter implies: the ``"imod"`` preset's 0.35 unless one is given."""
+    if radial_cutoff is None and normalise_filter_name(name) == "imod":
+        return IMOD_RADIAL_CUTOFF
+    return radial_cutoff
 
 
 def normalise_wbp_filter_name(name: str) -> str:

@@ -370,7 +370,8 @@ class _FilteredConfig(ReconstructConfig):
 
     filter_name: str = Field(
         "ram-lak",
-        description=" | ".join(FILTER_NAMES) + " (wbp: no sirt)",
+        description=" | ".join(FILTER_NAMES)
+        + " (wbp: no sirt; imod = ram-lak with IMOD's radial filter 0.35/0.035 cycles/px)",
         json_schema_extra=cli("--filter"),
     )
     cutoff: float = Field(1.0, gt=0, le=1, description="window cutoff, fraction of Nyquist")

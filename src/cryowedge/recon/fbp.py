@@ -26,6 +26,7 @@ from cryowedge.recon.filters import (
     normalise_filter_name,
     normalise_wbp_filter_name,
     padded_length,
+    preset_radial_cutoff,
     radial_weighting,
     window,
 )
@@ -126,6 +127,7 @@ def _reconstruct(
         thickness = proj.domain_shape[0]
         per_tilt = exact_weighting(geometry.tilt_angles_deg, freq, thickness)
         per_tilt = per_tilt * window(name, freq, cutoff)[None, :]
+        radial_cutoff = preset_radial_cutoff(name, radial_cutoff)
         if radial_cutoff is not None:
             per_tilt = per_tilt * radial_weighting(freq, radial_cutoff, radial_falloff)[None, :]
     logger.debug("%s: %d tilts, filter %s, padded length %d", method, geometry.n_tilts, name, n_pad)

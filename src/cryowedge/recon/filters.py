@@ -15,6 +15,7 @@ from cryowedge._filter_names import (  # re-exported: the names live in a low mo
     WBP_FILTER_NAMES,
     normalise_filter_name,
     normalise_wbp_filter_name,
+    preset_radial_cutoff,
 )
 from cryowedge._validation import check_in_range, check_positive, check_positive_int
 
@@ -23,6 +24,7 @@ __all__ = [
     "WBP_FILTER_NAMES",
     "normalise_filter_name",
     "normalise_wbp_filter_name",
+    "preset_radial_cutoff",
     "padded_length",
     "ramp_response",
     "window",
@@ -54,7 +56,7 @@ def window(name: str, freq: np.ndarray, cutoff: float = 1.0) -> np.ndarray:
     name = normalise_filter_name(name)
     check_in_range(cutoff, "cutoff", 0.0, 1.0, high_inclusive=True)
     r = np.abs(freq) / (0.5 * cutoff)
-    if name in ("ram-lak", "sirt", "none"):
+    if name in ("ram-lak", "sirt", "imod", "none"):
         w = np.ones_like(r)
     elif name == "shepp-logan":
         w = np.sinc(r / 2.0)
@@ -178,9 +180,11 @@ def fbp_filter(
     sirt_iterations
         Iterations mimicked by the ``"sirt"`` filter.
     radial_cutoff, radial_falloff
-        Optional IMOD-style radial low-pass (cycles/px).
+        Optional IMOD-style radial low-pass (cycles/px); the ``"imod"`` filter implies
+        ``radial_cutoff=0.35`` when none is given (with the default fall-off 0.035).
     """
     name = normalise_filter_name(filter_name)
+    radial_cutoff = preset_radial_cutoff(name, radial_cutoff)
     n_pad = padded_length(n_perp)
     freq = np.fft.rfftfreq(n_pad)
     if name == "none":
