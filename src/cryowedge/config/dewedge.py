@@ -74,8 +74,9 @@ class DewedgePrepareConfig(BaseConfig):
         "this percentile (IsoNet make_mask's std_percentage)"
     )
     mask_density_percentile: float = Field(
-        50.0, ge=0, lt=100, description="sample mask: keep voxels whose local mean is darker "
-        "than this percentile... or brighter (see docs/dewedge.md)"
+        50.0, ge=0, lt=100, description="sample mask: keep voxels whose local mean departs "
+        "from the median local mean (darker or brighter) by more than this percentile "
+        "(IsoNet make_mask's density_percentage; 0: off; docs/dewedge.md)"
     )
     mask_smooth_voxels: float = Field(
         4.0, ge=0, description="Gaussian width (voxels) of the local mean/std of the mask"
@@ -83,6 +84,18 @@ class DewedgePrepareConfig(BaseConfig):
     min_mask_fraction: float = Field(
         0.3, ge=0, le=1, description="sample a sub-tomogram only where at least this fraction "
         "of it is inside the sample mask"
+    )
+    mask_z_crop: float = Field(
+        0.0, ge=0, lt=0.5, description="sample mask: fraction of the sections removed at the "
+        "top and at the bottom (each)"
+    )
+    exclude_views: str | None = Field(
+        None, description="views to drop before the split: 1-based numbers and inclusive "
+        "ranges, like IMOD's EXCLUDELIST (e.g. 1,2,40-41)"
+    )
+    write_full: bool = Field(
+        True, description="also reconstruct the full tilt series (full.mrc), which refine "
+        "--source full uses (paper step 3)"
     )
 
 
@@ -131,6 +144,10 @@ class DewedgeRefineConfig(BaseConfig):
         None, ge=0, description="tile overlap, voxels (default: subtomo_size // 3)"
     )
     batch_size: int = Field(4, ge=1, description="tiles per network call (halved on out-of-memory)")
+    mask_wedge: bool | None = Field(
+        None, description="remove the missing wedge of each tile in Fourier space before the "
+        "network, as fitting does to its inputs (default: on in dewedge mode, off in n2n)"
+    )
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="autocast during refinement"
     )
