@@ -66,3 +66,29 @@ def test_bad_input_is_one_clear_line():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         estimate_thickness(bad, geom)
+
+
+def test_reconstruct_file_without_thickness_uses_the_estimate(tmp_path):
+    """The file workflow's default: the estimate (not the detector width), recorded."""
+    import yaml
+
+    from cryowedge.config.models import ReconstructConfig
+    from cryowedge.io.mrc import read_mrc, write_mrc
+    from cryowedge.io.tilt_files import write_tilt_angles
+    from cryowedge.workflows.reconstruct import reconstruct_file
+
+    series, geom = _series((64, 64, 64), 0.4, seed=3)
+    write_mrc(tmp_path / "ts.mrc", series, voxel_size_angstrom=10.0)
+    write_tilt_angles(tmp_path / "ts.tlt", geom.tilt_angles_deg)
+    cfg = ReconstructConfig(method="fbp")
+    out = reconstruct_file(tmp_path / "ts.mrc", tmp_path / "rec.mrc", cfg)
+    volume = read_mrc(out).data
+    expected = estimate_thickness(series, geom).thickness
+    assert volume.shape == (expected, 64, 64) and expected < 64
+    record = yaml.safe_load((tmp_path / "rec.run.yaml").read_text())
+    assert record["parameters"]["thickness"] == expected
+    assert record["parameters"]["thickness_estimated"]["thickness"] == expected
+    # an explicit thickness is used as given and nothing is estimated
+    out = reconstruct_file(tmp_path / "ts.mrc", tmp_path / "rec64.mrc", cfg.updated(thickness=64))
+    assert read_mrc(out).data.shape == (64, 64, 64)
+    assert "thickness_estimated" not in (tmp_path / "rec64.run.yaml").read_text()

@@ -225,7 +225,9 @@ class _ReconstructionCommon(BaseConfig):
 
     method: str = Field(description="reconstruction method")
     thickness: int | None = Field(
-        None, ge=1, description="output z size in voxels (default: x size)"
+        None, ge=1, description="output z size in voxels (default for files: estimated from "
+        "the data, the z-extent of a coarse FBP's signal plus a margin, rounded up to 8; "
+        "arrays in the Python API: the detector width)"
     )
     tilt_axis_angle_deg: float | None = Field(
         None,

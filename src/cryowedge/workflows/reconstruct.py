@@ -41,6 +41,7 @@ def reconstruct_array(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     callback: Callback | None = None,
+    volume_shape: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Reconstruct ``(n_tilts, y, x)`` with ``config`` → ``(z, y, x)`` float32 NumPy volume.
 
@@ -49,9 +50,13 @@ def reconstruct_array(
     (sirt, sart, art, cgls, tv) run their solver of :mod:`cryowedge.solvers` on the tilt
     projector. ``checkpoint_path``/``resume`` apply to iterative methods (see
     :mod:`cryowedge.workflows.checkpoint`); ``callback`` receives each iteration's report.
+    ``volume_shape`` ``(nz, y, nx)`` replaces ``geometry.default_volume_shape(config.thickness)``
+    (a region's lab volume, :mod:`cryowedge.workflows.region`; its ``nx`` may be narrower).
     """
     device = resolve_device(config.device)
-    context = MethodContext(volume_shape=geometry.default_volume_shape(config.thickness), device=device,
+    if volume_shape is None:
+        volume_shape = geometry.default_volume_shape(config.thickness)
+    context = MethodContext(volume_shape=tuple(volume_shape), device=device,
                             progress=progress, checkpoint_path=checkpoint_path, resume=resume,
                             callback=callback)
     return get_method(config.method).load_runner()(tilt_series, geometry, config, context)
@@ -166,6 +171,15 @@ def reconstruct_file(
         split = "acquisition order (mdoc)" if order is not None else "stack order"
         for name, idx in zip(("even", "odd"), even_odd_indices(geometry, order), strict=True):
             halves[name] = (output_path.with_name(f"{output_path.stem}_{name}.mrc"), idx)
+    source = None
+    estimated = None
+    if config.thickness is None:  # cheap checks first, then a coarse look at the data
+        check_outputs(_planned_outputs(output_path, record_path, preview, halves),
+                      inputs=[tilt_series_path, angles_path, config_path, alignment_path],
+                      overwrite=overwrite)
+        source = _select_views(series.data, keep, config.bin_factor)
+        estimated = _estimated_thickness(source, geometry)
+        config = config.updated(thickness=estimated.thickness)
     shape = geometry.default_volume_shape(config.thickness)
     slab_rows = plan_streaming(config, geometry)
     if slab_rows is not None and (resume or config.checkpoint_every):
@@ -179,8 +193,7 @@ def reconstruct_file(
     n_bytes = (mrc_nbytes(shape) * (1 + len(halves)) + (mrc_nbytes(shape) if use_ckpt else 0)
                + 65536)
     preview_path = output_path.with_name(output_path.stem + "_preview.png") if preview else None
-    outputs = [o for o in (output_path, record_path, preview_path) if o is not None]
-    outputs += [path for path, _ in halves.values()]
+    outputs = _planned_outputs(output_path, record_path, preview, halves)
     check_outputs(outputs,
                   inputs=[tilt_series_path, angles_path, config_path, alignment_path,
                           ckpt if use_ckpt else None],
@@ -190,13 +203,18 @@ def reconstruct_file(
               "angles": str(angles_path) if angles_path else None,
               "alignment": str(alignment_path) if alignment_path else None,
               "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows}
+    if estimated is not None:
+        record["thickness_estimated"] = {
+            "thickness": estimated.thickness, "signal_thickness": round(estimated.signal_thickness, 1),
+            "z_offset": round(estimated.z_offset, 1), "binning": estimated.binning}
     if keep is not None:  # the views dropped, 1-based, as the list resolved them
         record["excluded_views"] = [int(v) + 1 for v in np.setdiff1d(np.arange(n_views), keep)]
     written = {"volume": str(output_path)}
     if split is not None:
         record["even_odd_split"] = split
         written.update({name: str(path) for name, (path, _) in halves.items()})
-    source = _select_views(series.data, keep, config.bin_factor)
+    if source is None:
+        source = _select_views(series.data, keep, config.bin_factor)
     if slab_rows is not None:
         if overwrite:
             keep_backups(outputs)
@@ -262,6 +280,29 @@ def reconstruct_file(
                      name=record_path.name)
     report_progress(progress, "done", 1.0)
     return output_path
+
+
+def _planned_outputs(output_path: Path, record_path: Path, preview: bool,
+                     halves: dict[str, tuple[Path, np.ndarray]]) -> list[Path]:
+    """Every file a reconstruction writes: the volume, its run record, the preview, halves."""
+    outputs = [output_path, record_path]
+    if preview:
+        outputs.append(output_path.with_name(output_path.stem + "_preview.png"))
+    return outputs + [path for path, _ in halves.values()]
+
+
+def _estimated_thickness(source: Any, geometry: TiltGeometry) -> Any:
+    """The thickness rule of files without ``--thickness``: :func:`estimate_thickness`
+    (z-extent of a coarse FBP's signal + 20 % margin a side, rounded up to 8 voxels),
+    logged so the user sees what was chosen and how to override it."""
+    from cryowedge.recon.thickness import estimate_thickness
+
+    estimate = estimate_thickness(source, geometry)
+    logger.warning(
+        "thickness %d voxels estimated from the data (signal about %.0f voxels thick, centred "
+        "%+.0f voxels from the middle); give --thickness to choose it", estimate.thickness,
+        estimate.signal_thickness, estimate.z_offset)
+    return estimate
 
 
 def _select_views(data: Any, keep: np.ndarray | None, bin_factor: int) -> Any:
