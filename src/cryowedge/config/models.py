@@ -287,6 +287,59 @@ class ReconstructConfig(_ReconstructionCommon):
         "--exclude/--bin; iterative halves run without checkpoints",
         json_schema_extra=cli("--even-odd"),
     )
+    ctf_correction: Literal["none", "phase-flip", "wiener"] = Field(
+        "none",
+        description="CTF-correct each view before any work (also for --even-odd): phase-flip "
+        "in strips parallel to the tilt axis like IMOD's ctfphaseflip, or wiener (phases "
+        "flipped, amplitudes divided by |CTF| damped by --wiener-constant); needs "
+        "--defocus-file or --defocus",
+    )
+    defocus_angstrom: float | None = Field(
+        None,
+        gt=0,
+        description="defocus of every view at the tilt axis, Å (positive = underfocus), "
+        "instead of --defocus-file",
+        json_schema_extra=cli("--defocus"),
+    )
+    voltage_kv: float = Field(
+        300.0, gt=0, description="acceleration voltage, kV (CTF and dose weighting)",
+        json_schema_extra=cli("--voltage"),
+    )
+    spherical_aberration_mm: float = Field(
+        2.7, ge=0, description="spherical aberration Cs, mm", json_schema_extra=cli("--cs")
+    )
+    amplitude_contrast: float = Field(0.07, ge=0, le=1, description="amplitude contrast fraction")
+    defocus_tolerance_angstrom: float = Field(
+        200.0,
+        gt=0,
+        description="largest defocus step between CTF strip centres, Å (pixels between two "
+        "strips are interpolated)",
+        json_schema_extra=cli("--defocus-tolerance"),
+    )
+    wiener_constant: float = Field(
+        0.1, gt=0, description="ε of --ctf-correction wiener: CTF/(CTF²+ε) (an inverse SNR)"
+    )
+    dose_weighting: bool = Field(
+        False,
+        description="weight each view by its exposure filter (Grant & Grigorieff 2015) from "
+        "the .mdoc ExposureDose in acquisition order, or --dose-per-tilt",
+    )
+    dose_per_tilt: float | None = Field(
+        None,
+        gt=0,
+        description="exposure of each view, e/Å², for --dose-weighting (instead of the .mdoc)",
+    )
+
+    @model_validator(mode="after")
+    def _ctf_and_dose_options(self) -> ReconstructConfig:
+        """Options that would do nothing without the switch they belong to."""
+        if self.defocus_angstrom is not None and self.ctf_correction == "none":
+            raise ValueError("--defocus is given but --ctf-correction is none; add "
+                             "--ctf-correction phase-flip (or wiener), or drop --defocus.")
+        if self.dose_per_tilt is not None and not self.dose_weighting:
+            raise ValueError("--dose-per-tilt is given without --dose-weighting; add "
+                             "--dose-weighting, or drop --dose-per-tilt.")
+        return self
 
     @field_validator("exclude_views", mode="before")
     @classmethod
