@@ -68,6 +68,11 @@ def _reconstruct(
     preview: bool = typer.Option(
         False, help="also write <output>_preview.png (XY, XZ, YZ central slices)"
     ),
+    defocus_file: Path | None = typer.Option(
+        None, help="per-view defocus for --ctf-correction: IMOD .defocus (ctfplotter), "
+        "CTFFIND4 output or AreTomo _CTF.txt (format read from the content; views checked "
+        "against the stack before any work)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -94,6 +99,7 @@ def _reconstruct(
                     config_path=config,
                     alignment_path=alignment,
                     preview=preview,
+                    defocus_path=defocus_file,
                 )
     except RunInterrupted as stop:
         console.print(f"[bold yellow]{stop.message}[/]", soft_wrap=True)

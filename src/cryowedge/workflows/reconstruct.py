@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +16,11 @@ from cryowedge.config.models import IterativeConfig, ReconstructConfig
 from cryowedge.config.registry import get_method
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import write_mrc
+from cryowedge.io.orientation import orient_volume, reorient_mrc_file
 from cryowedge.io.tilt_series import load_tilt_series
 from cryowedge.io.views import ViewSubset, binned_geometry, kept_views, read_views
 from cryowedge.solvers import Callback
-from cryowedge.utils.device import resolve_device
+from cryowedge.utils.device import cpu_threads, resolve_device
 from cryowedge.workflows._record import ProgressFn, report_progress, write_run_record
 from cryowedge.workflows.methods import MethodContext, data_scale
 
@@ -67,6 +71,19 @@ def solver_kwargs(config: IterativeConfig) -> dict[str, Any]:
     return config.solver_kwargs()
 
 
+def _with_config_threads(func: Any) -> Any:
+    """Run ``func(tilt_series_path, output_path, config, ...)`` with ``config.threads``."""
+
+    @functools.wraps(func)
+    def wrapper(tilt_series_path: Any, output_path: Any, config: ReconstructConfig,
+                *args: Any, **kwargs: Any) -> Any:
+        with cpu_threads(config.threads):
+            return func(tilt_series_path, output_path, config, *args, **kwargs)
+
+    return wrapper
+
+
+@_with_config_threads
 def reconstruct_file(
     tilt_series_path: str | Path,
     output_path: str | Path,
@@ -81,6 +98,7 @@ def reconstruct_file(
     config_path: str | Path | None = None,
     alignment_path: str | Path | None = None,
     preview: bool = False,
+    defocus_path: str | Path | None = None,
 ) -> Path:
     """Read, validate, reconstruct and write atomically; returns the output path.
 
@@ -104,6 +122,13 @@ def reconstruct_file(
     and says how the views were split (``even_odd_split``).
     ``preview`` also writes ``<output stem>_preview.png``: XY, XZ and YZ central slices with
     percentile contrast (:func:`cryowedge.viz.orthoslice_png`).
+    ``config.ctf_correction`` (with ``defocus_path``: IMOD ``.defocus``, CTFFIND4 or AreTomo
+    ``_CTF.txt``; or ``config.defocus_angstrom``) and ``config.dose_weighting`` correct each
+    kept view on the raw detector before binning (:mod:`cryowedge.workflows.ctf_dose`); the
+    corrected stack is then held in memory (as binning does) and feeds the thickness
+    estimate, the reconstruction (streamed or not) and the half tomograms. The defocus file
+    and the exposures are checked against the whole stack before any work; the run record
+    says what was applied (``ctf_dose_correction``).
 
     All input and output checks happen before the reconstruction starts
     (:func:`cryowedge.workflows.outputs.check_outputs`): the output is not an input (the tilt
@@ -155,6 +180,10 @@ def reconstruct_file(
         geometry = apply_alignment(geometry, load_alignment(alignment_path, geometry.n_tilts))
     n_views = geometry.n_tilts
     keep = kept_views(config.exclude_views, n_views) if config.exclude_views else None
+    from cryowedge.workflows.ctf_dose import CtfDosePlan
+
+    ctf_dose = CtfDosePlan.from_config(config, geometry, stack_path=tilt_series_path,
+                                       angles_path=angles_path, defocus_path=defocus_path)
     if keep is not None:
         geometry = geometry[keep]  # per-view shifts and matrices are sliced with the angles
     geometry = binned_geometry(geometry, config.bin_factor)
@@ -175,9 +204,10 @@ def reconstruct_file(
     estimated = None
     if config.thickness is None:  # cheap checks first, then a coarse look at the data
         check_outputs(_planned_outputs(output_path, record_path, preview, halves),
-                      inputs=[tilt_series_path, angles_path, config_path, alignment_path],
+                      inputs=[tilt_series_path, angles_path, config_path, alignment_path,
+                              defocus_path],
                       overwrite=overwrite)
-        source = _select_views(series.data, keep, config.bin_factor)
+        source = _select_views(series.data, keep, config.bin_factor, ctf_dose)
         estimated = _estimated_thickness(source, geometry)
         config = config.updated(thickness=estimated.thickness)
     shape = geometry.default_volume_shape(config.thickness)
@@ -196,7 +226,7 @@ def reconstruct_file(
     outputs = _planned_outputs(output_path, record_path, preview, halves)
     check_outputs(outputs,
                   inputs=[tilt_series_path, angles_path, config_path, alignment_path,
-                          ckpt if use_ckpt else None],
+                          defocus_path, ckpt if use_ckpt else None],
                   overwrite=overwrite, n_bytes=n_bytes)
     resumed_from = prepare_checkpoint(ckpt, resume=resume, restart=restart) if iterative else 0
     record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
@@ -213,19 +243,24 @@ def reconstruct_file(
     if split is not None:
         record["even_odd_split"] = split
         written.update({name: str(path) for name, (path, _) in halves.items()})
+    if ctf_dose is not None:
+        record["ctf_dose_correction"] = ctf_dose.record
     if source is None:
-        source = _select_views(series.data, keep, config.bin_factor)
+        source = _select_views(series.data, keep, config.bin_factor, ctf_dose)
     if slab_rows is not None:
         if overwrite:
             keep_backups(outputs)
-        reconstruct_streamed(source, geometry, output_path, config, slab_rows=slab_rows,
-                             overwrite=True, progress=progress)
-        if preview_path is not None:
-            _write_preview(output_path, None, preview_path, geometry.pixel_size_angstrom)
+        with _oriented_output(output_path, config.output_orientation) as target:
+            reconstruct_streamed(source, geometry, target, config, slab_rows=slab_rows,
+                                 overwrite=True, progress=progress)
+            if preview_path is not None:
+                _write_preview(output_path, None, preview_path, geometry.pixel_size_angstrom,
+                               source_path=target)
         for name, (path, idx) in halves.items():
             report_progress(progress, f"{name} half", 0.95)
-            reconstruct_streamed(ViewSubset(source, idx), geometry[idx], path, config,
-                                 slab_rows=slab_rows, overwrite=True)
+            with _oriented_output(path, config.output_orientation) as target:
+                reconstruct_streamed(ViewSubset(source, idx), geometry[idx], target, config,
+                                     slab_rows=slab_rows, overwrite=True)
         write_run_record(output_path.parent, "reconstruct", record, written,
                          name=record_path.name)
         report_progress(progress, "done", 1.0)
@@ -265,7 +300,9 @@ def reconstruct_file(
     if overwrite:
         keep_backups(outputs)
     px = geometry.pixel_size_angstrom
-    write_or_keep(lambda: write_mrc(output_path, volume, voxel_size_angstrom=px, overwrite=True),
+    orient = config.output_orientation
+    write_or_keep(lambda: write_mrc(output_path, orient_volume(volume, orient),
+                                    voxel_size_angstrom=px, overwrite=True),
                   volume, output_path, kept_in=kept_in)
     if preview_path is not None:
         _write_preview(output_path, volume, preview_path, px)
@@ -274,7 +311,8 @@ def reconstruct_file(
     for name, (path, idx) in halves.items():
         report_progress(progress, f"{name} half", 0.95)
         half = reconstruct_array(data[idx], geometry[idx], config)
-        write_or_keep(lambda p=path, v=half: write_mrc(p, v, voxel_size_angstrom=px,
+        write_or_keep(lambda p=path, v=half: write_mrc(p, orient_volume(v, orient),
+                                                       voxel_size_angstrom=px,
                                                        overwrite=True), half, path)
     write_run_record(output_path.parent, "reconstruct", record, written,
                      name=record_path.name)
@@ -305,11 +343,16 @@ def _estimated_thickness(source: Any, geometry: TiltGeometry) -> Any:
     return estimate
 
 
-def _select_views(data: Any, keep: np.ndarray | None, bin_factor: int) -> Any:
+def _select_views(data: Any, keep: np.ndarray | None, bin_factor: int,
+                  ctf_dose: Any = None) -> Any:
     """The ``(n_kept, y // bin, x // bin)`` input: ``data`` itself when nothing is excluded or
     binned; binned → read now, view by view, into memory (float32, 1/bin² of the size);
     excluded only → a lazy :class:`~cryowedge.io.views.ViewSubset` (streaming reads only the
-    kept views' rows; the in-memory path reads it whole)."""
+    kept views' rows; the in-memory path reads it whole). With a
+    :class:`~cryowedge.workflows.ctf_dose.CtfDosePlan` every kept view is read, corrected and
+    binned into memory."""
+    if ctf_dose is not None:
+        return ctf_dose.read(data, keep, bin_factor)
     if bin_factor > 1:
         return read_views(data, keep, bin_factor)
     if keep is not None:
@@ -317,10 +360,27 @@ def _select_views(data: Any, keep: np.ndarray | None, bin_factor: int) -> Any:
     return data
 
 
+@contextlib.contextmanager
+def _oriented_output(path: Path, orientation: str) -> Iterator[Path]:
+    """Where a streamed run writes its ``(z, y, x)`` tomogram: ``path`` itself for ``"xy"``;
+    otherwise a ``<stem>.xy-tmp.mrc`` beside it, copied into ``orientation`` at ``path``
+    chunk by chunk when the block ends (then removed; also on failure)."""
+    if orientation == "xy":
+        yield path
+        return
+    tmp = path.with_name(path.stem + ".xy-tmp.mrc")
+    try:
+        yield tmp
+        reorient_mrc_file(tmp, path, orientation)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_preview(output_path: Path, volume: np.ndarray | None, preview_path: Path,
-                   voxel_size_angstrom: float) -> None:
-    """The orthoslice PNG of the written tomogram (read back through a memory map when the
-    volume was streamed, so only the three central slices are touched)."""
+                   voxel_size_angstrom: float, source_path: Path | None = None) -> None:
+    """The orthoslice PNG of the written tomogram (read back through a memory map of the
+    ``(z, y, x)`` file ``source_path``, default ``output_path``, when the volume was
+    streamed, so only the three central slices are touched)."""
     import mrcfile
 
     from cryowedge.viz import orthoslice_png
@@ -329,7 +389,7 @@ def _write_preview(output_path: Path, volume: np.ndarray | None, preview_path: P
         orthoslice_png(volume, preview_path, voxel_size_angstrom=voxel_size_angstrom,
                        title=output_path.name)
         return
-    with mrcfile.mmap(output_path, mode="r") as mrc:
+    with mrcfile.mmap(source_path or output_path, mode="r") as mrc:
         orthoslice_png(mrc.data, preview_path, voxel_size_angstrom=voxel_size_angstrom,
                        title=output_path.name)
 
