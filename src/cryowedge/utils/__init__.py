@@ -1,5 +1,5 @@
-"""Small utilities: device resolution."""
+"""Small utilities: device resolution, CPU threads."""
 
-from cryowedge.utils.device import resolve_device
+from cryowedge.utils.device import cpu_threads, resolve_device
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_threads", "resolve_device"]

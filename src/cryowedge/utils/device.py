@@ -1,10 +1,33 @@
-"""Resolve ``"auto" | "cpu" | "cuda" | "cuda:N"`` to a :class:`torch.device`."""
+"""Resolve ``"auto" | "cpu" | "cuda" | "cuda:N"`` to a :class:`torch.device`; CPU threads."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_threads", "resolve_device"]
+
+
+@contextlib.contextmanager
+def cpu_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the block with ``n_threads`` PyTorch CPU threads (None: leave it), then restore.
+
+    ``n_threads`` must be a positive integer; it sets :func:`torch.set_num_threads` (intra-op
+    parallelism of the projector, FFTs and solvers).
+    """
+    if n_threads is None:
+        yield
+        return
+    if isinstance(n_threads, bool) or int(n_threads) != n_threads or n_threads < 1:
+        raise ValueError(f"threads must be a positive whole number, got {n_threads!r}.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -220,8 +220,9 @@ def reconstruct_file(
         )
     ckpt = checkpoint_path_for(output_path)
     use_ckpt = slab_rows is None and iterative and bool(config.checkpoint_every or resume)
+    reoriented_copy = slab_rows is not None and config.output_orientation != "xy"
     n_bytes = (mrc_nbytes(shape) * (1 + len(halves)) + (mrc_nbytes(shape) if use_ckpt else 0)
-               + 65536)
+               + (mrc_nbytes(shape) if reoriented_copy else 0) + 65536)
     preview_path = output_path.with_name(output_path.stem + "_preview.png") if preview else None
     outputs = _planned_outputs(output_path, record_path, preview, halves)
     check_outputs(outputs,
