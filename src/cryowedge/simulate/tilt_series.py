@@ -145,7 +145,8 @@ def _project_with_defocus_gradient(
 
     For view ``t`` every voxel ``(z, x)`` has the defocus ``defocus_of_point(x, z, θ_t,
     Δf_t, p)``; voxels are grouped into bands ``step_angstrom`` wide, each band is projected
-    on its own and convolved with the CTF of its centre defocus, and the bands are summed.
+    on its own and convolved with the CTF at the middle of its defocus range, and the bands
+    are summed.
     Empty bands (vacuum) are skipped.
     """
     from cryowedge.simulate.ctf import apply_ctf, ctf_2d, defocus_of_point
@@ -169,8 +170,9 @@ def _project_with_defocus_gradient(
             mask = band == b
             part = vol * mask[:, None, :]
             image = project_volume(part, view, oversample=oversample, device=device)
+            inside = defocus[mask]  # the band's own range: one value gives that value
             ctf = ctf_2d(geometry.detector_shape, pixel_size_angstrom=px,
-                         defocus_u_angstrom=low + (b + 0.5) * step_angstrom,
+                         defocus_u_angstrom=0.5 * float(inside.min() + inside.max()),
                          voltage_kv=voltage_kv, spherical_aberration_mm=spherical_aberration_mm,
                          amplitude_contrast=amplitude_contrast)
             out[t] += apply_ctf(image, ctf)[0]
@@ -241,8 +243,8 @@ def simulate_tilt_series(
         ``Δf₀ − p·h`` at height ``h`` along the beam, so at ``θ > 0`` the ``+x`` side is the
         more under-focused one, and thick specimens spread in defocus too): each view is the
         sum, over bands of voxels whose defocus lies within ``defocus_step_angstrom``, of the
-        band's projection imaged with the band's centre defocus. Without it (default) one CTF
-        per view, as if the specimen were flat and untilted.
+        band's projection imaged with the middle of the band's defocus range. Without it
+        (default) one CTF per view, as if the specimen were flat and untilted.
     defocus_step_angstrom
         Width of those defocus bands (Å); 100 Å shifts the CTF phase by under 0.04 rad at
         the Nyquist frequency of 5 Å pixels at 300 kV.
