@@ -309,28 +309,6 @@ class ReconstructConfig(_ReconstructionCommon):
         "specimen lies flat; --xtilt adds an IMOD .xtilt file",
         json_schema_extra=cli("--x-axis-tilt"),
     )
-    roi: tuple[int, int, int, int] | None = Field(
-        None,
-        description="reconstruct only this box of the full tomogram: X0 Y0 NX NY, its 0-based "
-        "start column and row and its size in voxels of the aligned images after --bin (y is "
-        "the tilt axis; like IMOD's WIDTH/SHIFT x and SLICE); only its rows are read and the "
-        "MRC origin records where it sits",
-        json_schema_extra=cli("--roi"),
-    )
-    z_offset: float = Field(
-        0.0,
-        allow_inf_nan=False,
-        description="centre of the output along z, voxels above the tilt axis (+z, towards "
-        "the electron source), like IMOD's SHIFT z",
-    )
-    x_axis_tilt_deg: float = Field(
-        0.0,
-        allow_inf_nan=False,
-        description="tilt of the specimen about x, degrees, like IMOD's XAXISTILT (same sign, "
-        "|value| <= 30): a thicker lab volume is reconstructed and resampled once so that the "
-        "specimen lies flat; --xtilt adds an IMOD .xtilt file",
-        json_schema_extra=cli("--x-axis-tilt"),
-    )
     ctf_correction: Literal["none", "phase-flip", "wiener"] = Field(
         "none",
         description="CTF-correct each view before any work (also for --even-odd): phase-flip "
@@ -396,27 +374,6 @@ class ReconstructConfig(_ReconstructionCommon):
         ge=1,
         description="CPU threads for the reconstruction (default: PyTorch's, all cores)",
     )
-
-    @field_validator("roi")
-    @classmethod
-    def _roi_form(cls, value: Any) -> Any:
-        """Starts >= 0 and sizes >= 1 now (the detector bounds are checked against the stack)."""
-        if value is not None and (min(value[:2]) < 0 or min(value[2:]) < 1):
-            raise ValueError(
-                f"--roi X0 Y0 NX NY = {' '.join(map(str, value))}: the start must be >= 0 and "
-                "the sizes >= 1 (0-based voxels of the full tomogram)."
-            )
-        return value
-
-    @field_validator("x_axis_tilt_deg")
-    @classmethod
-    def _x_axis_tilt_range(cls, value: float) -> float:
-        if abs(value) > 30.0:
-            raise ValueError(
-                f"--x-axis-tilt {value:g} is beyond ±30 degrees; it is the specimen's small tilt "
-                "about X (IMOD XAXISTILT), not a tilt angle."
-            )
-        return value
 
     @field_validator("roi")
     @classmethod
