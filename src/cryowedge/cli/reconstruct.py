@@ -73,6 +73,10 @@ def _reconstruct(
         "CTFFIND4 output or AreTomo _CTF.txt (format read from the content; views checked "
         "against the stack before any work)"
     ),
+    xtilt: Path | None = typer.Option(
+        None, help="IMOD .xtilt file (tiltalign, one X-axis tilt per view): adds minus their "
+        "mean to --x-axis-tilt, as IMOD's tilt XTILTFILE does (views checked before any work)"
+    ),
     *,
     given: dict[str, Any],
 ) -> None:
@@ -100,6 +104,7 @@ def _reconstruct(
                     alignment_path=alignment,
                     preview=preview,
                     defocus_path=defocus_file,
+                    xtilt_path=xtilt,
                 )
     except RunInterrupted as stop:
         console.print(f"[bold yellow]{stop.message}[/]", soft_wrap=True)

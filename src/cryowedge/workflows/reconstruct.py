@@ -16,7 +16,7 @@ from cryowedge.config.models import IterativeConfig, ReconstructConfig
 from cryowedge.config.registry import get_method
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import write_mrc
-from cryowedge.io.orientation import orient_volume, reorient_mrc_file
+from cryowedge.io.orientation import orient_origin, orient_volume, reorient_mrc_file
 from cryowedge.io.tilt_series import load_tilt_series
 from cryowedge.io.views import ViewSubset, binned_geometry, kept_views, read_views
 from cryowedge.solvers import Callback
@@ -99,6 +99,7 @@ def reconstruct_file(
     alignment_path: str | Path | None = None,
     preview: bool = False,
     defocus_path: str | Path | None = None,
+    xtilt_path: str | Path | None = None,
 ) -> Path:
     """Read, validate, reconstruct and write atomically; returns the output path.
 
@@ -129,6 +130,12 @@ def reconstruct_file(
     estimate, the reconstruction (streamed or not) and the half tomograms. The defocus file
     and the exposures are checked against the whole stack before any work; the run record
     says what was applied (``ctf_dose_correction``).
+    ``config.roi``, ``config.z_offset`` and ``config.x_axis_tilt_deg`` (plus an IMOD
+    ``.xtilt`` file, ``xtilt_path``) reconstruct a region of the full tomogram
+    (:mod:`cryowedge.workflows.region`): only the detector rows it needs are read, the ROI is
+    checked against the (binned) aligned detector before any work, the MRC origin records
+    where the box sits, and an X-axis tilt reconstructs a thicker lab volume resampled once
+    onto the tilted box (also when streamed). The run record has it under ``region``.
 
     All input and output checks happen before the reconstruction starts
     (:func:`cryowedge.workflows.outputs.check_outputs`): the output is not an input (the tilt
@@ -187,6 +194,12 @@ def reconstruct_file(
     if keep is not None:
         geometry = geometry[keep]  # per-view shifts and matrices are sliced with the angles
     geometry = binned_geometry(geometry, config.bin_factor)
+    from cryowedge.geometry.region import check_roi, plan_region
+    from cryowedge.workflows import region as reg
+
+    region = reg.region_of(config, xtilt_path=xtilt_path, n_views=n_views, keep=keep)
+    if region is not None and region.roi is not None:  # before any work (thickness estimate)
+        check_roi(region.roi, geometry.aligned_detector_shape)
     halves: dict[str, tuple[Path, np.ndarray]] = {}
     split = None
     if config.even_odd:
@@ -211,7 +224,11 @@ def reconstruct_file(
         estimated = _estimated_thickness(source, geometry)
         config = config.updated(thickness=estimated.thickness)
     shape = geometry.default_volume_shape(config.thickness)
-    slab_rows = plan_streaming(config, geometry)
+    plan = plan_region(geometry, region, shape) if region is not None else None
+    if plan is not None:
+        shape = plan.output_shape
+    slab_rows = (plan_streaming(config, geometry) if plan is None
+                 else reg.region_slab_rows(config, geometry, plan))
     if slab_rows is not None and (resume or config.checkpoint_every):
         raise ValueError(
             f"checkpoints are not kept when streaming in slabs (slab_rows={slab_rows}); "
@@ -223,11 +240,13 @@ def reconstruct_file(
     reoriented_copy = slab_rows is not None and config.output_orientation != "xy"
     n_bytes = (mrc_nbytes(shape) * (1 + len(halves)) + (mrc_nbytes(shape) if use_ckpt else 0)
                + (mrc_nbytes(shape) if reoriented_copy else 0) + 65536)
+    if plan is not None and plan.rotates and slab_rows is not None:
+        n_bytes += mrc_nbytes(plan.lab_shape)  # the streamed lab volume, resampled at the end
     preview_path = output_path.with_name(output_path.stem + "_preview.png") if preview else None
     outputs = _planned_outputs(output_path, record_path, preview, halves)
     check_outputs(outputs,
                   inputs=[tilt_series_path, angles_path, config_path, alignment_path,
-                          defocus_path, ckpt if use_ckpt else None],
+                          defocus_path, xtilt_path, ckpt if use_ckpt else None],
                   overwrite=overwrite, n_bytes=n_bytes)
     resumed_from = prepare_checkpoint(ckpt, resume=resume, restart=restart) if iterative else 0
     record = {**config.model_dump(mode="json"), "input": str(tilt_series_path),
@@ -246,31 +265,36 @@ def reconstruct_file(
         written.update({name: str(path) for name, (path, _) in halves.items()})
     if ctf_dose is not None:
         record["ctf_dose_correction"] = ctf_dose.record
+    if plan is not None:
+        record["region"] = {**plan.to_dict(), "xtilt": str(xtilt_path) if xtilt_path else None}
+    stream = (reconstruct_streamed if plan is None
+              else functools.partial(reg.reconstruct_region_streamed, plan=plan))
     if source is None:
         source = _select_views(series.data, keep, config.bin_factor, ctf_dose)
     if slab_rows is not None:
         if overwrite:
             keep_backups(outputs)
         with _oriented_output(output_path, config.output_orientation) as target:
-            reconstruct_streamed(source, geometry, target, config, slab_rows=slab_rows,
-                                 overwrite=True, progress=progress)
+            stream(source, geometry, target, config, slab_rows=slab_rows,
+                   overwrite=True, progress=progress)
             if preview_path is not None:
                 _write_preview(output_path, None, preview_path, geometry.pixel_size_angstrom,
                                source_path=target)
         for name, (path, idx) in halves.items():
             report_progress(progress, f"{name} half", 0.95)
             with _oriented_output(path, config.output_orientation) as target:
-                reconstruct_streamed(ViewSubset(source, idx), geometry[idx], target, config,
-                                     slab_rows=slab_rows, overwrite=True)
+                stream(ViewSubset(source, idx), geometry[idx], target, config,
+                       slab_rows=slab_rows, overwrite=True)
         write_run_record(output_path.parent, "reconstruct", record, written,
                          name=record_path.name)
         report_progress(progress, "done", 1.0)
         return output_path
-    data = np.asarray(source, dtype=np.float32)
+    data, run_geometry, run_shape = reg.region_input(source, geometry, plan)
     report_progress(progress, config.method, 0.2)
     tracker = IterationTracker(offset=resumed_from)
     try:
-        volume = reconstruct_array(data, geometry, config, progress=progress,
+        volume = reconstruct_array(data, run_geometry, config, volume_shape=run_shape,
+                                   progress=progress,
                                    checkpoint_path=ckpt if use_ckpt else None,
                                    resume=resume, callback=tracker if iterative else None)
     except KeyboardInterrupt:
@@ -297,13 +321,16 @@ def reconstruct_file(
                 )
             except OSError as err:
                 logger.warning("could not save the final iterate in %s: %s", ckpt, err)
+    volume = reg.finish_region(volume, plan)  # the lab volume is what a checkpoint holds
     report_progress(progress, "writing", 0.9)
     if overwrite:
         keep_backups(outputs)
     px = geometry.pixel_size_angstrom
     orient = config.output_orientation
+    origin = orient_origin(reg.region_origin(plan, px), orient)
     write_or_keep(lambda: write_mrc(output_path, orient_volume(volume, orient),
-                                    voxel_size_angstrom=px, overwrite=True),
+                                    voxel_size_angstrom=px, origin_angstrom=origin,
+                                    overwrite=True),
                   volume, output_path, kept_in=kept_in)
     if preview_path is not None:
         _write_preview(output_path, volume, preview_path, px)
@@ -311,9 +338,11 @@ def reconstruct_file(
         ckpt.unlink()  # the finished output supersedes it
     for name, (path, idx) in halves.items():
         report_progress(progress, f"{name} half", 0.95)
-        half = reconstruct_array(data[idx], geometry[idx], config)
+        half = reg.finish_region(reconstruct_array(data[idx], run_geometry[idx], config,
+                                                   volume_shape=run_shape), plan)
         write_or_keep(lambda p=path, v=half: write_mrc(p, orient_volume(v, orient),
                                                        voxel_size_angstrom=px,
+                                                       origin_angstrom=origin,
                                                        overwrite=True), half, path)
     write_run_record(output_path.parent, "reconstruct", record, written,
                      name=record_path.name)
