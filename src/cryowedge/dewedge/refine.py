@@ -345,8 +345,10 @@ def _tiled_apply(
                                                                           strict=True)]
         w_a = layout.weights[a][i]
         jobs = [(j, k, s) for (j, k) in grid for s in range(len(sources))]
-        for b0 in range(0, len(jobs), runner.batch_size):
+        b0 = 0
+        while b0 < len(jobs):  # the batch size may shrink on the way (out of memory)
             chunk = jobs[b0 : b0 + runner.batch_size]
+            b0 += len(chunk)
             cubes = np.empty((len(chunk), size, size, size), dtype=np.float32)
             for c, (j, k, s) in enumerate(chunk):
                 q = int(layout.starts[others[0]][j] - layout.starts[others[0]][0])
