@@ -159,7 +159,8 @@ def make_sample_mask(
     local_mean = ndimage.gaussian_filter(small, sigma, mode="reflect") if sigma else small
     keep = np.ones(small.shape, dtype=bool)
     if std_percentile > 0:
-        second = ndimage.gaussian_filter(small * small, sigma, mode="reflect") if sigma else small**2
+        second = (ndimage.gaussian_filter(small * small, sigma, mode="reflect") if sigma
+                  else small**2)
         local_std = np.sqrt(np.maximum(second - local_mean**2, 0.0))
         keep &= local_std > np.percentile(local_std, std_percentile)
     if density_percentile > 0:

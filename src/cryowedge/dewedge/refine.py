@@ -751,8 +751,8 @@ def refine_prepared(
         stats = tomo.stats if cfg.shared.standardize == "robust" else (
             StandardizationStats.identity())
 
-        def part(step: str, fraction: float, k: int = n_done) -> None:
-            report_progress(progress, f"{tomo.name}: {step}" if len(names) > 1 else step,
+        def part(step: str, fraction: float, k: int = n_done, name: str = tomo.name) -> None:
+            report_progress(progress, f"{name}: {step}" if len(names) > 1 else step,
                             (k + fraction) / len(names))
 
         results.append(_refine_to_mrc(
