@@ -92,11 +92,16 @@ def open_mrc_memmap(path: PathLike) -> np.memmap:
     file object to keep open). Fancy indexing and ``torch.from_numpy(np.asarray(crop))`` work
     as for any NumPy array; only the pages touched are read.
     """
+    import mrcfile
+
     from cryowedge.io.mrc import open_mrc_lazy
 
-    lazy = open_mrc_lazy(path)
-    return np.memmap(lazy.path, dtype=lazy._file_dtype, mode="r", offset=lazy._offset,
-                     shape=lazy.shape)
+    lazy = open_mrc_lazy(path)  # the checks, and a one-line error for a bad file
+    with mrcfile.open(lazy.path, mode="r", header_only=True) as mrc:
+        header = mrc.header
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+        offset = int(header.nbytes) + int(header.nsymbt)
+    return np.memmap(lazy.path, dtype=dtype, mode="r", offset=offset, shape=lazy.shape)
 
 
 class MeanOf:

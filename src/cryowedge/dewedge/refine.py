@@ -37,6 +37,12 @@ file is made. The network runs in batches of ``batch_size`` tiles; on an out-of-
 the batch is halved and retried (down to one tile), and the smaller size is kept
 (MLI-lab/DeepDeWedge#21, juglab/cryoCARE_pip#20).
 
+**Units contract with fitting.** The network consumes standardised values — what
+``PreparedTomogram.stats.apply`` gives (raw values with ``shared.standardize: none``) — and
+returns values in the same units; refine inverts the standardisation afterwards. Normalisation
+buffers inside a network (``UNet3D.input_loc``/``input_scale``) are the network's own business;
+refine warns when they show the network was fitted on unstandardised values.
+
 Sources: refine the full-tilt-series tomogram (``source="full"``, the paper's choice), or both
 half tomograms and average the two outputs (``source="halves"``, the cryoCARE/DDW-code
 choice); several sources are averaged tile by tile, in one pass.
@@ -405,6 +411,25 @@ def _prepare_runner(model: Model, *, size: int, batch_size: int, device: Any,
                         size)
 
 
+def _check_model_units(model: Model, stats: Sequence[StandardizationStats]) -> None:
+    """Warn when a network with normalisation buffers (``input_loc``/``input_scale``, e.g.
+    :class:`~cryowedge.dewedge.unet.UNet3D`) was evidently fitted on unstandardised values
+    while refine feeds it standardised tiles (the contract: the network consumes what
+    ``stats.apply`` gives)."""
+    scale = getattr(model, "input_scale", None)
+    if scale is None or not any(s.method == "robust" for s in stats):
+        return
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):  # pragma: no cover - not a scalar buffer
+        return
+    if value > 0 and abs(math.log10(value)) > 1:
+        logger.warning(
+            "the network normalises its input with scale %.3g, but refine feeds it standardised "
+            "tiles (unit scale): it looks fitted on unstandardised data; refine with "
+            "shared.standardize none, or fit on standardised crops (docs/dewedge.md)", value)
+
+
 def _check_sources(sources: Sequence[Any]) -> tuple[int, int, int]:
     if not sources:
         raise ValueError("nothing to refine: give at least one tomogram.")
@@ -469,6 +494,7 @@ def refine_array(
     sources = list(volumes) if isinstance(volumes, (list, tuple)) else [volumes]
     shape = _check_sources(sources)
     stats_list = _stats_list(stats, len(sources))
+    _check_model_units(model, stats_list)
     layout = TileLayout.for_volume(shape, subtomo_size, overlap)
     runner = _prepare_runner(model, size=layout.size, batch_size=batch_size, device=device,
                              mixed_precision=mixed_precision,
@@ -567,6 +593,7 @@ def _refine_to_mrc(
     from cryowedge.workflows.outputs import check_outputs, keep_backups, mrc_nbytes
 
     shape = _check_sources(sources)
+    _check_model_units(model, stats)
     layout = TileLayout.for_volume(shape, subtomo_size, overlap)
     record_path = output_path.with_name(output_path.stem + ".run.yaml")
     check_outputs([output_path, record_path], inputs=[p for p in inputs if p is not None],
