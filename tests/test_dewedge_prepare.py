@@ -248,6 +248,25 @@ def test_prepare_splits_in_acquisition_order_from_mdoc(tmp_path: Path) -> None:
                             config=_config(split="acquisition"))
 
 
+def test_prepare_passes_ctf_correction_to_the_reconstruction(tmp_path: Path) -> None:
+    from cryowedge.workflows.reconstruct import reconstruct_file
+
+    angles = np.arange(-60.0, 61.0, 15.0)  # 9 views
+    stack = _tilt_series(tmp_path, angles)
+    with pytest.raises(ValueError, match="needs the defocus"):
+        prepare_tilt_series(stack, tmp_path / "out", config=_config(ctf_correction="phase-flip"))
+    cfg = _config(ctf_correction="phase-flip", defocus_angstrom=20000.0, write_full=False)
+    prepare_tilt_series(stack, tmp_path / "out", config=cfg)
+    direct = reconstruct_file(stack, tmp_path / "direct.mrc", ReconstructConfig(
+        thickness=SHAPE[0], exclude_views="2,4,6,8", ctf_correction="phase-flip",
+        defocus_angstrom=20000.0, device="cpu"))
+    plain = reconstruct_file(stack, tmp_path / "plain.mrc", ReconstructConfig(
+        thickness=SHAPE[0], exclude_views="2,4,6,8", device="cpu"))
+    half = read_mrc(tmp_path / "out" / "half_even.mrc").data
+    np.testing.assert_allclose(half, read_mrc(direct).data, rtol=0, atol=1e-6)
+    assert np.abs(half - read_mrc(plain).data).max() > 1e-3
+
+
 # ------------------------------------------------------------------ ready-made halves
 def test_prepare_halves_several_pairs(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)

@@ -97,6 +97,14 @@ class DewedgePrepareConfig(BaseConfig):
         True, description="also reconstruct the full tilt series (full.mrc), which refine "
         "--source full uses (paper step 3)"
     )
+    ctf_correction: Literal["none", "phase-flip", "wiener"] = Field(
+        "none", description="CTF-correct the views of every reconstruction (as reconstruct "
+        "--ctf-correction); needs a defocus file or defocus_angstrom"
+    )
+    defocus_angstrom: float | None = Field(
+        None, gt=0, description="defocus of every view at the tilt axis, Å (positive = "
+        "underfocus), instead of a defocus file"
+    )
 
 
 class DewedgeFitConfig(BaseConfig):

@@ -582,6 +582,7 @@ def prepare_tilt_series(
     pixel_size_angstrom: float | None = None,
     tilt_axis_angle_deg: float | None = None,
     alignment: PathLike | Sequence[PathLike | None] | None = None,
+    defocus: PathLike | Sequence[PathLike | None] | None = None,
     config: DewedgeConfig | None = None,
     reconstruct_options: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -605,6 +606,9 @@ def prepare_tilt_series(
         (degrees), as ``cryowedge reconstruct`` does.
     alignment
         IMOD ``.xf`` or AreTomo ``.aln`` of each raw stack (one, or one per series).
+    defocus
+        Defocus file of each series (IMOD ``.defocus``, CTFFIND4, AreTomo ``_CTF.txt``; one, or
+        one per series) for ``prepare.ctf_correction``.
     config
         The :class:`~cryowedge.config.dewedge.DewedgeConfig` (default: defaults); the
         ``prepare`` section sets the split, method, filter, thickness, binning, exclusions
@@ -647,6 +651,7 @@ def prepare_tilt_series(
         raise ValueError("prepare_tilt_series needs at least one tilt series.")
     angle_files = _as_list(angles, len(stacks), "angle files")
     alignments = _as_list(alignment, len(stacks), "alignment files")
+    defocus_files = _as_list(defocus, len(stacks), "defocus files")
     out = Path(output_dir)
     names = _unique_names([s.stem for s in stacks])
     single = len(stacks) == 1
@@ -659,14 +664,24 @@ def prepare_tilt_series(
         base_options["filter_name"] = p.filter_name
     if tilt_axis_angle_deg is not None:
         base_options["tilt_axis_angle_deg"] = float(tilt_axis_angle_deg)
+    if p.ctf_correction != "none":
+        base_options["ctf_correction"] = p.ctf_correction
+        if p.defocus_angstrom is not None:
+            base_options["defocus_angstrom"] = p.defocus_angstrom
     base_options.update(reconstruct_options or {})
 
     # ---- every check before any reconstruction
     plans = []
     all_outputs: list[Path] = [manifest_path]
     n_bytes = 65536
-    for stack, angle_file, align, name in zip(stacks, angle_files, alignments, names,
-                                              strict=True):
+    for stack, angle_file, align, defocus_file, name in zip(
+            stacks, angle_files, alignments, defocus_files, names, strict=True):
+        if (base_options.get("ctf_correction", "none") != "none" and defocus_file is None
+                and base_options.get("defocus_angstrom") is None):
+            raise ValueError(
+                f"{stack.name}: CTF correction {base_options['ctf_correction']!r} needs the "
+                "defocus: give a defocus file (defocus=) or prepare.defocus_angstrom."
+            )
         series = load_tilt_series(stack, angle_file, pixel_size_angstrom=pixel_size_angstrom,
                                   tilt_axis_angle_deg=tilt_axis_angle_deg, lazy=True)
         geometry = series.geometry
@@ -705,10 +720,12 @@ def prepare_tilt_series(
         n_bytes += mrc_nbytes(shape) * (3 if p.write_full else 2) + mrc_nbytes(shape, 1)
         user_excluded = (np.setdiff1d(np.arange(geometry.n_tilts),
                                       np.concatenate([even, odd])))
-        plans.append({"stack": stack, "angles": angle_file, "alignment": align, "name": name,
+        plans.append({"stack": stack, "angles": angle_file, "alignment": align,
+                      "defocus": defocus_file, "name": name,
                       "files": files, "even": even, "odd": odd, "excluded": user_excluded,
                       "split": split_label, "angles_deg": geometry.tilt_angles_deg})
-    inputs = [x for plan in plans for x in (plan["stack"], plan["angles"], plan["alignment"])]
+    inputs = [x for plan in plans
+              for x in (plan["stack"], plan["angles"], plan["alignment"], plan["defocus"])]
     check_outputs(all_outputs, inputs=inputs, overwrite=overwrite, n_bytes=n_bytes)
 
     # ---- the work
@@ -735,10 +752,11 @@ def prepare_tilt_series(
 
             options = {**base_options, "thickness": thickness,
                        "exclude_views": _view_list(excluded) if excluded.size else None}
+            extra = {} if plan["defocus"] is None else {"defocus_path": plan["defocus"]}
             reconstruct_file(plan["stack"], path, ReconstructConfig(**options),
                              angles_path=plan["angles"], pixel_size_angstrom=pixel_size_angstrom,
                              alignment_path=plan["alignment"], overwrite=overwrite,
-                             progress=part if progress else None)
+                             progress=part if progress else None, **extra)
             if thickness is None:  # the first reconstruction fixed it: the others follow
                 from cryowedge.io.mrc import open_mrc_lazy
 
