@@ -137,8 +137,18 @@ class DewedgeFitConfig(BaseConfig):
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="autocast: auto = fp16 on CUDA, bf16 on CPU where it holds, off"
     )
-    num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+    num_workers: int = Field(
+        0, ge=0, description="background threads that assemble the next batch while the "
+        "network steps (0: assemble in the training loop)"
+    )
     compile: bool = Field(False, description="torch.compile the network")
+    val_subtomos: int | None = Field(
+        None, ge=1, description="validation sub-tomograms, drawn once from the validation slabs "
+        "(default: subtomos_per_epoch · val_fraction / (1 − val_fraction), at least batch_size)"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of torch (default: torch's choice, all cores)"
+    )
 
 
 class DewedgeRefineConfig(BaseConfig):
