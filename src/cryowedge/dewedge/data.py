@@ -403,11 +403,11 @@ class SubtomoPairs:
             # Points other than the tilt axis (kx = kz = 0) that are measured:
             off_axis = m.clone()
             off_axis[0, :, 0] = 0.0
-            if float(off_axis.sum()) == 0.0:
+            if not hi > lo or float(off_axis.sum()) == 0.0:
                 raise ValueError(
-                    f"{pair.name}: the tilt range [{lo:g}, {hi:g}]° leaves nothing measured "
-                    "off the tilt axis: the missing wedge covers all of Fourier space. Give the "
-                    "real tilt angles (.tlt/.mdoc) or their (min, max) range."
+                    f"{pair.name}: the tilt range [{lo:g}, {hi:g}]° has no width: the missing "
+                    "wedge covers all of Fourier space (but one plane). Give the real tilt "
+                    "angles (.tlt/.mdoc) or their (min, max) range."
                 )
 
     def _split(self, p: int, pair: TomogramPair) -> list[Region]:

@@ -141,6 +141,14 @@ class FitResult:
         Standardisation of each tomogram pair.
     normalization : tuple of float
         The network's ``(input_loc, input_scale)``.
+    resumed_from : int or None
+        Epochs done by the checkpoint this fit resumed from.
+    timings : dict
+        Seconds spent assembling batches (``data_seconds``), waiting for them
+        (``wait_seconds``), in optimiser steps, validation, wedge updates, checkpoints, and
+        in all (``total_seconds``).
+    initial_val_loss : float or None
+        Validation loss of the network before fitting (the start of the training curve).
     """
 
     model: UNet3D
@@ -154,6 +162,7 @@ class FitResult:
     normalization: tuple[float, float]
     resumed_from: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    initial_val_loss: float | None = None
 
     @property
     def last_checkpoint(self) -> Path:
@@ -649,6 +658,11 @@ def fit(
     if start_epoch >= fc.epochs and resume_data is not None:
         logger.info("nothing to do: %d epochs already done", start_epoch)
 
+    initial_val = None
+    if resume_data is not None:
+        initial_val = resume_data.get("initial_val_loss")
+    elif data.n_val:
+        initial_val = _validate(ddp_model, net, data, config, autocast, device, rank, world)
     n_samples = fc.subtomos_per_epoch
     global_batch = fc.batch_size * world
     if world > 1:
@@ -709,7 +723,7 @@ def fit(
             t_wedge = time.perf_counter()
             if wedge:
                 fill_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-                _refill(data, fill_state, config, autocast, rank, world, device, net=net)
+                _refill(data, fill_state, config, autocast, rank, world, device)
             totals["wedge_seconds"] += time.perf_counter() - t_wedge
             totals["data_seconds"] += data_time[0]
             totals["wait_seconds"] += wait
@@ -728,6 +742,7 @@ def fit(
                     payload = _payload(net, optimizer, scaler, epoch + 1, config, tomo_pairs,
                                        (loc, scale), history, val_loss, best_val, best_epoch,
                                        fill_state)
+                    payload["initial_val_loss"] = initial_val
                     blob = _save_bytes(payload)
                     if periodic:
                         _write_atomic(ckpt_dir / f"epoch_{epoch + 1}.pt", blob)
@@ -751,7 +766,7 @@ def fit(
                      checkpoint_dir=ckpt_dir, epochs_done=len(history), config=config,
                      stats=[p.stats for p in tomo_pairs], normalization=(loc, scale),
                      resumed_from=None if resume_data is None else int(resume_data["epoch"]),
-                     timings=totals)
+                     timings=totals, initial_val_loss=initial_val)
 
 
 def _loss_sum(output: torch.Tensor, batch: Batch, net: UNet3D, config: DewedgeConfig
@@ -812,13 +827,15 @@ def _validate(model: Any, net: UNet3D, data: SubtomoPairs, config: DewedgeConfig
 
 
 def _refill(data: SubtomoPairs, fill_state: dict[str, torch.Tensor], config: DewedgeConfig,
-            autocast: torch.dtype | None, rank: int, world: int, device: torch.device,
-            net: UNet3D | None = None) -> None:
-    """Wedge update with the weights ``fill_state`` (``net`` itself when it holds them)."""
-    if net is None:
-        net = build_model(config)
-        net.load_state_dict(fill_state)
-        net.to(device)
+            autocast: torch.dtype | None, rank: int, world: int, device: torch.device) -> None:
+    """Wedge update with the weights ``fill_state``.
+
+    The network is rebuilt from the weights (contiguous memory format) both during the fit
+    and on resume, so the filled volumes are bit-identical in both cases.
+    """
+    net = build_model(config)
+    net.load_state_dict(fill_state)
+    net.to(device)
     broadcast = None
     if world > 1:
         from cryowedge.dewedge.ddp import broadcast_array
