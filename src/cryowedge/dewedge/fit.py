@@ -633,8 +633,7 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     step_model: Any = torch.compile(ddp_model) if fc.compile else ddp_model
 
     history: list[dict[str, Any]] = []

@@ -36,7 +36,9 @@ def _conv_block(c_in: int, c_out: int, n_convs: int, slope: float) -> nn.Sequent
     layers: list[nn.Module] = []
     for i in range(n_convs):
         layers += [
-            nn.Conv3d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1),
+            # no bias: the instance norm right after removes it (a bias there only collects
+            # rounding noise, which Adam would amplify to ±lr steps)
+            nn.Conv3d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1, bias=False),
             nn.InstanceNorm3d(c_out, affine=True),
             nn.LeakyReLU(slope, inplace=True),
         ]
