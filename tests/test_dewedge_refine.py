@@ -185,3 +185,27 @@ def test_refine_prepared_halves_and_full(tmp_path: Path) -> None:
                                 config=cfg.model_copy(update={"refine": cfg.refine.model_copy(
                                     update={"mask_wedge": None})}))
     assert np.abs(read_mrc(masked.output_path).data - mean).max() > 1e-8
+
+
+def test_refine_checkpoint_of_a_fitted_network_keeps_units_and_header(tmp_path: Path) -> None:
+    """prepare → fit (one tiny epoch) → refine: the network consumes standardised tiles, so
+    the refined tomogram comes back at the input's (AreTomo-like, 1e-6) scale."""
+    from cryowedge.dewedge.fit import fit
+    from cryowedge.dewedge.refine import refine_checkpoint
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(16, 32, 32)).astype(np.float32) * 1e-6
+    paths = [_write(tmp_path / f"{n}.mrc",
+                    base + rng.normal(size=base.shape).astype(np.float32) * 1e-7)
+             for n in ("even", "odd")]
+    cfg = DewedgeConfig.model_validate({
+        "shared": {"subtomo_size": 16, "depth": 2, "chans": 4, "device": "cpu"},
+        "prepare": {"min_mask_fraction": 0.0},
+        "fit": {"epochs": 1, "subtomos_per_epoch": 2, "batch_size": 2, "val_fraction": 0.2}})
+    data = prepare_halves(tuple(paths), tmp_path / "prep", tilt_angles=(-60, 60), config=cfg)
+    fitted = fit(data, output_dir=tmp_path / "fit")
+    (result,) = refine_checkpoint(fitted.checkpoint_dir / "last.pt", data, tmp_path / "ref")
+    out = read_mrc(result.output_path)
+    assert out.voxel_size_angstrom == (6.25,) * 3 and out.origin_angstrom == (12.5, -3.0, 40.0)
+    assert 0.3 < out.data.std() / base.std() < 3  # not 1e6 × off (double standardisation)
+    assert np.corrcoef(out.data.ravel(), base.ravel())[0, 1] > 0.3

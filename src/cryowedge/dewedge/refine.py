@@ -802,11 +802,20 @@ def refine_checkpoint(
     checkpoint_path: str | Path,
     prepared: Any,
     output_dir: str | Path | None = None,
+    *,
+    config: Any | None = None,
     **kwargs: Any,
 ) -> list[RefineResult]:
-    """:func:`refine_prepared` with the model of a fit checkpoint
-    (:func:`cryowedge.dewedge.fit.load_model`); ``kwargs`` go to :func:`refine_prepared`."""
+    """:func:`refine_prepared` with the network of a fit checkpoint.
+
+    The model comes from :func:`cryowedge.dewedge.fit.load_model`. Without ``config``, the
+    configuration the network was fitted with (the checkpoint's) is used, so its
+    ``subtomo_size``, ``mode`` (wedge masking) and ``standardize`` match the fit; a given
+    ``config`` must describe the same network (``load_model`` refuses another). ``kwargs`` go
+    to :func:`refine_prepared` (``source``, ``device``, ``overwrite``, ``progress``).
+    """
     from cryowedge.dewedge.fit import load_model
 
-    model, _metadata = load_model(checkpoint_path)
-    return refine_prepared(prepared, model, output_dir, **kwargs)
+    model, metadata = load_model(checkpoint_path, config=config)
+    cfg = config if config is not None else metadata.get("config")
+    return refine_prepared(prepared, model, output_dir, config=cfg, **kwargs)
