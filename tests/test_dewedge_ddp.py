@@ -30,10 +30,20 @@ def _data():
 
 def _config(batch_size: int) -> DewedgeConfig:
     return DewedgeConfig.model_validate(
-        {"shared": {"subtomo_size": 16, "chans": 2, "depth": 2, "device": "cpu", "seed": 4},
-         "fit": {"epochs": 2, "subtomos_per_epoch": 4, "batch_size": batch_size,
-                 "val_fraction": 0.0, "update_wedge_every": 1, "checkpoint_every": 1,
-                 "mixed_precision": "off", "lr": 1e-3}})
+        {
+            "shared": {"subtomo_size": 16, "chans": 2, "depth": 2, "device": "cpu", "seed": 4},
+            "fit": {
+                "epochs": 2,
+                "subtomos_per_epoch": 4,
+                "batch_size": batch_size,
+                "val_fraction": 0.0,
+                "update_wedge_every": 1,
+                "checkpoint_every": 1,
+                "mixed_precision": "off",
+                "lr": 1e-3,
+            },
+        }
+    )
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, result_dir: str) -> None:
@@ -41,14 +51,16 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, result_dir: str
     from cryowedge.dewedge import ddp
     from cryowedge.dewedge.fit import fit
 
-    ddp.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                           world_size=world, timeout_s=120)
+    ddp.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout_s=120
+    )
     try:
         a, b = _data()
         result = fit([(a, b)], [-55, 60], _config(batch_size=2), output_dir=out_dir)
-        torch.save({"state": result.model.state_dict(),
-                    "losses": [h["loss"] for h in result.history]},
-                   f"{result_dir}/rank{rank}.pt")
+        torch.save(
+            {"state": result.model.state_dict(), "losses": [h["loss"] for h in result.history]},
+            f"{result_dir}/rank{rank}.pt",
+        )
     finally:
         ddp.shutdown()
 
@@ -57,8 +69,12 @@ def test_two_gloo_ranks_match_each_other_and_one_process(tmp_path):
     from cryowedge.dewedge.fit import fit
 
     world = 2
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(tmp_path / "ddp"),
-                            str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(
+        _worker,
+        args=(world, str(tmp_path / "init"), str(tmp_path / "ddp"), str(tmp_path)),
+        nprocs=world,
+        join=True,
+    )
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for key in r0["state"]:

@@ -56,13 +56,24 @@ def _wedge_filter(v: np.ndarray, angles) -> np.ndarray:
     return np.fft.ifftn(np.fft.fftn(v) * w).real
 
 
-def _tiny_config(**fit_options) -> DewedgeConfig:
-    fit_section = {"epochs": 4, "subtomos_per_epoch": 4, "batch_size": 2, "val_fraction": 0.0,
-                   "checkpoint_every": 2, "update_wedge_every": 2, "mixed_precision": "off"}
+def _tiny_config(shared: dict | None = None, **fit_options) -> DewedgeConfig:
+    fit_section = {
+        "epochs": 4,
+        "subtomos_per_epoch": 4,
+        "batch_size": 2,
+        "val_fraction": 0.0,
+        "checkpoint_every": 2,
+        "update_wedge_every": 2,
+        "mixed_precision": "off",
+    }
     fit_section.update(fit_options)
     return DewedgeConfig.model_validate(
-        {"shared": {"subtomo_size": 16, "chans": 2, "depth": 2, "device": "cpu"},
-         "fit": fit_section})
+        {
+            "shared": {"subtomo_size": 16, "chans": 2, "depth": 2, "device": "cpu"}
+            | (shared or {}),
+            "fit": fit_section,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +108,23 @@ def test_masked_loss_equals_definition_on_hand_made_masks(shape):
     t1, t2 = term(rot * meas), term(rot * (1 - meas))
     # the masks are point-symmetric, so the masked residuals are real: same as Re(ifft)²
     assert np.abs(np.fft.ifftn(rot * meas * sphere * spec, axes=(-3, -2, -1)).imag).max() < 1e-9
-    got1, got2 = masked_fourier_terms(torch.from_numpy(out), torch.from_numpy(tgt),
-                                      _rfft_half(rot), _rfft_half(meas), loss_radius=0.4)
+    got1, got2 = masked_fourier_terms(
+        torch.from_numpy(out),
+        torch.from_numpy(tgt),
+        _rfft_half(rot),
+        _rfft_half(meas),
+        loss_radius=0.4,
+    )
     np.testing.assert_allclose(got1.numpy(), t1, rtol=1e-5)
     np.testing.assert_allclose(got2.numpy(), t2, rtol=1e-5)
-    loss = masked_fourier_loss(torch.from_numpy(out), torch.from_numpy(tgt), _rfft_half(rot),
-                               _rfft_half(meas), wedge_weight=2.0, loss_radius=0.4)
+    loss = masked_fourier_loss(
+        torch.from_numpy(out),
+        torch.from_numpy(tgt),
+        _rfft_half(rot),
+        _rfft_half(meas),
+        wedge_weight=2.0,
+        loss_radius=0.4,
+    )
     assert float(loss) == pytest.approx(float(np.mean(t1 + 2.0 * t2)), rel=1e-5)
 
 
@@ -131,7 +153,8 @@ def test_rotate_center_crop_equals_subvolume_extract():
     got = rotate_center_crop(vol.float(), mats, 12)
     for i in range(3):
         ref = SubvolumeExtract((18, 18, 18), [[9, 9, 9]], (12, 12, 12), rotations_xyz=mats[i])(
-            vol[i])[:, 0]
+            vol[i]
+        )[:, 0]
         assert float((got[i].double() - ref).abs().max()) < 1e-4
 
 
@@ -167,7 +190,7 @@ def test_wedge_of_rotated_volume_is_rotated_mask():
     measured = wedge_mask((n, n, n), [-40, 55], dtype=torch.float64).numpy()
     vol = np.fft.ifftn(spec * measured * band).real
     r = np.sqrt(np.sum((np.indices((n, n, n)) - n // 2) ** 2, axis=0))
-    vol *= np.exp(-(r / 7.0) ** 2)  # stays inside the box under any rotation
+    vol *= np.exp(-((r / 7.0) ** 2))  # stays inside the box under any rotation
     R = euler_zyz_to_matrix(30.0, 70.0, -20.0)
     rotated = rotate_center_crop(torch.from_numpy(vol).float()[None], R[None], n)[0].double()
     power = np.abs(np.fft.fftn(rotated.numpy())) ** 2
@@ -188,8 +211,7 @@ def test_batch_target_power_lies_in_rotated_wedge_and_input_lacks_canonical_wedg
     angles = [-50, 62]
     a = _wedge_filter(rng.normal(size=shape), angles).astype(np.float32)
     b = _wedge_filter(rng.normal(size=shape), angles).astype(np.float32)
-    data = SubtomoPairs([TomogramPair(a, b, angles)], subtomo_size=16, val_fraction=0.0,
-                        seed=0)
+    data = SubtomoPairs([TomogramPair(a, b, angles)], subtomo_size=16, val_fraction=0.0, seed=0)
     plan = data.epoch_plan(0, 4)
     batch = data.make_batch(plan, range(4))
     assert batch.input.shape == (4, 1, 16, 16, 16)
@@ -211,17 +233,23 @@ def test_validation_slab_is_spatially_separate():
     a = np.zeros(shape, np.float32)
     a[:, split:] = 1.0
     b = a.copy()
-    data = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.2,
-                        n_val=6, seed=1, mode="n2n")
-    assert [(r.y0, r.y1, r.kind) for r in data.regions] == [(0, split, "fit"),
-                                                            (split, 64, "val")]
+    data = SubtomoPairs(
+        [TomogramPair(a, b, [-60, 60])],
+        subtomo_size=16,
+        val_fraction=0.2,
+        n_val=6,
+        seed=1,
+        mode="n2n",
+    )
+    assert [(r.y0, r.y1, r.kind) for r in data.regions] == [(0, split, "fit"), (split, 64, "val")]
     fit_batch = data.make_batch(data.epoch_plan(0, 6), range(6))
     val_batch = data.make_batch(data.val_plan, range(6))
     assert float(fit_batch.input.abs().max()) == 0.0
     assert float(val_batch.input.min()) == 1.0
     # the dewedge crops (√2 larger, reflected at the slab edges) do not leak either
-    dw = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.2,
-                      n_val=6, seed=1)
+    dw = SubtomoPairs(
+        [TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.2, n_val=6, seed=1
+    )
     assert dw.crop == crop_size_for(16) == 24
     crops = dw.make_batch(dw.epoch_plan(0, 6), range(6))
     assert float(crops.target.abs().max()) == 0.0
@@ -232,8 +260,14 @@ def test_mask_coverage_of_sampled_cubes():
     mask = np.zeros(shape, np.uint8)
     mask[:, :, :18] = 1
     a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-    data = SubtomoPairs([TomogramPair(a, a, [-60, 60], mask=mask)], subtomo_size=16,
-                        val_fraction=0.0, min_mask_fraction=0.75, seed=2, mode="n2n")
+    data = SubtomoPairs(
+        [TomogramPair(a, a, [-60, 60], mask=mask)],
+        subtomo_size=16,
+        val_fraction=0.0,
+        min_mask_fraction=0.75,
+        seed=2,
+        mode="n2n",
+    )
     plan = data.epoch_plan(3, 20)
     for c in plan.centres:
         x0 = c[2] - 8
@@ -244,10 +278,8 @@ def test_mask_coverage_of_sampled_cubes():
 
 def test_epoch_plan_is_a_function_of_seed_and_epoch(pair):
     a, b = pair
-    d1 = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.0,
-                      seed=5)
-    d2 = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.0,
-                      seed=5)
+    d1 = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.0, seed=5)
+    d2 = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.0, seed=5)
     p1, p2, p3 = d1.epoch_plan(4, 5), d2.epoch_plan(4, 5), d1.epoch_plan(5, 5)
     np.testing.assert_array_equal(p1.centres, p2.centres)
     np.testing.assert_array_equal(p1.rotations, p2.rotations)
@@ -257,9 +289,14 @@ def test_epoch_plan_is_a_function_of_seed_and_epoch(pair):
 def test_wedge_filler_keeps_measured_region_and_inserts_prediction():
     rng = np.random.default_rng(10)
     measured = wedge_mask((16, 16, 16), [-45, 60], rfft=True)
-    x = torch.fft.irfftn(torch.fft.rfftn(torch.from_numpy(rng.normal(size=(2, 1, 16, 16, 16)))
-                                         .float(), dim=(-3, -2, -1)) * measured,
-                         s=(16,) * 3, dim=(-3, -2, -1))
+    x = torch.fft.irfftn(
+        torch.fft.rfftn(
+            torch.from_numpy(rng.normal(size=(2, 1, 16, 16, 16))).float(), dim=(-3, -2, -1)
+        )
+        * measured,
+        s=(16,) * 3,
+        dim=(-3, -2, -1),
+    )
     prediction = torch.from_numpy(rng.normal(size=(2, 1, 16, 16, 16))).float()
     filled = _WedgeFiller(lambda t: prediction, (1 - measured)[None, None])(x)
     f = torch.fft.rfftn(filled, dim=(-3, -2, -1))
@@ -271,8 +308,7 @@ def test_wedge_filler_keeps_measured_region_and_inserts_prediction():
 
 def test_update_wedge_fills_half_a_in_memory(pair):
     a, b = pair
-    data = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.0,
-                        seed=0)
+    data = SubtomoPairs([TomogramPair(a, b, [-60, 60])], subtomo_size=16, val_fraction=0.0, seed=0)
     torch.manual_seed(0)
     net = UNet3D(chans=2, depth=2)
     data.update_wedge(net, batch_size=4)
@@ -314,7 +350,8 @@ def test_resume_reproduces_uninterrupted_fit(pair, tmp_path):
     for key in sa:
         assert float((sa[key] - sb[key]).abs().max()) <= 1e-6, key
     assert [h["loss"] for h in full.history] == pytest.approx(
-        [h["loss"] for h in resumed.history], rel=1e-6)
+        [h["loss"] for h in resumed.history], rel=1e-6
+    )
     assert full.history[1]["wedge_update"] and not full.history[0]["wedge_update"]
     # the fitted model loads for refinement, with what refinement needs
     model, meta = load_model(full.last_checkpoint)
@@ -370,11 +407,19 @@ def test_bad_input_is_refused_before_fitting(pair, tmp_path):
     with pytest.raises(ValueError, match="different shapes"):
         fit([(a, b[:, :32])], [-60, 60], _tiny_config(), output_dir=tmp_path / "shape")
     with pytest.raises(ValueError, match="0 and 1|values"):
-        fit([(a, b, np.full(a.shape, 0.5, np.float32))], [-60, 60], _tiny_config(),
-            output_dir=tmp_path / "mask")
+        fit(
+            [(a, b, np.full(a.shape, 0.5, np.float32))],
+            [-60, 60],
+            _tiny_config(),
+            output_dir=tmp_path / "mask",
+        )
     with pytest.raises(ValueError, match="validation slab"):
-        fit([(a[:, :24], b[:, :24])], [-60, 60], _tiny_config(val_fraction=0.1),
-            output_dir=tmp_path / "val")
+        fit(
+            [(a[:, :24], b[:, :24])],
+            [-60, 60],
+            _tiny_config(val_fraction=0.1),
+            output_dir=tmp_path / "val",
+        )
     assert not (tmp_path / "big").exists() and not (tmp_path / "val").exists()
 
 
@@ -382,11 +427,91 @@ def test_it_learns(pair, tmp_path):
     """A few dozen steps lower the validation loss on blobs + noise with a ±60° wedge."""
     a, b = pair
     cfg = DewedgeConfig.model_validate(
-        {"shared": {"subtomo_size": 16, "chans": 4, "depth": 2, "seed": 3},
-         "fit": {"epochs": 8, "subtomos_per_epoch": 8, "batch_size": 2, "lr": 3e-3,
-                 "val_fraction": 0.4, "val_subtomos": 8, "update_wedge_every": None,
-                 "checkpoint_every": 100, "mixed_precision": "off"}})
+        {
+            "shared": {"subtomo_size": 16, "chans": 4, "depth": 2, "seed": 3},
+            "fit": {
+                "epochs": 8,
+                "subtomos_per_epoch": 8,
+                "batch_size": 2,
+                "lr": 3e-3,
+                "val_fraction": 0.4,
+                "val_subtomos": 8,
+                "update_wedge_every": None,
+                "checkpoint_every": 100,
+                "mixed_precision": "off",
+            },
+        }
+    )
     result = fit([(a, b)], [-60, 60], cfg, output_dir=tmp_path)
     val = [h["val_loss"] for h in result.history]
     assert val[-1] < 0.8 * result.initial_val_loss, (result.initial_val_loss, val)
     assert result.best_val_loss == min(val)
+
+
+@pytest.mark.parametrize(("mode", "precision"), [("n2n", "bf16"), ("dewedge", "bf16")])
+def test_n2n_mode_and_bfloat16_autocast(pair, tmp_path, mode, precision):
+    """Both modes fit under bfloat16 autocast: finite losses, float32 output, and the
+    mixed-precision step follows the float32 one closely from the same start."""
+    a, b = pair
+    losses = {}
+    for p in (precision, "off"):
+        cfg = _tiny_config(
+            {"mode": mode},
+            epochs=1,
+            checkpoint_every=1,
+            mixed_precision=p,
+            val_fraction=0.3,
+            val_every=1,
+            update_wedge_every=None,
+        )
+        result = fit([(a, b)], [-60, 60], cfg, output_dir=tmp_path / p)
+        losses[p] = result.history[0]["loss"]
+        assert np.isfinite(result.history[0]["val_loss"])
+        assert result.model(torch.zeros(1, 1, 16, 16, 16)).dtype == torch.float32
+    assert losses[precision] == pytest.approx(losses["off"], rel=0.05)
+
+
+def test_lazy_mrc_halves_give_the_same_batches_as_arrays(pair, tmp_path):
+    from cryowedge.io.mrc import open_mrc_lazy, write_mrc
+
+    a, b = pair
+    write_mrc(tmp_path / "a.mrc", a)
+    write_mrc(tmp_path / "b.mrc", b)
+    lazy = TomogramPair(
+        open_mrc_lazy(tmp_path / "a.mrc"), open_mrc_lazy(tmp_path / "b.mrc"), [-60, 60]
+    )
+    batches = []
+    for p in (lazy, TomogramPair(a, b, [-60, 60])):
+        data = SubtomoPairs([p], subtomo_size=16, val_fraction=0.0, seed=3)
+        batches.append(data.make_batch(data.epoch_plan(1, 3), range(3)))
+    assert torch.equal(batches[0].input, batches[1].input)
+    assert torch.equal(batches[0].target, batches[1].target)
+
+
+def test_several_pairs_each_with_its_own_wedge(pair):
+    a, b = pair
+    other = TomogramPair(a[:, :32].copy(), b[:, :32].copy(), [-40, 65], name="second")
+    data = SubtomoPairs(
+        [TomogramPair(a, b, [-60, 60]), other], subtomo_size=16, val_fraction=0.0, seed=0
+    )
+    plan = data.epoch_plan(0, 12)
+    pairs_drawn = {data.regions[r].pair for r in plan.region}
+    assert pairs_drawn == {0, 1}
+    batch = data.make_batch(plan, range(12))
+    for j, r in enumerate(plan.region):
+        p = data.regions[r].pair
+        expected = wedge_mask((16, 16, 16), [[-60, 60], [-40, 65]][p], rfft=True)
+        assert torch.equal(batch.measured[j, 0], expected)
+
+
+def test_prefetch_thread_gives_the_same_fit(pair, tmp_path):
+    a, b = pair
+    runs = [
+        fit(
+            [(a, b)], [-60, 60], _tiny_config(epochs=2, num_workers=w), output_dir=tmp_path / str(w)
+        )
+        for w in (0, 1)
+    ]
+    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
+    for key, value in runs[0].model.state_dict().items():
+        assert torch.equal(value, runs[1].model.state_dict()[key]), key

@@ -40,8 +40,9 @@ rotation ``out(R r) = in(r)`` of :class:`~cryowedge.operators.rotation.Rotation3
 no mask.
 
 **Iterative wedge update** (:meth:`SubtomoPairs.update_wedge`). The current network, without
-rotation, is run over each slab of half A tile by tile (:func:`cryowedge.dewedge.refine.refine_array`,
-tiles masked with ``W`` exactly like the fitting inputs); in each tile the measured region is
+rotation, is run over each slab of half A tile by tile
+(:func:`cryowedge.dewedge.refine.refine_array`, tiles masked with ``W`` exactly like the
+fitting inputs); in each tile the measured region is
 kept and the network's prediction is inserted in the missing wedge,
 ``tile + irfftn((1 − W) · rfftn(net(tile)))``, and the tiles are blended back. The filled
 half A lives in memory (one float32 copy per tomogram) and replaces half A as the source of
@@ -68,7 +69,6 @@ from numpy.typing import ArrayLike
 from scipy.spatial.transform import Rotation
 
 from cryowedge.dewedge.standardize import StandardizationStats
-from cryowedge.geometry.rotations import xyz_to_zyx_matrix
 from cryowedge.geometry.wedge import wedge_mask
 
 __all__ = [
@@ -212,8 +212,10 @@ def rotate_center_crop(
         raise ValueError(f"volumes must be (N, [C,] c, c, c) cubes, got {tuple(volumes.shape)}.")
     n, c = v.shape[0], v.shape[-1]
     s = int(out_size)
-    m = torch.as_tensor(np.asarray(matrices_xyz) if not isinstance(matrices_xyz, torch.Tensor)
-                        else matrices_xyz, dtype=torch.float64)
+    m = torch.as_tensor(
+        np.asarray(matrices_xyz) if not isinstance(matrices_xyz, torch.Tensor) else matrices_xyz,
+        dtype=torch.float64,
+    )
     if m.shape != (n, 3, 3):
         raise ValueError(f"matrices_xyz must be ({n}, 3, 3), got {tuple(m.shape)}.")
     # Positions in (x, y, z) order directly: p_xyz = c//2 + Rᵀ (o_xyz − s//2).
@@ -223,8 +225,9 @@ def rotate_center_crop(
     offs = torch.stack([gx, gy, gz], dim=-1).reshape(1, -1, 3)  # (1, s³, 3) xyz offsets
     pos = torch.matmul(offs, rt.transpose(1, 2)) + float(c // 2)  # (N, s³, 3): (Rᵀ o)ᵀ = oᵀ R
     grid = (pos * (2.0 / (c - 1)) - 1.0).reshape(n, s, s, s, 3)
-    out = F.grid_sample(v.to(torch.float32), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
+    out = F.grid_sample(
+        v.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return out[:, 0] if squeeze else out
 
 
@@ -235,18 +238,24 @@ def apply_fourier_mask(volumes: torch.Tensor, mask_rfft: torch.Tensor) -> torch.
     return torch.fft.irfftn(spec * mask_rfft, s=shape, dim=(-3, -2, -1))
 
 
-def _read_crop(source: Any, y_range: tuple[int, int], start: Sequence[int], size: int,
-               stats: StandardizationStats) -> np.ndarray:
+def _read_crop(
+    source: Any,
+    y_range: tuple[int, int],
+    start: Sequence[int],
+    size: int,
+    stats: StandardizationStats,
+) -> np.ndarray:
     """``size³`` crop starting at ``start`` (region coordinates) from the slab ``y_range`` of
     ``source``, reflected beyond the slab, standardised, float32."""
     y0, y1 = y_range
     dims = (int(source.shape[0]), y1 - y0, int(source.shape[2]))
     lo = [max(0, int(s)) for s in start]
     hi = [min(n, int(s) + size) for s, n in zip(start, dims, strict=True)]
-    block = np.asarray(source[lo[0]:hi[0], y0 + lo[1]:y0 + hi[1], lo[2]:hi[2]])
+    block = np.asarray(source[lo[0] : hi[0], y0 + lo[1] : y0 + hi[1], lo[2] : hi[2]])
     block = stats.apply(block)
-    pads = [(lo_i - int(s), int(s) + size - hi_i) for s, lo_i, hi_i in zip(start, lo, hi,
-                                                                            strict=True)]
+    pads = [
+        (lo_i - int(s), int(s) + size - hi_i) for s, lo_i, hi_i in zip(start, lo, hi, strict=True)
+    ]
     if any(p for pair in pads for p in pair):
         block = np.pad(block, pads, mode="reflect")
     return np.ascontiguousarray(block, dtype=np.float32)
@@ -360,14 +369,19 @@ class SubtomoPairs:
             if mode == "n2n":
                 self._measured.append(None)
                 continue
-            m = wedge_mask((s, s, s), pair.tilt_angles_deg,
-                           tilt_axis_angle_deg=pair.tilt_axis_angle_deg, rfft=True,
-                           device=self.device)
+            m = wedge_mask(
+                (s, s, s),
+                pair.tilt_angles_deg,
+                tilt_axis_angle_deg=pair.tilt_axis_angle_deg,
+                rfft=True,
+                device=self.device,
+            )
             self._measured.append(m)
         self._check_wedges()
         self.n_val = int(n_val) if self.val_regions else 0
-        self.val_plan = self._draw(np.random.default_rng([self.seed, 2]), self.n_val,
-                                   self.val_regions)
+        self.val_plan = self._draw(
+            np.random.default_rng([self.seed, 2]), self.n_val, self.val_regions
+        )
         self.filled: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ checks and layout
@@ -377,14 +391,19 @@ class SubtomoPairs:
             a_shape = tuple(int(n) for n in pair.half_a.shape)
             b_shape = tuple(int(n) for n in pair.half_b.shape)
             if len(a_shape) != 3:
-                raise ValueError(f"{pair.name}: half A must be a (z, y, x) volume, got shape "
-                                 f"{a_shape}.")
+                raise ValueError(
+                    f"{pair.name}: half A must be a (z, y, x) volume, got shape {a_shape}."
+                )
             if a_shape != b_shape:
-                raise ValueError(f"{pair.name}: the halves have different shapes {a_shape} and "
-                                 f"{b_shape}; give the two halves of one tomogram.")
+                raise ValueError(
+                    f"{pair.name}: the halves have different shapes {a_shape} and "
+                    f"{b_shape}; give the two halves of one tomogram."
+                )
             if pair.mask is not None and tuple(int(n) for n in pair.mask.shape) != a_shape:
-                raise ValueError(f"{pair.name}: the mask has shape {tuple(pair.mask.shape)} but "
-                                 f"the tomogram {a_shape}; give the mask made for it.")
+                raise ValueError(
+                    f"{pair.name}: the mask has shape {tuple(pair.mask.shape)} but "
+                    f"the tomogram {a_shape}; give the mask made for it."
+                )
             for axis, n in zip("zyx", a_shape, strict=True):
                 if s > n:
                     raise ValueError(
@@ -439,8 +458,9 @@ class SubtomoPairs:
         stride = 1
         while math.prod(-(-k // stride) for k in n_start) > MAX_CANDIDATES:
             stride += 1
-        centres = valid_centres(_RegionView(pair.mask, region.y0, region.y1), s,
-                                self.min_mask_fraction, stride=stride)
+        centres = valid_centres(
+            _RegionView(pair.mask, region.y0, region.y1), s, self.min_mask_fraction, stride=stride
+        )
         if len(centres) == 0:
             raise ValueError(
                 f"{pair.name}: no {s}³ sub-tomogram in rows {region.y0}-{region.y1} "
@@ -454,8 +474,11 @@ class SubtomoPairs:
     def _draw(self, rng: np.random.Generator, n: int, regions: Sequence[int]) -> SamplePlan:
         s = self.size
         if n == 0 or not regions:
-            return SamplePlan(np.zeros(0, np.int64), np.zeros((0, 3), np.int64),
-                              None if self.mode == "n2n" else np.zeros((0, 3, 3)))
+            return SamplePlan(
+                np.zeros(0, np.int64),
+                np.zeros((0, 3), np.int64),
+                None if self.mode == "n2n" else np.zeros((0, 3, 3)),
+            )
         counts = np.array([self._candidates[r][2] for r in regions], dtype=np.float64)
         which = rng.choice(len(regions), size=n, p=counts / counts.sum())
         region_idx = np.asarray(regions, dtype=np.int64)[which]
@@ -481,8 +504,9 @@ class SubtomoPairs:
     def epoch_plan(self, epoch: int, n: int) -> SamplePlan:
         """The ``n`` fitting samples of epoch ``epoch`` (0-based): a pure function of
         ``(seed, epoch)``."""
-        return self._draw(np.random.default_rng([self.seed, 1, int(epoch)]), int(n),
-                          self.fit_regions)
+        return self._draw(
+            np.random.default_rng([self.seed, 1, int(epoch)]), int(n), self.fit_regions
+        )
 
     # ------------------------------------------------------------------ batches
     def make_batch(self, plan: SamplePlan, indices: Sequence[int]) -> Batch:
@@ -515,9 +539,13 @@ class SubtomoPairs:
         for p in np.unique(pair_arr):
             js = np.nonzero(pair_arr == p)[0]
             rot_measured[torch.from_numpy(js).to(self.device), 0] = wedge_mask(
-                (s, s, s), self.pairs[p].tilt_angles_deg,
+                (s, s, s),
+                self.pairs[p].tilt_angles_deg,
                 tilt_axis_angle_deg=self.pairs[p].tilt_axis_angle_deg,
-                rotation_xyz=np.swapaxes(rot[js], -1, -2), rfft=True, device=self.device)
+                rotation_xyz=np.swapaxes(rot[js], -1, -2),
+                rfft=True,
+                device=self.device,
+            )
         return Batch(inp.contiguous(), rotated[:, 1:2].contiguous(), rot_measured, measured)
 
     # ------------------------------------------------------------------ normalisation
@@ -530,18 +558,22 @@ class SubtomoPairs:
         for r in self.fit_regions:
             reg = self.regions[r]
             pair = self.pairs[reg.pair]
-            v, _ = sample_voxels(_RegionView(pair.half_a, reg.y0, reg.y1),
-                                 mask=None if pair.mask is None else _RegionView(
-                                     pair.mask, reg.y0, reg.y1),
-                                 central_fraction=1.0, max_samples=200_000)
+            v, _ = sample_voxels(
+                _RegionView(pair.half_a, reg.y0, reg.y1),
+                mask=None if pair.mask is None else _RegionView(pair.mask, reg.y0, reg.y1),
+                central_fraction=1.0,
+                max_samples=200_000,
+            )
             values.append(pair.stats.apply(v.astype(np.float64)).astype(np.float64))
         pooled = np.concatenate(values)
         std = float(np.std(pooled))
         if not np.isfinite(pooled).all():
             raise ValueError("the half tomograms hold NaN or Inf voxels; fix the input first.")
         if not std > 0:
-            raise ValueError("half A is constant inside the fitting slabs: nothing to fit; check "
-                             "the input tomograms.")
+            raise ValueError(
+                "half A is constant inside the fitting slabs: nothing to fit; check "
+                "the input tomograms."
+            )
         return float(np.mean(pooled)), std
 
     # ------------------------------------------------------------------ wedge update
@@ -587,17 +619,23 @@ class SubtomoPairs:
                     assert measured is not None
                     filler = _WedgeFiller(net, (1.0 - measured)[None, None])
                     slab[...] = refine_array(
-                        _RegionView(pair.half_a, reg.y0, reg.y1), filler, subtomo_size=s,
-                        batch_size=batch_size, stats=pair.stats,
+                        _RegionView(pair.half_a, reg.y0, reg.y1),
+                        filler,
+                        subtomo_size=s,
+                        batch_size=batch_size,
+                        stats=pair.stats,
                         wedge_tilt_angles_deg=pair.tilt_angles_deg,
-                        tilt_axis_angle_deg=pair.tilt_axis_angle_deg, device=self.device,
-                        mixed_precision=mixed_precision)
+                        tilt_axis_angle_deg=pair.tilt_axis_angle_deg,
+                        device=self.device,
+                        mixed_precision=mixed_precision,
+                    )
                 if world_size > 1:
                     if broadcast is None:
                         raise ValueError("update_wedge with world_size > 1 needs broadcast.")
                     broadcast(slab, owner)
-                self.filled[reg.pair][:, reg.y0:reg.y1, :] = slab
+                self.filled[reg.pair][:, reg.y0 : reg.y1, :] = slab
         finally:
             net.train(was_training)
-        logger.info("missing wedge of half A filled with the current network (%d slabs)",
-                    len(self.regions))
+        logger.info(
+            "missing wedge of half A filled with the current network (%d slabs)", len(self.regions)
+        )

@@ -101,8 +101,10 @@ def init_process_group(
     if backend == "nccl" and not torch.cuda.is_available():
         raise ValueError("backend nccl needs CUDA GPUs; use gloo on the CPU.")
     if not is_distributed():
-        kwargs: dict[str, Any] = {"backend": backend,
-                                  "timeout": _dt.timedelta(seconds=float(timeout_s))}
+        kwargs: dict[str, Any] = {
+            "backend": backend,
+            "timeout": _dt.timedelta(seconds=float(timeout_s)),
+        }
         if init_method is not None:
             kwargs["init_method"] = init_method
         if rank is not None:
@@ -139,7 +141,7 @@ def broadcast_array(array: np.ndarray, src: int) -> None:
     flat = torch.from_numpy(array.reshape(-1))
     on_gpu = dist.get_backend() == "nccl"
     for i in range(0, flat.numel(), _CHUNK):
-        part = flat[i:i + _CHUNK]
+        part = flat[i : i + _CHUNK]
         if on_gpu:
             buf = part.to(torch.device("cuda", torch.cuda.current_device()))
             dist.broadcast(buf, src)
@@ -176,8 +178,9 @@ def run_fit(
     cfg = config if config is not None else data.config
     _, _, device = init_process_group(backend)
     if device.type == "cuda":
-        cfg = cfg.model_copy(update={"shared": cfg.shared.model_copy(
-            update={"device": str(device)})})
+        cfg = cfg.model_copy(
+            update={"shared": cfg.shared.model_copy(update={"device": str(device)})}
+        )
     try:
         return fit(data, config=cfg, output_dir=output_dir, resume=resume, overwrite=overwrite)
     finally:
@@ -189,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cryowedge.dewedge.ddp",
         description="Distributed dewedge fit (launch with torchrun --nproc-per-node N -m "
-                    "cryowedge.dewedge.ddp ...).")
+        "cryowedge.dewedge.ddp ...).",
+    )
     parser.add_argument("prepared", help="directory (or prepared.yaml) of dewedge prepare")
     parser.add_argument("output_dir", help="where checkpoints/ and fit_log.csv go")
     parser.add_argument("--config", help="dewedge YAML config (default: the prepared one)")
@@ -198,8 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", choices=["auto", "nccl", "gloo"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_fit(args.prepared, args.output_dir, config=args.config, resume=args.resume,
-            overwrite=args.overwrite, backend=args.backend)
+    run_fit(
+        args.prepared,
+        args.output_dir,
+        config=args.config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        backend=args.backend,
+    )
     return 0
 
 

@@ -194,8 +194,9 @@ def resolve_fit_autocast(mixed_precision: str, device: torch.device) -> torch.dt
         return torch.bfloat16
     if choice == "fp16":
         if device.type != "cuda":
-            raise ValueError("mixed_precision fp16 needs a CUDA device; on the CPU use bf16 or "
-                             "off.")
+            raise ValueError(
+                "mixed_precision fp16 needs a CUDA device; on the CPU use bf16 or off."
+            )
         return torch.float16
     if choice == "auto":
         if device.type == "cuda":
@@ -208,8 +209,9 @@ def resolve_fit_autocast(mixed_precision: str, device: torch.device) -> torch.dt
 
 def _cpu_has_bf16() -> bool:
     try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
     except (AttributeError, RuntimeError):  # pragma: no cover - old or unusual builds
         return False
 
@@ -238,10 +240,15 @@ def as_pairs(
         PreparedData = ()  # type: ignore[assignment,misc]
     if PreparedData and isinstance(pairs, PreparedData):
         return [
-            TomogramPair(t.half_a, t.half_b, t.tilt_angles_deg, mask=t.mask,
-                         tilt_axis_angle_deg=t.tilt_axis_angle_deg,
-                         stats=t.stats if standardize == "robust" else
-                         StandardizationStats.identity(), name=t.name)
+            TomogramPair(
+                t.half_a,
+                t.half_b,
+                t.tilt_angles_deg,
+                mask=t.mask,
+                tilt_axis_angle_deg=t.tilt_axis_angle_deg,
+                stats=t.stats if standardize == "robust" else StandardizationStats.identity(),
+                name=t.name,
+            )
             for t in pairs.tomograms
         ]
     if isinstance(pairs, TomogramPair):
@@ -255,13 +262,20 @@ def as_pairs(
     n = len(items)
     if tilt_angles_deg is None:
         angle_list: list[Any] = [None] * n
-    elif n > 1 and isinstance(tilt_angles_deg, (list, tuple)) and len(tilt_angles_deg) == n and \
-            all(np.ndim(a) == 1 for a in tilt_angles_deg):
+    elif (
+        n > 1
+        and isinstance(tilt_angles_deg, (list, tuple))
+        and len(tilt_angles_deg) == n
+        and all(np.ndim(a) == 1 for a in tilt_angles_deg)
+    ):
         angle_list = list(tilt_angles_deg)
     else:
         angle_list = [tilt_angles_deg] * n
-    axis_list = (list(tilt_axis_angle_deg) if isinstance(tilt_axis_angle_deg, (list, tuple))
-                 else [float(tilt_axis_angle_deg)] * n)
+    axis_list = (
+        list(tilt_axis_angle_deg)
+        if isinstance(tilt_axis_angle_deg, (list, tuple))
+        else [float(tilt_axis_angle_deg)] * n
+    )
     if stats is not None and len(stats) != n:
         raise ValueError(f"got {len(stats)} standardisation stats for {n} tomogram pairs.")
     out = []
@@ -270,13 +284,17 @@ def as_pairs(
             out.append(item)
             continue
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise ValueError(f"pair {i} must be (half_a, half_b) or (half_a, half_b, mask), got "
-                             f"{type(item).__name__}.")
+            raise ValueError(
+                f"pair {i} must be (half_a, half_b) or (half_a, half_b, mask), got "
+                f"{type(item).__name__}."
+            )
         a, b = item[0], item[1]
         mask = item[2] if len(item) == 3 else None
         if angle_list[i] is None:
-            raise ValueError("tilt_angles_deg is required (the tilt angles in degrees, or their "
-                             "(min, max)) to know the missing wedge.")
+            raise ValueError(
+                "tilt_angles_deg is required (the tilt angles in degrees, or their "
+                "(min, max)) to know the missing wedge."
+            )
         if mask is not None:
             from cryowedge.dewedge.mask import check_mask
 
@@ -285,14 +303,24 @@ def as_pairs(
             st = stats[i]
         elif standardize == "robust":
             if tuple(a.shape) != tuple(b.shape):
-                raise ValueError(f"pair {i}: the halves have different shapes "
-                                 f"{tuple(a.shape)} and {tuple(b.shape)}.")
+                raise ValueError(
+                    f"pair {i}: the halves have different shapes "
+                    f"{tuple(a.shape)} and {tuple(b.shape)}."
+                )
             st = robust_stats([a, b], masks=mask)
         else:
             st = StandardizationStats.identity()
-        out.append(TomogramPair(a, b, np.asarray(angle_list[i], dtype=np.float64).ravel(),
-                                mask=mask, tilt_axis_angle_deg=float(axis_list[i]), stats=st,
-                                name=f"pair {i}"))
+        out.append(
+            TomogramPair(
+                a,
+                b,
+                np.asarray(angle_list[i], dtype=np.float64).ravel(),
+                mask=mask,
+                tilt_axis_angle_deg=float(axis_list[i]),
+                stats=st,
+                name=f"pair {i}",
+            )
+        )
     return out
 
 
@@ -300,8 +328,10 @@ def _check_angles(pairs: Sequence[TomogramPair]) -> None:
     for pair in pairs:
         a = np.asarray(pair.tilt_angles_deg, dtype=np.float64).ravel()
         if a.size == 0 or not np.isfinite(a).all() or np.abs(a).max() > 90:
-            raise ValueError(f"{pair.name}: tilt angles must be finite degrees within ±90, got "
-                             f"{a.tolist()[:6]}{'...' if a.size > 6 else ''}.")
+            raise ValueError(
+                f"{pair.name}: tilt angles must be finite degrees within ±90, got "
+                f"{a.tolist()[:6]}{'...' if a.size > 6 else ''}."
+            )
         if not a.max() > a.min():
             raise ValueError(
                 f"{pair.name}: the tilt range [{a.min():g}, {a.max():g}]° has zero width: the "
@@ -333,8 +363,9 @@ def _n_val(config: DewedgeConfig) -> int:
         return 0
     if f.val_subtomos is not None:
         return int(f.val_subtomos)
-    return max(f.batch_size, math.ceil(f.subtomos_per_epoch * f.val_fraction
-                                       / (1.0 - f.val_fraction)))
+    return max(
+        f.batch_size, math.ceil(f.subtomos_per_epoch * f.val_fraction / (1.0 - f.val_fraction))
+    )
 
 
 def _rank_share(start: int, stop: int, rank: int, world: int) -> list[int]:
@@ -349,12 +380,16 @@ def _rank_share(start: int, stop: int, rank: int, world: int) -> list[int]:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 - the global state others may use
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -364,8 +399,14 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     s = state["numpy"]
-    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"],
-                         s["has_gauss"], s["cached_gaussian"]))
+    legacy = (
+        s["name"],
+        s["keys"].numpy().astype(np.uint32),
+        s["pos"],
+        s["has_gauss"],
+        s["cached_gaussian"],
+    )
+    np.random.set_state(legacy)  # noqa: NPY002 - restores the global state saved above
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -408,11 +449,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "epoch_N.pt) or fit again."
         ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(p)!r} is not a cryowedge dewedge checkpoint (no 'format: "
-                         f"{CHECKPOINT_FORMAT}'); give a checkpoint written by dewedge fit.")
+        raise ValueError(
+            f"{str(p)!r} is not a cryowedge dewedge checkpoint (no 'format: "
+            f"{CHECKPOINT_FORMAT}'); give a checkpoint written by dewedge fit."
+        )
     if int(data.get("version", 0)) != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {str(p)!r} has version {data.get('version')!r}; this "
-                         f"cryowedge reads version {CHECKPOINT_VERSION}.")
+        raise ValueError(
+            f"checkpoint {str(p)!r} has version {data.get('version')!r}; this "
+            f"cryowedge reads version {CHECKPOINT_VERSION}."
+        )
     return data
 
 
@@ -461,13 +506,18 @@ def load_model(
     data = load_checkpoint(p)
     cfg = DewedgeConfig.model_validate(data["config"])
     if config is not None:
-        diff = [f"{name}: checkpoint {getattr(cfg.shared, name)} vs config "
-                f"{getattr(config.shared, name)}" for name in _NETWORK_FIELDS
-                if getattr(cfg.shared, name) != getattr(config.shared, name)]
+        diff = [
+            f"{name}: checkpoint {getattr(cfg.shared, name)} vs config "
+            f"{getattr(config.shared, name)}"
+            for name in _NETWORK_FIELDS
+            if getattr(cfg.shared, name) != getattr(config.shared, name)
+        ]
         if diff:
-            raise ValueError(f"checkpoint {str(p)!r} holds a different network ("
-                             f"{'; '.join(diff)}); use the config it was fitted with or another "
-                             "checkpoint.")
+            raise ValueError(
+                f"checkpoint {str(p)!r} holds a different network ("
+                f"{'; '.join(diff)}); use the config it was fitted with or another "
+                "checkpoint."
+            )
     model = _model_from_checkpoint(data, p)
     model.to(device).eval()
     meta = {
@@ -583,8 +633,13 @@ def fit(
     ckpt_dir = out_dir / "checkpoints"
 
     # ---- checks and data, before any long work
-    tomo_pairs = as_pairs(pairs, tilt_angles_deg, stats=stats, standardize=sh.standardize,
-                          tilt_axis_angle_deg=tilt_axis_angle_deg)
+    tomo_pairs = as_pairs(
+        pairs,
+        tilt_angles_deg,
+        stats=stats,
+        standardize=sh.standardize,
+        tilt_axis_angle_deg=tilt_axis_angle_deg,
+    )
     _check_angles(tomo_pairs)
     resume_data = None
     if resume:
@@ -592,9 +647,11 @@ def fit(
         old_cfg = DewedgeConfig.model_validate(resume_data["config"])
         diff = _config_differences(old_cfg, config)
         if diff:
-            raise ValueError(f"cannot resume {str(ckpt_dir / 'last.pt')!r} with a different "
-                             f"configuration ({'; '.join(diff)}); resume with the original "
-                             "settings (only fit.epochs may grow) or fit anew with overwrite.")
+            raise ValueError(
+                f"cannot resume {str(ckpt_dir / 'last.pt')!r} with a different "
+                f"configuration ({'; '.join(diff)}); resume with the original "
+                "settings (only fit.epochs may grow) or fit anew with overwrite."
+            )
     elif ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pt")):
         if not overwrite:
             raise FileExistsError(
@@ -608,16 +665,25 @@ def fit(
         if rank == 0:
             for old in ckpt_dir.glob("*.pt"):
                 old.unlink()
-    data = SubtomoPairs(tomo_pairs, subtomo_size=sh.subtomo_size, mode=sh.mode,
-                        val_fraction=fc.val_fraction, min_mask_fraction=config.prepare.
-                        min_mask_fraction, n_val=_n_val(config), seed=sh.seed, device=device)
+    data = SubtomoPairs(
+        tomo_pairs,
+        subtomo_size=sh.subtomo_size,
+        mode=sh.mode,
+        val_fraction=fc.val_fraction,
+        min_mask_fraction=config.prepare.min_mask_fraction,
+        n_val=_n_val(config),
+        seed=sh.seed,
+        device=device,
+    )
     torch.manual_seed(sh.seed)
     model = build_model(config)
     model.check_shape((1, 1) + (sh.subtomo_size,) * 3)
     if resume_data is not None:
         if dict(resume_data["model_config"]) != model.config():
-            raise ValueError(f"checkpoint {str(ckpt_dir / 'last.pt')!r} holds a different "
-                             f"network ({resume_data['model_config']} vs {model.config()}).")
+            raise ValueError(
+                f"checkpoint {str(ckpt_dir / 'last.pt')!r} holds a different "
+                f"network ({resume_data['model_config']} vs {model.config()})."
+            )
         model = _model_from_checkpoint(resume_data, ckpt_dir / "last.pt")
         loc, scale = (float(v) for v in resume_data["normalization"])
     else:
@@ -633,7 +699,8 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     step_model: Any = torch.compile(ddp_model) if fc.compile else ddp_model
 
     history: list[dict[str, Any]] = []
@@ -668,18 +735,27 @@ def fit(
         n_samples = math.ceil(n_samples / world) * world  # every rank gets samples every step
     steps = math.ceil(n_samples / global_batch)
     executor = ThreadPoolExecutor(max_workers=1) if fc.num_workers > 0 else None
-    totals = {"data_seconds": 0.0, "wait_seconds": 0.0, "step_seconds": 0.0,
-              "val_seconds": 0.0, "wedge_seconds": 0.0, "checkpoint_seconds": 0.0}
+    totals = {
+        "data_seconds": 0.0,
+        "wait_seconds": 0.0,
+        "step_seconds": 0.0,
+        "val_seconds": 0.0,
+        "wedge_seconds": 0.0,
+        "checkpoint_seconds": 0.0,
+    }
     try:
         for epoch in range(start_epoch, fc.epochs):
             t_epoch = time.perf_counter()
             plan = data.epoch_plan(epoch, n_samples)
-            shares = [_rank_share(t * global_batch, min((t + 1) * global_batch, n_samples),
-                                  rank, world) for t in range(steps)]
+            shares = [
+                _rank_share(t * global_batch, min((t + 1) * global_batch, n_samples), rank, world)
+                for t in range(steps)
+            ]
             data_time = [0.0]
 
-            def assemble(idx: list[int], plan: SamplePlan = plan,
-                         data_time: list[float] = data_time) -> Batch:
+            def assemble(
+                idx: list[int], plan: SamplePlan = plan, data_time: list[float] = data_time
+            ) -> Batch:
                 t0 = time.perf_counter()
                 batch = data.make_batch(plan, idx)
                 data_time[0] += time.perf_counter() - t0
@@ -693,32 +769,53 @@ def fit(
             for t in range(steps):
                 t0 = time.perf_counter()
                 if executor is not None:
-                    batch = (pending.result() if pending is not None
-                             else assemble(shares[t]))
-                    pending = (executor.submit(assemble, shares[t + 1]) if t + 1 < steps
-                               else None)
+                    batch = pending.result() if pending is not None else assemble(shares[t])
+                    pending = executor.submit(assemble, shares[t + 1]) if t + 1 < steps else None
                 else:
                     batch = assemble(shares[t])
                 t1 = time.perf_counter()
                 wait += t1 - t0
                 n_step = min((t + 1) * global_batch, n_samples) - t * global_batch
-                loss_sum = _train_step(step_model, net, optimizer, scaler, batch, config,
-                                       autocast, device, world, n_step)
+                loss_sum = _train_step(
+                    step_model,
+                    net,
+                    optimizer,
+                    scaler,
+                    batch,
+                    config,
+                    autocast,
+                    device,
+                    world,
+                    n_step,
+                )
                 step_loss = _all_reduce_sum([loss_sum], device)[0] / n_step
                 epoch_loss_sum += step_loss * n_step
                 step_time += time.perf_counter() - t1
                 if callback is not None and rank == 0:
-                    callback(FitProgress("step", epoch + 1, fc.epochs, t + 1, steps, step_loss,
-                                         None, time.perf_counter() - start_time))
+                    callback(
+                        FitProgress(
+                            "step",
+                            epoch + 1,
+                            fc.epochs,
+                            t + 1,
+                            steps,
+                            step_loss,
+                            None,
+                            time.perf_counter() - start_time,
+                        )
+                    )
             epoch_loss = epoch_loss_sum / n_samples
             val_loss = None
             t_val = time.perf_counter()
             if data.n_val and ((epoch + 1) % fc.val_every == 0 or epoch + 1 == fc.epochs):
-                val_loss = _validate(step_model, net, data, config, autocast, device, rank,
-                                     world)
+                val_loss = _validate(step_model, net, data, config, autocast, device, rank, world)
             totals["val_seconds"] += time.perf_counter() - t_val
-            wedge = bool(sh.mode == "dewedge" and fc.update_wedge_every
-                         and (epoch + 1) % fc.update_wedge_every == 0 and epoch + 1 < fc.epochs)
+            wedge = bool(
+                sh.mode == "dewedge"
+                and fc.update_wedge_every
+                and (epoch + 1) % fc.update_wedge_every == 0
+                and epoch + 1 < fc.epochs
+            )
             t_wedge = time.perf_counter()
             if wedge:
                 fill_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -727,9 +824,15 @@ def fit(
             totals["data_seconds"] += data_time[0]
             totals["wait_seconds"] += wait
             totals["step_seconds"] += step_time
-            record = {"epoch": epoch + 1, "loss": epoch_loss, "val_loss": val_loss,
-                      "seconds": time.perf_counter() - t_epoch, "data_seconds": data_time[0],
-                      "wait_seconds": wait, "wedge_update": wedge}
+            record = {
+                "epoch": epoch + 1,
+                "loss": epoch_loss,
+                "val_loss": val_loss,
+                "seconds": time.perf_counter() - t_epoch,
+                "data_seconds": data_time[0],
+                "wait_seconds": wait,
+                "wedge_update": wedge,
+            }
             history.append(record)
             improved = val_loss is not None and (best_val is None or val_loss < best_val)
             if improved:
@@ -738,9 +841,20 @@ def fit(
             if rank == 0:
                 periodic = (epoch + 1) % fc.checkpoint_every == 0 or epoch + 1 == fc.epochs
                 if periodic or improved:
-                    payload = _payload(net, optimizer, scaler, epoch + 1, config, tomo_pairs,
-                                       (loc, scale), history, val_loss, best_val, best_epoch,
-                                       fill_state)
+                    payload = _payload(
+                        net,
+                        optimizer,
+                        scaler,
+                        epoch + 1,
+                        config,
+                        tomo_pairs,
+                        (loc, scale),
+                        history,
+                        val_loss,
+                        best_val,
+                        best_epoch,
+                        fill_state,
+                    )
                     payload["initial_val_loss"] = initial_val
                     blob = _save_bytes(payload)
                     if periodic:
@@ -750,26 +864,51 @@ def fit(
                         _write_atomic(ckpt_dir / "best.pt", blob)
                 _write_log(out_dir / "fit_log.csv", history)
             totals["checkpoint_seconds"] += time.perf_counter() - t_ckpt
-            logger.info("epoch %d/%d: loss %.5g%s (%.1f s)", epoch + 1, fc.epochs, epoch_loss,
-                        "" if val_loss is None else f", val {val_loss:.5g}",
-                        record["seconds"])
+            logger.info(
+                "epoch %d/%d: loss %.5g%s (%.1f s)",
+                epoch + 1,
+                fc.epochs,
+                epoch_loss,
+                "" if val_loss is None else f", val {val_loss:.5g}",
+                record["seconds"],
+            )
             if callback is not None and rank == 0:
-                callback(FitProgress("epoch", epoch + 1, fc.epochs, steps, steps, epoch_loss,
-                                     val_loss, time.perf_counter() - start_time))
+                callback(
+                    FitProgress(
+                        "epoch",
+                        epoch + 1,
+                        fc.epochs,
+                        steps,
+                        steps,
+                        epoch_loss,
+                        val_loss,
+                        time.perf_counter() - start_time,
+                    )
+                )
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
     net.eval()
     totals["total_seconds"] = time.perf_counter() - start_time
-    return FitResult(model=net, history=history, best_val_loss=best_val, best_epoch=best_epoch,
-                     checkpoint_dir=ckpt_dir, epochs_done=len(history), config=config,
-                     stats=[p.stats for p in tomo_pairs], normalization=(loc, scale),
-                     resumed_from=None if resume_data is None else int(resume_data["epoch"]),
-                     timings=totals, initial_val_loss=initial_val)
+    return FitResult(
+        model=net,
+        history=history,
+        best_val_loss=best_val,
+        best_epoch=best_epoch,
+        checkpoint_dir=ckpt_dir,
+        epochs_done=len(history),
+        config=config,
+        stats=[p.stats for p in tomo_pairs],
+        normalization=(loc, scale),
+        resumed_from=None if resume_data is None else int(resume_data["epoch"]),
+        timings=totals,
+        initial_val_loss=initial_val,
+    )
 
 
-def _loss_sum(output: torch.Tensor, batch: Batch, net: UNet3D, config: DewedgeConfig
-              ) -> torch.Tensor:
+def _loss_sum(
+    output: torch.Tensor, batch: Batch, net: UNet3D, config: DewedgeConfig
+) -> torch.Tensor:
     """Sum over the batch of the per-sample loss in normalised units."""
     scale = net.input_scale.to(torch.float32)
     out_n = output.to(torch.float32) / scale
@@ -777,13 +916,20 @@ def _loss_sum(output: torch.Tensor, batch: Batch, net: UNet3D, config: DewedgeCo
     if config.shared.mode == "n2n":
         return n2n_loss(out_n, tgt_n, loss_radius=config.fit.loss_radius, reduction="sum")
     assert batch.rot_measured is not None and batch.measured is not None
-    return masked_fourier_loss(out_n, tgt_n, batch.rot_measured, batch.measured,
-                               wedge_weight=config.fit.wedge_weight,
-                               loss_radius=config.fit.loss_radius, reduction="sum")
+    return masked_fourier_loss(
+        out_n,
+        tgt_n,
+        batch.rot_measured,
+        batch.measured,
+        wedge_weight=config.fit.wedge_weight,
+        loss_radius=config.fit.loss_radius,
+        reduction="sum",
+    )
 
 
-def _forward(model: Any, x: torch.Tensor, autocast: torch.dtype | None,
-             device: torch.device) -> torch.Tensor:
+def _forward(
+    model: Any, x: torch.Tensor, autocast: torch.dtype | None, device: torch.device
+) -> torch.Tensor:
     x = x.contiguous(memory_format=torch.channels_last_3d)
     if autocast is None:
         return model(x)
@@ -791,10 +937,18 @@ def _forward(model: Any, x: torch.Tensor, autocast: torch.dtype | None,
         return model(x)
 
 
-def _train_step(model: Any, net: UNet3D, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler, batch: Batch, config: DewedgeConfig,
-                autocast: torch.dtype | None, device: torch.device, world: int,
-                n_step: int) -> float:
+def _train_step(
+    model: Any,
+    net: UNet3D,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: Batch,
+    config: DewedgeConfig,
+    autocast: torch.dtype | None,
+    device: torch.device,
+    world: int,
+    n_step: int,
+) -> float:
     """One optimiser step; returns this rank's summed (unscaled) loss."""
     optimizer.zero_grad(set_to_none=True)
     output = _forward(model, batch.input, autocast, device)
@@ -808,9 +962,16 @@ def _train_step(model: Any, net: UNet3D, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def _validate(model: Any, net: UNet3D, data: SubtomoPairs, config: DewedgeConfig,
-              autocast: torch.dtype | None, device: torch.device, rank: int, world: int
-              ) -> float:
+def _validate(
+    model: Any,
+    net: UNet3D,
+    data: SubtomoPairs,
+    config: DewedgeConfig,
+    autocast: torch.dtype | None,
+    device: torch.device,
+    rank: int,
+    world: int,
+) -> float:
     """Mean validation loss over the fixed validation samples (shared among ranks)."""
     n = len(data.val_plan)
     mine = list(range(rank, n, world))
@@ -818,15 +979,22 @@ def _validate(model: Any, net: UNet3D, data: SubtomoPairs, config: DewedgeConfig
     bs = config.fit.batch_size
     net.eval()
     for i in range(0, len(mine), bs):
-        batch = data.make_batch(data.val_plan, mine[i:i + bs])
+        batch = data.make_batch(data.val_plan, mine[i : i + bs])
         output = _forward(net, batch.input, autocast, device)
         total += float(_loss_sum(output, batch, net, config))
     net.train()
     return _all_reduce_sum([total], device)[0] / n
 
 
-def _refill(data: SubtomoPairs, fill_state: dict[str, torch.Tensor], config: DewedgeConfig,
-            autocast: torch.dtype | None, rank: int, world: int, device: torch.device) -> None:
+def _refill(
+    data: SubtomoPairs,
+    fill_state: dict[str, torch.Tensor],
+    config: DewedgeConfig,
+    autocast: torch.dtype | None,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> None:
     """Wedge update with the weights ``fill_state``.
 
     The network is rebuilt from the weights (contiguous memory format) both during the fit
@@ -841,15 +1009,30 @@ def _refill(data: SubtomoPairs, fill_state: dict[str, torch.Tensor], config: Dew
 
         broadcast = broadcast_array
     precision = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
-    data.update_wedge(net, batch_size=config.fit.batch_size, mixed_precision=precision,
-                      rank=rank, world_size=world, broadcast=broadcast)
+    data.update_wedge(
+        net,
+        batch_size=config.fit.batch_size,
+        mixed_precision=precision,
+        rank=rank,
+        world_size=world,
+        broadcast=broadcast,
+    )
 
 
-def _payload(net: UNet3D, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-             epoch: int, config: DewedgeConfig, pairs: Sequence[TomogramPair],
-             normalization: tuple[float, float], history: list[dict[str, Any]],
-             val_loss: float | None, best_val: float | None, best_epoch: int | None,
-             fill_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+def _payload(
+    net: UNet3D,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    config: DewedgeConfig,
+    pairs: Sequence[TomogramPair],
+    normalization: tuple[float, float],
+    history: list[dict[str, Any]],
+    val_loss: float | None,
+    best_val: float | None,
+    best_epoch: int | None,
+    fill_state: dict[str, torch.Tensor] | None,
+) -> dict[str, Any]:
     from cryowedge._version import __version__
 
     return {
@@ -863,8 +1046,9 @@ def _payload(net: UNet3D, optimizer: torch.optim.Optimizer, scaler: torch.amp.Gr
         "scaler_state": scaler.state_dict() if scaler.is_enabled() else None,
         "config": config.model_dump(mode="json"),
         "stats": [p.stats.to_dict() for p in pairs],
-        "tilt_ranges_deg": [[float(np.min(p.tilt_angles_deg)), float(np.max(p.tilt_angles_deg))]
-                            for p in pairs],
+        "tilt_ranges_deg": [
+            [float(np.min(p.tilt_angles_deg)), float(np.max(p.tilt_angles_deg))] for p in pairs
+        ],
         "tilt_axis_angles_deg": [float(p.tilt_axis_angle_deg) for p in pairs],
         "normalization": [float(normalization[0]), float(normalization[1])],
         "data_order": {"seed": int(config.shared.seed), "next_epoch": int(epoch)},
@@ -881,8 +1065,7 @@ def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     from cryowedge.io._atomic import write_text_atomic
 
     buf = io.StringIO()
-    cols = ["epoch", "loss", "val_loss", "seconds", "data_seconds", "wait_seconds",
-            "wedge_update"]
+    cols = ["epoch", "loss", "val_loss", "seconds", "data_seconds", "wait_seconds", "wedge_update"]
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for h in history:

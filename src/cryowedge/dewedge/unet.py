@@ -111,7 +111,9 @@ class UNet3D(nn.Module):
         self.downs = nn.ModuleList()
         c_prev = in_chans
         for level in range(depth):
-            self.encoders.append(_conv_block(c_prev, widths[level], convs_per_level, negative_slope))
+            self.encoders.append(
+                _conv_block(c_prev, widths[level], convs_per_level, negative_slope)
+            )
             self.downs.append(
                 nn.Sequential(
                     nn.Conv3d(widths[level], widths[level], kernel_size=3, stride=2, padding=1),
@@ -119,8 +121,9 @@ class UNet3D(nn.Module):
                 )
             )
             c_prev = widths[level]
-        self.bottleneck = _conv_block(widths[depth - 1], widths[depth], convs_per_level,
-                                      negative_slope)
+        self.bottleneck = _conv_block(
+            widths[depth - 1], widths[depth], convs_per_level, negative_slope
+        )
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in reversed(range(depth)):
