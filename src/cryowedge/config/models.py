@@ -287,6 +287,12 @@ class ReconstructConfig(_ReconstructionCommon):
         "--exclude/--bin; iterative halves run without checkpoints",
         json_schema_extra=cli("--even-odd"),
     )
+    check_tilt_axis: bool = Field(
+        True,
+        description="when the tilt-axis angle is defaulted to 0 (no --tilt-axis-angle, no "
+        ".mdoc, no --alignment), check it against held-out views first (a few seconds) and "
+        "warn with the better angle when the data clearly disagree",
+    )
     roi: tuple[int, int, int, int] | None = Field(
         None,
         description="reconstruct only this box of the full tomogram: X0 Y0 NX NY, its 0-based "
