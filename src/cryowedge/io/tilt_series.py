@@ -26,11 +26,14 @@ class TiltSeriesData:
 
     ``data`` is a float32 array, or with ``load_tilt_series(..., lazy=True)`` a
     :class:`~cryowedge.io.mrc.LazyMrcArray` in the file's dtype that reads slabs on indexing.
+    ``tilt_axis_source`` says where the geometry's tilt-axis angle came from: ``"argument"``
+    (given by the caller), ``"mdoc"`` or ``"default"`` (0°, nothing said otherwise).
     """
 
     data: np.ndarray | LazyMrcArray
     geometry: TiltGeometry
     source: Path
+    tilt_axis_source: str = "argument"
 
 
 def find_angle_file(stack_path: str | Path) -> Path | None:
@@ -164,7 +167,9 @@ def load_tilt_series(
             logger.warning("%s has no pixel size; assuming 1 Å (pass --pixel-size; from Python: "
                            "pixel_size_angstrom=)", stack_path.name)
             pixel_size_angstrom = 1.0
+    axis_source = "argument"
     if tilt_axis_angle_deg is None:
+        axis_source = "mdoc" if mdoc_axis is not None else "default"
         tilt_axis_angle_deg = float(mdoc_axis) if mdoc_axis is not None else 0.0
     geometry = TiltGeometry(
         tilt_angles_deg=angles,
@@ -174,4 +179,5 @@ def load_tilt_series(
     )
     if not isinstance(data, LazyMrcArray):
         data = np.asarray(data, dtype=np.float32)
-    return TiltSeriesData(data=data, geometry=geometry, source=stack_path)
+    return TiltSeriesData(data=data, geometry=geometry, source=stack_path,
+                          tilt_axis_source=axis_source)
