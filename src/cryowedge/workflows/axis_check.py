@@ -90,7 +90,13 @@ from cryowedge._arrays import to_numpy
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.views import bin_images
 
-__all__ = ["AxisCheck", "axis_candidates", "check_tilt_axis"]
+__all__ = [
+    "AxisCheck",
+    "axis_candidates",
+    "check_defaulted_axis",
+    "check_tilt_axis",
+    "defaulted_axis_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -398,3 +404,54 @@ def check_tilt_axis(
     logger.info("tilt-axis check: %s (t %.1f, wins %.0f %%, %d views, bin %d, %.1f s)",
                 result.summary(), t_stat, 100 * wins, views.size, factor, result.seconds)
     return result
+
+
+def defaulted_axis_message(check: AxisCheck) -> str:
+    """The warning for a defaulted axis the data disagree with (CLI option names)."""
+    alt = _fmt(check.alternative_deg)
+    other = _fmt(_wrap(check.alternative_deg + 180.0))
+    return (
+        f"tilt axis {_fmt(check.assumed_deg)}° was assumed (no --tilt-axis-angle, no .mdoc); "
+        f"the data fit {alt}° better (held-out views: {check.summary()}); rerun with "
+        f"--tilt-axis-angle {alt} ({other} fits alike up to a one-pixel centring: the views "
+        "do not fix the hand, docs/conventions.md)"
+    )
+
+
+def check_defaulted_axis(
+    tilt_series: Any,
+    geometry: TiltGeometry,
+    *,
+    defaulted: bool,
+    enabled: bool = True,
+    progress: Any = None,
+) -> AxisCheck | None:
+    """Run :func:`check_tilt_axis` for a workflow when the axis angle was defaulted.
+
+    ``defaulted`` says that nothing gave the angle (no option, no ``.mdoc``, no alignment
+    file); ``enabled`` is the ``check_tilt_axis`` config field. Logs a warning with
+    :func:`defaulted_axis_message` when the data disagree clearly, an info line otherwise.
+    A check that fails (a ``ValueError`` or ``RuntimeError`` of the data) is logged as a
+    warning and gives None: the check only advises, it never stops a reconstruction.
+    ``progress(step, fraction)`` is told ``"checking the tilt axis"``.
+    """
+    if not defaulted:
+        return None
+    if not enabled:
+        logger.info("tilt axis %g° assumed (defaulted); its check is switched off",
+                    geometry.tilt_axis_angle_deg)
+        return None
+    if progress is not None:
+        progress("checking the tilt axis", 0.02)
+    try:
+        check = check_tilt_axis(tilt_series, geometry)
+    except (ValueError, RuntimeError) as err:
+        logger.warning("could not check the defaulted tilt axis %g°: %s",
+                       geometry.tilt_axis_angle_deg, err)
+        return None
+    if check.disagrees:
+        logger.warning("%s", defaulted_axis_message(check))
+    elif check.conclusive:
+        logger.info("tilt axis %g° assumed (defaulted); the data do not disagree (%s)",
+                    check.assumed_deg, check.summary())
+    return check

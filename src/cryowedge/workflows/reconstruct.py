@@ -213,6 +213,13 @@ def reconstruct_file(
         split = "acquisition order (mdoc)" if order is not None else "stack order"
         for name, idx in zip(("even", "odd"), even_odd_indices(geometry, order), strict=True):
             halves[name] = (output_path.with_name(f"{output_path.stem}_{name}.mrc"), idx)
+    from cryowedge.workflows.axis_check import check_defaulted_axis
+
+    axis_check = check_defaulted_axis(  # raw kept views: a defaulted axis has no alignment
+        series.data if keep is None else ViewSubset(series.data, keep),
+        series.geometry if keep is None else series.geometry[keep],
+        defaulted=series.tilt_axis_source == "default" and alignment_path is None,
+        enabled=config.check_tilt_axis, progress=progress)
     source = None
     estimated = None
     if config.thickness is None:  # cheap checks first, then a coarse look at the data
@@ -253,6 +260,8 @@ def reconstruct_file(
               "angles": str(angles_path) if angles_path else None,
               "alignment": str(alignment_path) if alignment_path else None,
               "geometry": geometry.to_dict(), "streamed_slab_rows": slab_rows}
+    if axis_check is not None:
+        record["tilt_axis_check"] = axis_check.to_record()
     if estimated is not None:
         record["thickness_estimated"] = {
             "thickness": estimated.thickness, "signal_thickness": round(estimated.signal_thickness, 1),
