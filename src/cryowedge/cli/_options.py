@@ -53,6 +53,8 @@ class ConfigOption:
         The default(s) shown in ``--help``; None when the default is ``None``.
     owners
         Keys of the models (methods) that have the field; empty when every model has it.
+    help_panel
+        ``--help`` panel to list the option under (default: from ``owners``).
     """
 
     name: str
@@ -62,6 +64,7 @@ class ConfigOption:
     help: str
     default_text: str | None
     owners: tuple[str, ...] = ()
+    help_panel: str | None = None
 
     @property
     def flag(self) -> str:
@@ -70,7 +73,10 @@ class ConfigOption:
 
     @property
     def panel(self) -> str | None:
-        """Help panel: the methods the option belongs to (None: every method)."""
+        """Help panel: ``help_panel``, else the methods the option belongs to (None: every
+        method)."""
+        if self.help_panel is not None:
+            return self.help_panel
         return f"Options of --method {', '.join(self.owners)}" if self.owners else None
 
     def parameter(self) -> inspect.Parameter:
