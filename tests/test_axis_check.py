@@ -82,8 +82,11 @@ def test_an_off_quarter_raw_axis_points_to_the_nearest_quarter_turn(specimens):
     vol = specimens["spheres"]
     geom = TiltGeometry(ANGLES, (64, 64), pixel_size_angstrom=10.0, tilt_axis_angle_deg=85.3)
     n_axis, n_perp = geom.aligned_detector_shape
-    pad = [(0, 0), ((n_axis - 64) // 2, (n_axis - 64 + 1) // 2),
-           ((n_perp - 64) // 2, (n_perp - 64 + 1) // 2)]
+    pad = [
+        (0, 0),
+        ((n_axis - 64) // 2, (n_axis - 64 + 1) // 2),
+        ((n_perp - 64) // 2, (n_perp - 64 + 1) // 2),
+    ]
     data = simulate_tilt_series(np.pad(vol, pad), geom, snr=1.0, rng=2).tilt_series
     check = check_tilt_axis(data, geom.with_(tilt_axis_angle_deg=0.0))
     assert check.disagrees and _same_line(check.alternative_deg, 90.0)
@@ -181,8 +184,9 @@ def test_cli_warns_about_a_defaulted_axis_and_records_the_check(axis90_stack, tm
     given = runner.invoke(app, [*args, str(tmp_path / "b.mrc"), "--tilt-axis-angle", "90"])
     assert given.exit_code == 0, given.output
     assert "was assumed" not in given.output
-    assert "tilt_axis_check" not in yaml.safe_load((tmp_path / "b.run.yaml").read_text())[
-        "parameters"]
+    assert (
+        "tilt_axis_check" not in yaml.safe_load((tmp_path / "b.run.yaml").read_text())["parameters"]
+    )
 
     off = runner.invoke(app, [*args, str(tmp_path / "c.mrc"), "--no-check-tilt-axis"])
     assert off.exit_code == 0, off.output
