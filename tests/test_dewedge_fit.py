@@ -383,6 +383,10 @@ def test_corrupt_and_mismatched_checkpoints_give_one_clear_error(pair, tmp_path)
         load_model(good, config=other)
     with pytest.raises(ValueError, match="chans"):
         fit([(a, b)], [-60, 60], other, output_dir=tmp_path / "run", resume=True)
+    # overwrite: a fit that fails its checks leaves the old checkpoints alone
+    with pytest.raises(ValueError, match="all of Fourier space"):
+        fit([(a, b)], [5, 5], cfg, output_dir=tmp_path / "run", overwrite=True)
+    assert good.exists()
     payload = torch.load(good, weights_only=True)
     payload["model_config"]["chans"] = 5
     tampered = tmp_path / "tampered.pt"

@@ -652,19 +652,12 @@ def fit(
                 f"configuration ({'; '.join(diff)}); resume with the original "
                 "settings (only fit.epochs may grow) or fit anew with overwrite."
             )
-    elif ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pt")):
-        if not overwrite:
-            raise FileExistsError(
-                f"{str(ckpt_dir)!r} already holds checkpoints; pass resume=True to continue "
-                "that fit, overwrite=True to start again, or choose another output directory."
-            )
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()  # every rank has looked before rank 0 removes
-        if rank == 0:
-            for old in ckpt_dir.glob("*.pt"):
-                old.unlink()
+    stale = not resume and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pt"))
+    if stale and not overwrite:
+        raise FileExistsError(
+            f"{str(ckpt_dir)!r} already holds checkpoints; pass resume=True to continue "
+            "that fit, overwrite=True to start again, or choose another output directory."
+        )
     data = SubtomoPairs(
         tomo_pairs,
         subtomo_size=sh.subtomo_size,
@@ -689,6 +682,14 @@ def fit(
     else:
         loc, scale = data.input_statistics()
         model.set_normalization(loc, scale)
+    if stale:  # every check passed: now the old checkpoints go
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank has looked before rank 0 removes
+        if rank == 0:
+            for old in ckpt_dir.glob("*.pt"):
+                old.unlink()
     model.to(device)
     model = model.to(memory_format=torch.channels_last_3d)
     net = model  # the plain module (checkpoints, wedge update)
@@ -728,7 +729,7 @@ def fit(
     if resume_data is not None:
         initial_val = resume_data.get("initial_val_loss")
     elif data.n_val:
-        initial_val = _validate(ddp_model, net, data, config, autocast, device, rank, world)
+        initial_val = _validate(net, data, config, autocast, device, rank, world)
     n_samples = fc.subtomos_per_epoch
     global_batch = fc.batch_size * world
     if world > 1:
@@ -808,7 +809,7 @@ def fit(
             val_loss = None
             t_val = time.perf_counter()
             if data.n_val and ((epoch + 1) % fc.val_every == 0 or epoch + 1 == fc.epochs):
-                val_loss = _validate(step_model, net, data, config, autocast, device, rank, world)
+                val_loss = _validate(net, data, config, autocast, device, rank, world)
             totals["val_seconds"] += time.perf_counter() - t_val
             wedge = bool(
                 sh.mode == "dewedge"
@@ -963,7 +964,6 @@ def _train_step(
 
 @torch.no_grad()
 def _validate(
-    model: Any,
     net: UNet3D,
     data: SubtomoPairs,
     config: DewedgeConfig,
