@@ -519,3 +519,31 @@ def test_prefetch_thread_gives_the_same_fit(pair, tmp_path):
     assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
     for key, value in runs[0].model.state_dict().items():
         assert torch.equal(value, runs[1].model.state_dict()[key]), key
+
+
+@torch.no_grad()
+def test_unet_shapes_residual_identity_channels_last_and_autocast():
+    torch.manual_seed(0)
+    net = UNet3D(chans=4, depth=2)
+    x = torch.randn(2, 1, 16, 8, 12)
+    assert net(x).shape == x.shape
+    # with the last layer zeroed the residual network is the identity (any loc/scale)
+    torch.nn.init.zeros_(net.final.weight)
+    torch.nn.init.zeros_(net.final.bias)
+    net.set_normalization(3.0, 0.5)
+    torch.testing.assert_close(net(x), x, rtol=0, atol=1e-6)
+    torch.manual_seed(1)
+    net = UNet3D(chans=4, depth=2)
+    y = net(x)
+    cl = net.to(memory_format=torch.channels_last_3d)(
+        x.contiguous(memory_format=torch.channels_last_3d)
+    )
+    torch.testing.assert_close(cl, y, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = net(x)
+    assert z.dtype == torch.float32
+    assert float((z - y).abs().max()) < 0.05 * float(y.abs().max())
+    with pytest.raises(ValueError, match="scale > 0"):
+        net.set_normalization(0.0, 0.0)
+    with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
+        net(torch.zeros(1, 2, 8, 8, 8))
