@@ -18,6 +18,10 @@ noise, reconstruct each, and note where the sample is. Three ways in, one result
 * :func:`prepare_halves` — from ready-made half tomograms (the DeepDeWedge workflow), one
   pair or a list of pairs, with their tilt angles (a ``.tlt``/``.rawtlt``/``.mdoc`` file,
   the angles, or a ``(min, max)`` range). The halves are not copied.
+* :func:`prepare_frames` — from dose-fractionated frames (one motion-corrected MRC of
+  frames per tilt): even frames are summed into half A's views, odd frames into half B's, all
+  frames into the full series (``frames_even.mrc``, ``frames_odd.mrc``, ``frames_sum.mrc``),
+  which are then reconstructed as above. Both halves hold every tilt at half the dose.
 * :func:`load_prepared` — the :class:`PreparedData` of an earlier run, from its
   ``prepared.yaml``.
 
@@ -61,10 +65,13 @@ __all__ = [
     "MeanOf",
     "PreparedData",
     "PreparedTomogram",
+    "frame_paths",
     "load_prepared",
     "open_mrc_memmap",
+    "prepare_frames",
     "prepare_halves",
     "prepare_tilt_series",
+    "split_frame_sums",
     "split_views",
     "tilt_angles_from",
 ]
@@ -475,6 +482,28 @@ def _check_subtomo_fits(shape: Sequence[int], size: int, name: str) -> None:
             )
 
 
+def _base_options(cfg: DewedgeConfig, tilt_axis_angle_deg: float | None,
+                  reconstruct_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The :class:`~cryowedge.config.models.ReconstructConfig` fields every reconstruction of
+    a preparation shares (method, filter, binning, device, axis, CTF correction, extras)."""
+    from cryowedge.config.registry import get_method
+
+    p = cfg.prepare
+    method_fields = get_method(p.method).config.model_fields
+    options: dict[str, Any] = {"method": p.method, "bin_factor": p.bin_factor,
+                               "device": cfg.shared.device}
+    if "filter_name" in method_fields:
+        options["filter_name"] = p.filter_name
+    if tilt_axis_angle_deg is not None:
+        options["tilt_axis_angle_deg"] = float(tilt_axis_angle_deg)
+    if p.ctf_correction != "none":
+        options["ctf_correction"] = p.ctf_correction
+        if p.defocus_angstrom is not None:
+            options["defocus_angstrom"] = p.defocus_angstrom
+    options.update(reconstruct_options or {})
+    return options
+
+
 def _finish_tomogram(
     *, name: str, half_a: Path, half_b: Path, full: Path | None, mask_path: Path,
     given_mask: Path | None, tilt_angles: np.ndarray, tilt_axis_angle_deg: float,
@@ -637,7 +666,6 @@ def prepare_tilt_series(
         all before the first reconstruction; a mask with no valid sub-tomogram after it.
     """
     from cryowedge.config.models import ReconstructConfig
-    from cryowedge.config.registry import get_method
     from cryowedge.io.even_odd import acquisition_order_of
     from cryowedge.io.tilt_series import find_angle_file, load_tilt_series
     from cryowedge.workflows.outputs import check_outputs, mrc_nbytes
@@ -657,18 +685,7 @@ def prepare_tilt_series(
     single = len(stacks) == 1
     manifest_path = out / MANIFEST_NAME
 
-    method_fields = get_method(p.method).config.model_fields
-    base_options: dict[str, Any] = {"method": p.method, "bin_factor": p.bin_factor,
-                                    "device": cfg.shared.device}
-    if "filter_name" in method_fields:
-        base_options["filter_name"] = p.filter_name
-    if tilt_axis_angle_deg is not None:
-        base_options["tilt_axis_angle_deg"] = float(tilt_axis_angle_deg)
-    if p.ctf_correction != "none":
-        base_options["ctf_correction"] = p.ctf_correction
-        if p.defocus_angstrom is not None:
-            base_options["defocus_angstrom"] = p.defocus_angstrom
-    base_options.update(reconstruct_options or {})
+    base_options = _base_options(cfg, tilt_axis_angle_deg, reconstruct_options)
 
     # ---- every check before any reconstruction
     plans = []
@@ -875,6 +892,297 @@ def prepare_halves(
             tilt_axis_angle_deg=tilt_axis_angle_deg, half_angles=None, split="given halves",
             source=None, config=cfg))
     data = PreparedData(tomograms=tomograms, config=cfg, manifest_path=manifest_path)
+    data.write_manifest()
+    report_progress(progress, "done", 1.0)
+    return data
+
+
+# --------------------------------------------------------------------------- frame stacks
+
+#: Suffixes of the frame stacks a directory of frames is searched for.
+FRAME_SUFFIXES = (".mrc", ".mrcs")
+_SPLIT_FRAMES = "frames (even/odd)"
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort key of a file name with its numbers compared as numbers (``TS_2`` < ``TS_10``)."""
+    import re
+
+    return [int(part) if part.isdigit() else part.lower()
+            for part in re.split(r"(\d+)", path.name)]
+
+
+def frame_paths(frames: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The per-tilt frame stacks of ``frames``, in tilt-series (stack) order.
+
+    Parameters
+    ----------
+    frames
+        A list of MRC paths (used in the order given: one per tilt, in the order of the
+        angle file), or one directory (every ``*.mrc``/``*.mrcs`` in it), or one glob
+        pattern (``"frames/TS_01_*.mrc"``). Directory and glob entries are sorted by name
+        with numbers compared as numbers (``TS_01_2.mrc`` before ``TS_01_10.mrc``).
+
+    Raises
+    ------
+    ValueError
+        A directory or pattern with no matching file.
+    """
+    import glob
+
+    items = [frames] if isinstance(frames, (str, os.PathLike)) else list(frames)
+    if len(items) == 1:
+        one = Path(items[0])
+        if one.is_dir():
+            found = sorted((f for f in one.iterdir() if f.suffix.lower() in FRAME_SUFFIXES
+                            and f.is_file()), key=_natural_key)
+            if not found:
+                raise ValueError(f"frame directory {str(one)!r} holds no "
+                                 f"{'/'.join('*' + s for s in FRAME_SUFFIXES)} file; give the "
+                                 "per-tilt frame stacks (one MRC of frames per tilt).")
+            return found
+        if glob.has_magic(str(items[0])):
+            found = sorted((Path(f) for f in glob.glob(str(items[0]))), key=_natural_key)
+            if not found:
+                raise ValueError(f"no file matches the frame pattern {str(items[0])!r}.")
+            return found
+    return [Path(f) for f in items]
+
+
+def split_frame_sums(frames: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half A, half B and full view of one tilt from its ``(n_frames, y, x)`` frames.
+
+    Half A sums the even frames (0, 2, …), half B the odd frames (1, 3, …): frames carry
+    independent shot noise, so the two halves do too, and each holds every tilt at half the
+    dose. The full view is the sum of all frames. For an odd number of frames each half is
+    rescaled to ``n_frames / 2`` frames' worth (half A by ``n / (2 ⌈n/2⌉)``, half B by
+    ``n / (2 ⌊n/2⌋)``), so both carry the same signal and their sum is the full view in
+    expectation; for an even number the halves are the plain sums and ``A + B`` equals the
+    full view exactly. Frames are read one at a time (``frames`` may be a lazy MRC array).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(half_a, half_b, full)``, each ``(y, x)`` float32 (accumulated in float64).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 frames.
+    """
+    n = int(frames.shape[0])
+    if n < 2:
+        raise ValueError(f"{n} frame(s): the even/odd frame split needs at least 2 frames per "
+                         "tilt.")
+    shape = tuple(int(s) for s in frames.shape[1:])
+    sums = [np.zeros(shape, dtype=np.float64), np.zeros(shape, dtype=np.float64)]
+    for k in range(n):
+        sums[k % 2] += np.asarray(frames[k], dtype=np.float64)
+    full = sums[0] + sums[1]
+    n_a, n_b = (n + 1) // 2, n // 2
+    a = sums[0] * (n / (2 * n_a)) if n_a != n_b else sums[0]
+    b = sums[1] * (n / (2 * n_b)) if n_a != n_b else sums[1]
+    return a.astype(np.float32), b.astype(np.float32), full.astype(np.float32)
+
+
+def _check_frame_stacks(paths: Sequence[Path]) -> tuple[tuple[int, int], Any]:
+    """``((ny, nx), first lazy stack)`` after one-line errors for unreadable stacks, stacks
+    with fewer than 2 frames, or stacks of another image shape than the first."""
+    from cryowedge.io.mrc import open_mrc_lazy
+
+    first = None
+    for path in paths:
+        lazy = open_mrc_lazy(path)
+        if lazy.shape[0] < 2:
+            raise ValueError(
+                f"frame stack {path.name} holds {lazy.shape[0]} frame; the even/odd frame split "
+                "needs at least 2 frames per tilt (give the dose-fractionated frames, or split "
+                "the views with prepare_tilt_series)."
+            )
+        if first is None:
+            first = lazy
+        elif tuple(lazy.shape[1:]) != tuple(first.shape[1:]):
+            raise ValueError(
+                f"frame stack {path.name} has images of {lazy.shape[1]}×{lazy.shape[2]} (y×x) "
+                f"pixels, but {first.path.name} has {first.shape[1]}×{first.shape[2]}; every "
+                "tilt's frames must have one image shape (crop or bin them alike)."
+            )
+    assert first is not None
+    return (int(first.shape[1]), int(first.shape[2])), first
+
+
+def prepare_frames(
+    frames: PathLike | Sequence[PathLike],
+    output_dir: PathLike,
+    *,
+    angles: PathLike,
+    pixel_size_angstrom: float | None = None,
+    tilt_axis_angle_deg: float | None = None,
+    alignment: PathLike | None = None,
+    defocus: PathLike | None = None,
+    config: DewedgeConfig | None = None,
+    reconstruct_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> PreparedData:
+    """Half tomograms from dose-fractionated frames: even frames → half A, odd → half B.
+
+    Each tilt's frames (already motion-corrected and aligned to each other, one MRC stack
+    ``(n_frames, y, x)`` per tilt) are summed in two halves (:func:`split_frame_sums`). Both
+    halves then hold **every** tilt at half the dose, with independent shot noise, so their
+    tomograms have the full tilt range (unlike the even/odd view split, whose halves each
+    miss every other view). The full tilt series is the sum of all frames. The three tilt
+    series are written as MRC stacks (``frames_even.mrc``, ``frames_odd.mrc``,
+    ``frames_sum.mrc``) and reconstructed exactly as :func:`prepare_tilt_series` does (the
+    method registry, binning, ``prepare.exclude_views`` applied to all three, alignment, CTF
+    correction); mask and statistics follow as there.
+
+    Parameters
+    ----------
+    frames
+        The frame stacks, one per tilt in the order of ``angles``: a list of MRC paths, a
+        directory, or a glob pattern (:func:`frame_paths`).
+    output_dir
+        Where everything goes: the three stacks above, ``full.mrc`` (unless
+        ``prepare.write_full`` is off; then no ``frames_sum.mrc`` either), ``half_even.mrc``
+        (half A, even frames), ``half_odd.mrc`` (half B, odd frames), ``mask.mrc``,
+        ``prepared.yaml``.
+    angles
+        ``.tlt``/``.rawtlt``/``.mdoc`` with one tilt angle per frame stack (required: frame
+        stacks carry no angles).
+    pixel_size_angstrom
+        Pixel size of the frames (Å); default: the first stack's header, else the ``.mdoc``.
+    tilt_axis_angle_deg, alignment, defocus, config, reconstruct_options, overwrite, progress
+        As :func:`prepare_tilt_series` (one alignment and one defocus file for the series).
+        ``prepare.split`` does not apply (the split is by frames).
+
+    Returns
+    -------
+    PreparedData
+        One tomogram named after the angle file's stem; ``split`` is
+        ``"frames (even/odd)"``; both halves list all kept tilt angles.
+
+    Raises
+    ------
+    ValueError
+        Before any work, in one line: no frame stacks, a stack with fewer than 2 frames,
+        stacks of different image shapes, a number of stacks other than the number of
+        angles, fewer than 4 tilts left after ``exclude_views``, sub-tomograms larger than
+        the images, CTF correction without a defocus; ``FileExistsError`` for existing
+        outputs without ``overwrite``.
+    """
+    from contextlib import ExitStack
+
+    from cryowedge.config.models import ReconstructConfig
+    from cryowedge.io.mrc import MrcSlabWriter, open_mrc_lazy
+    from cryowedge.io.views import kept_views
+    from cryowedge.workflows.outputs import check_outputs, keep_backups, mrc_nbytes
+    from cryowedge.workflows.reconstruct import reconstruct_file
+
+    cfg = config if config is not None else DewedgeConfig()
+    p = cfg.prepare
+    paths = frame_paths(frames)
+    if not paths:
+        raise ValueError("prepare_frames needs the frame stacks: one MRC of frames per tilt.")
+    if angles is None:
+        raise ValueError("frame stacks carry no tilt angles: give angles= (a .tlt/.rawtlt/.mdoc "
+                         "with one angle per frame stack, in the same order).")
+    angle_file = Path(angles)
+    angles_deg = tilt_angles_from(angle_file)
+    if angles_deg.size != len(paths):
+        raise ValueError(
+            f"{angle_file.name} lists {angles_deg.size} tilt angles but {len(paths)} frame "
+            "stacks were given; give one frame stack per tilt, in the order of the angles."
+        )
+    (ny, nx), first = _check_frame_stacks(paths)
+    keep = kept_views(p.exclude_views, len(paths))
+    if keep.size < MIN_VIEWS_PER_HALF:
+        raise ValueError(
+            f"{keep.size} tilts left after excluding {p.exclude_views!r}; the frame halves hold "
+            f"every tilt, and each needs at least {MIN_VIEWS_PER_HALF}: exclude fewer views."
+        )
+    base_options = _base_options(cfg, tilt_axis_angle_deg, reconstruct_options)
+    if (base_options.get("ctf_correction", "none") != "none" and defocus is None
+            and base_options.get("defocus_angstrom") is None):
+        raise ValueError(
+            f"CTF correction {base_options['ctf_correction']!r} needs the defocus: give a "
+            "defocus file (defocus=) or prepare.defocus_angstrom."
+        )
+    ReconstructConfig(**{**base_options, "thickness": p.thickness})  # options valid now
+    size = cfg.shared.subtomo_size
+    side = min(ny, nx) // p.bin_factor  # the aligned detector is (ny, nx) or (nx, ny)
+    _check_subtomo_fits((p.thickness or size, side, side), size, angle_file.stem)
+    if pixel_size_angstrom is not None:
+        px = float(pixel_size_angstrom)
+    else:
+        px = float(first.voxel_size_angstrom[-1]) if first.has_voxel_size else 0.0
+
+    out = Path(output_dir)
+    name = angle_file.stem
+    stacks = {"a": out / "frames_even.mrc", "b": out / "frames_odd.mrc",
+              "full": out / "frames_sum.mrc" if p.write_full else None}
+    files = {"full": out / "full.mrc" if p.write_full else None,
+             "half_a": out / "half_even.mrc", "half_b": out / "half_odd.mrc",
+             "mask": out / "mask.mrc"}
+    manifest_path = out / MANIFEST_NAME
+    outputs = [manifest_path, *(f for f in stacks.values() if f is not None)]
+    for f in files.values():
+        if f is not None:
+            outputs.append(f)
+            if f.name != "mask.mrc":
+                outputs.append(f.with_name(f.stem + ".run.yaml"))
+    n_stacks = 3 if p.write_full else 2
+    n_volumes = 3 if p.write_full else 2
+    shape = (p.thickness or side, ny // p.bin_factor, nx // p.bin_factor)
+    n_bytes = (65536 + n_stacks * mrc_nbytes((len(paths), ny, nx))
+               + n_volumes * mrc_nbytes(shape) + mrc_nbytes(shape, 1))
+    check_outputs(outputs, inputs=[*paths, angle_file, alignment, defocus], overwrite=overwrite,
+                  n_bytes=n_bytes)
+    if overwrite:
+        keep_backups([f for f in stacks.values() if f is not None])
+
+    # ---- the frame sums, one tilt at a time
+    steps = n_volumes + 2
+    with ExitStack() as stack:
+        writers = {key: stack.enter_context(MrcSlabWriter(
+            path, (len(paths), ny, nx), voxel_size_angstrom=px, overwrite=overwrite))
+            for key, path in stacks.items() if path is not None}
+        for i, path in enumerate(paths):
+            report_progress(progress, f"summing frames {i + 1}/{len(paths)}",
+                            i / len(paths) / steps)
+            sums = dict(zip(("a", "b", "full"), split_frame_sums(open_mrc_lazy(path)),
+                            strict=True))
+            for key, writer in writers.items():
+                writer.write_sections(i, sums[key][None])
+    logger.info("%s: %d frame stacks summed into even/odd halves", name, len(paths))
+
+    # ---- the reconstructions, as prepare_tilt_series makes them
+    jobs = [("full", stacks["full"], files["full"])] if p.write_full else []
+    jobs += [("even frames", stacks["a"], files["half_a"]),
+             ("odd frames", stacks["b"], files["half_b"])]
+    thickness = p.thickness
+    for j, (label, source, path) in enumerate(jobs):
+        start = (j + 1) / steps
+
+        def part(step: str, fraction: float, s: float = start, pre: str = label) -> None:
+            report_progress(progress, f"{pre}: {step}", s + fraction / steps)
+
+        options = {**base_options, "thickness": thickness, "exclude_views": p.exclude_views}
+        extra = {} if defocus is None else {"defocus_path": defocus}
+        reconstruct_file(source, path, ReconstructConfig(**options), angles_path=angle_file,
+                         pixel_size_angstrom=pixel_size_angstrom, alignment_path=alignment,
+                         overwrite=overwrite, progress=part if progress else None, **extra)
+        if thickness is None:  # the first reconstruction fixed it: the others follow
+            thickness = int(open_mrc_lazy(path).shape[0])
+            _check_subtomo_fits((thickness, 1 << 30, 1 << 30), size, name)
+    report_progress(progress, f"{name}: mask and statistics", (steps - 1) / steps)
+    kept_angles = angles_deg[keep]
+    tomogram = _finish_tomogram(
+        name=name, half_a=files["half_a"], half_b=files["half_b"], full=files["full"],
+        mask_path=files["mask"], given_mask=None, tilt_angles=kept_angles,
+        tilt_axis_angle_deg=0.0, half_angles=(kept_angles, kept_angles.copy()),
+        split=_SPLIT_FRAMES, source=str(paths[0].parent), config=cfg)
+    data = PreparedData(tomograms=[tomogram], config=cfg, manifest_path=manifest_path)
     data.write_manifest()
     report_progress(progress, "done", 1.0)
     return data
