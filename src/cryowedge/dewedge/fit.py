@@ -700,7 +700,9 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,  # no copy, and no stride warning for channels_last
         )
     step_model: Any = torch.compile(ddp_model) if fc.compile else ddp_model
 
