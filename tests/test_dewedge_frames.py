@@ -165,3 +165,24 @@ def test_bad_frame_stacks_are_refused_before_any_work(tmp_path):
         prepare_frames(paths, tmp_path / "o4", angles=angles, config=few)
     for folder in ("o1", "o2", "o3", "o4"):
         assert not (tmp_path / folder).exists()
+
+
+def test_cli_prepare_frames_from_a_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from cryowedge.cli import app
+    from cryowedge.dewedge.prepare import load_prepared
+
+    _write_frames(tmp_path / "frames", noise=0.2, n_frames=2)
+    out = tmp_path / "ddw"
+    args = ["dewedge", "prepare", "--frames", str(tmp_path / "frames"), "--angles",
+            str(tmp_path / "frames" / "ts.tlt"), "--out", str(out), "--thickness", "16",
+            "--subtomo-size", "8", "--depth", "2", "--min-mask-fraction", "0",
+            "--tilt-axis-angle", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = load_prepared(out)
+    assert data[0].split == "frames (even/odd)" and data[0].shape == SHAPE
+    assert (out / "dewedge.yaml").is_file()
+    result = CliRunner().invoke(app, [*args[:2], str(out / "frames_sum.mrc"), *args[2:]])
+    assert result.exit_code != 0 and "or --frames" in result.output

@@ -5,6 +5,7 @@ Examples::
     cryowedge dewedge run TS.mrc --angles TS.tlt --out ddw/            # all three steps
     cryowedge dewedge prepare TS.mrc --angles TS.mdoc --out ddw/       # halves, full, mask
     cryowedge dewedge prepare --halves even.mrc odd.mrc --angles TS.tlt --out ddw/
+    cryowedge dewedge prepare --frames frames/ --angles TS.tlt --out ddw/   # even/odd frames
     cryowedge dewedge fit ddw/ --epochs 200 --chans 32                  # checkpoints in ddw/checkpoints
     cryowedge dewedge fit ddw/ --resume --epochs 300                    # continue, fit longer
     cryowedge dewedge refine ddw/                                       # ddw/<name>_refined.mrc
@@ -140,6 +141,10 @@ def _prepare(
         None, help="ready-made half tomogram A (repeat for several pairs, with --odd) instead "
         "of tilt series"),
     odd: list[Path] | None = typer.Option(None, help="ready-made half tomogram B (with --even)"),
+    frames: list[Path] | None = typer.Option(
+        None, help="dose-fractionated frames instead of a tilt series: one motion-corrected MRC "
+        "of frames per tilt, in the order of --angles (repeat, or one directory, or a quoted "
+        "glob); even frames -> half A, odd -> half B, all tilts in both"),
     tilt_range: tuple[float, float] | None = typer.Option(
         None, help="tilt range MIN MAX of ready-made halves (instead of --angles)"),
     alignment: list[Path] | None = typer.Option(None, help="IMOD .xf / AreTomo .aln per series"),
@@ -157,7 +162,7 @@ def _prepare(
         cfg = build_config(config, prepare_options(), given)
         with progress_bar("dewedge prepare") as progress:
             data = _do_prepare(tilt_series, out, cfg, angles=angles,
-                               halves=_pairs(even, odd),
+                               halves=_pairs(even, odd), frames=frames,
                                tilt_range=tilt_range, alignment=alignment,
                                defocus=defocus_file, pixel_size=pixel_size,
                                tilt_axis_angle=tilt_axis_angle, overwrite=overwrite,
@@ -183,6 +188,18 @@ def _halves_angles(angles: list[Path] | None, tilt_range: tuple[float, float] | 
     return None
 
 
+def _frames_arg(frames: list[Path]) -> Any:
+    """One ``--frames`` value (a directory or a quoted glob) as a string, several as a list."""
+    return str(frames[0]) if len(frames) == 1 else list(frames)
+
+
+def _frames_angles(angles: list[Path] | None) -> Path:
+    if not angles or len(angles) != 1:
+        raise ValueError("--frames needs one --angles file (.tlt/.rawtlt/.mdoc) with one angle "
+                         "per frame stack, in the same order.")
+    return angles[0]
+
+
 def _one_or_list(values: list[Path] | None) -> Any:
     if not values:
         return None
@@ -193,14 +210,21 @@ def _do_prepare(tilt_series: list[Path] | None, out: Path, cfg: DewedgeConfig, *
                 angles: list[Path] | None, halves: list[tuple[Path, Path]] | None,
                 tilt_range: tuple[float, float] | None, alignment: list[Path] | None,
                 defocus: list[Path] | None, pixel_size: float | None,
-                tilt_axis_angle: float | None, overwrite: bool, progress: Any) -> Any:
+                tilt_axis_angle: float | None, overwrite: bool, progress: Any,
+                frames: list[Path] | None = None) -> Any:
     from cryowedge.dewedge.pipeline import save_config
-    from cryowedge.dewedge.prepare import prepare_halves, prepare_tilt_series
+    from cryowedge.dewedge.prepare import prepare_frames, prepare_halves, prepare_tilt_series
 
-    if bool(tilt_series) == bool(halves):
-        raise ValueError("give either tilt series or --even/--odd half tomograms (one of the "
-                         "two).")
-    if halves:
+    if bool(tilt_series) + bool(halves) + bool(frames) != 1:
+        raise ValueError("give either tilt series or --even/--odd half tomograms or --frames "
+                         "frame stacks (one of the three).")
+    if frames:
+        data = prepare_frames(_frames_arg(frames), out, angles=_frames_angles(angles),
+                              pixel_size_angstrom=pixel_size,
+                              tilt_axis_angle_deg=tilt_axis_angle,
+                              alignment=_one_or_list(alignment), defocus=_one_or_list(defocus),
+                              config=cfg, overwrite=overwrite, progress=progress)
+    elif halves:
         tilt_angles = _halves_angles(angles, tilt_range)
         if tilt_angles is None:
             raise ValueError("ready-made halves need their tilt angles: --angles FILE or "
@@ -318,6 +342,10 @@ def _run(
         None, help="ready-made half tomogram A (repeat for several pairs, with --odd) instead "
         "of tilt series"),
     odd: list[Path] | None = typer.Option(None, help="ready-made half tomogram B (with --even)"),
+    frames: list[Path] | None = typer.Option(
+        None, help="dose-fractionated frames instead of a tilt series: one motion-corrected MRC "
+        "of frames per tilt, in the order of --angles (repeat, or one directory, or a quoted "
+        "glob); even frames -> half A, odd -> half B, all tilts in both"),
     tilt_range: tuple[float, float] | None = typer.Option(
         None, help="tilt range MIN MAX of ready-made halves (instead of --angles)"),
     alignment: list[Path] | None = typer.Option(None, help="IMOD .xf / AreTomo .aln per series"),
@@ -346,7 +374,9 @@ def _run(
                 tilt_angles = _halves_angles(angles, tilt_range) if halves else None
                 result = run_dewedge(
                     tilt_series or None, out, config=cfg,
-                    angles=None if halves else _one_or_list(angles),
+                    angles=None if halves else (_frames_angles(angles) if frames
+                                                else _one_or_list(angles)),
+                    frames=_frames_arg(frames) if frames else None,
                     halves=[tuple(h) for h in halves] if halves else None,
                     tilt_angles=tilt_angles, pixel_size_angstrom=pixel_size,
                     tilt_axis_angle_deg=tilt_axis_angle, alignment=_one_or_list(alignment),

@@ -87,6 +87,7 @@ def run_dewedge(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     fit_callback: Callable[[Any], Any] | None = None,
+    frames: PathLike | Sequence[PathLike] | None = None,
 ) -> DewedgeRun:
     """Prepare, fit and refine in one call (paper steps 1–3); mirrors ``dewedge run``.
 
@@ -113,11 +114,16 @@ def run_dewedge(
         ``progress(step, fraction)`` of the prepare and refine steps.
     fit_callback
         ``callback(FitProgress)`` of the fit (see :func:`cryowedge.dewedge.fit.fit`).
+    frames
+        Dose-fractionated frames instead of a tilt series (one MRC of frames per tilt, a
+        directory or a glob; ``angles`` is then the one angle file):
+        :func:`cryowedge.dewedge.prepare.prepare_frames`.
     """
     from cryowedge.dewedge.fit import fit
     from cryowedge.dewedge.prepare import (
         MANIFEST_NAME,
         load_prepared,
+        prepare_frames,
         prepare_halves,
         prepare_tilt_series,
     )
@@ -125,8 +131,9 @@ def run_dewedge(
 
     cfg = config if config is not None else DewedgeConfig()
     out = Path(output_dir)
-    if (tilt_series is None) == (halves is None):
-        raise ValueError("give either tilt series or half tomograms (--even/--odd), one of the two.")
+    if (tilt_series is not None) + (halves is not None) + (frames is not None) != 1:
+        raise ValueError("give either tilt series or half tomograms (--even/--odd) or frame "
+                         "stacks (--frames), one of the three.")
     if halves is not None and tilt_angles is None:
         raise ValueError("ready-made halves need their tilt angles (--angles FILE or "
                          "--tilt-range MIN MAX).")
@@ -134,6 +141,12 @@ def run_dewedge(
     if resume and manifest.is_file():
         prepared = load_prepared(manifest)
         logger.info("resuming: reusing the prepared data in %s", manifest)
+    elif frames is not None:
+        prepared = prepare_frames(
+            frames, out, angles=angles, pixel_size_angstrom=pixel_size_angstrom,  # type: ignore[arg-type]
+            tilt_axis_angle_deg=tilt_axis_angle_deg, alignment=alignment,  # type: ignore[arg-type]
+            defocus=defocus, config=cfg, overwrite=overwrite or resume,  # type: ignore[arg-type]
+            progress=progress)
     elif halves is not None:
         prepared = prepare_halves(list(halves), out, tilt_angles=tilt_angles,
                                   tilt_axis_angle_deg=tilt_axis_angle_deg or 0.0, config=cfg,
