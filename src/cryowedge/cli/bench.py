@@ -8,6 +8,7 @@ Examples::
     cryowedge bench iterative --size 128 --astra-slices 4
     cryowedge bench scale                     # 256^3, 512^3, K3 bin 4; streamed under 2 GB
     cryowedge bench scale --quick             # tiny sizes, a few seconds
+    cryowedge bench dewedge                   # dewedge epoch/refine vs a reference-like pipeline
 """
 
 from __future__ import annotations
@@ -106,6 +107,33 @@ def scale(
             workdir=workdir or None,
             report=typer.echo,
         )
+
+
+@bench_app.command("dewedge")
+def dewedge(
+    shape: tuple[int, int, int] = typer.Option((64, 192, 192), help="half tomograms Z Y X"),
+    subtomo_size: int = typer.Option(64, help="sub-tomogram edge (voxels)"),
+    chans: int = typer.Option(32, help="U-Net channels"),
+    depth: int = typer.Option(3, help="U-Net depth"),
+    batch_size: int = typer.Option(5, help="sub-tomograms per step"),
+    subtomos: int = typer.Option(20, help="sub-tomograms per epoch"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    epochs: int = typer.Option(2, help="timed epochs (after one warm-up epoch)"),
+    mixed_precision: str = typer.Option("auto", help="auto | off | bf16 | fp16"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N"),
+    baseline: bool = typer.Option(True, help="also time the reference-like pipeline"),
+    quick: bool = typer.Option(False, help="tiny sizes for a check in seconds"),
+) -> None:
+    """Dewedge fitting epoch and refinement time vs a reference-like pipeline; last line
+    `epoch_seconds: N`."""
+    from cryowedge.dewedge.bench import bench_dewedge
+
+    with user_errors():
+        if quick:
+            shape, subtomo_size, chans, depth, subtomos, epochs = (16, 48, 48), 16, 4, 2, 4, 1
+        bench_dewedge(tuple(shape), subtomo_size, chans, depth, batch_size, subtomos, threads,
+                      epochs=epochs, mixed_precision=mixed_precision, device=device,
+                      baseline=baseline, report=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

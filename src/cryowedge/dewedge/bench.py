@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["bench_dewedge", "reference_like_epoch"]
+__all__ = ["bench_dewedge", "reference_like_epoch", "reference_like_refine"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,48 @@ def reference_like_epoch(
     return {"seconds": time.perf_counter() - t_epoch, "data_seconds": data_seconds}
 
 
+def reference_like_refine(
+    halves: tuple[np.ndarray, np.ndarray],
+    model: torch.nn.Module,
+    *,
+    subtomo_size: int,
+    batch_size: int = 10,
+    measured_mask: np.ndarray,
+) -> np.ndarray:
+    """The reference's refinement re-created (research/anchors_ml.md §1.4, "Refinement"):
+    the canonical wedge removed from the whole tomogram, reflection padding, cubes with stride
+    ``s − ⌈s/3⌉``, the network in float32 in batches of 10, separable linear-ramp blending on
+    the CPU; each half separately, then the mean. ``measured_mask``: the measured region of
+    the whole volume (rfft layout)."""
+    s = subtomo_size
+    overlap = -(-s // 3)
+    stride = s - overlap
+    ramp = np.minimum(1.0, (np.arange(s) + 1.0) / (overlap + 1.0))
+    ramp = np.minimum(ramp, ramp[::-1])
+    weight = ramp[:, None, None] * ramp[None, :, None] * ramp[None, None, :]
+    outputs = []
+    for half in halves:
+        shape = half.shape
+        masked = np.fft.irfftn(np.fft.rfftn(half) * measured_mask, s=shape).astype(np.float32)
+        pads = [(overlap, overlap + (-(n + overlap) % stride) + s) for n in shape]
+        padded = np.pad(masked, pads, mode="reflect")
+        acc = np.zeros(padded.shape, np.float32)
+        norm = np.zeros(padded.shape, np.float32)
+        starts = [range(0, padded.shape[i] - s + 1, stride) for i in range(3)]
+        corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+        with torch.no_grad():
+            for b0 in range(0, len(corners), batch_size):
+                chunk = corners[b0 : b0 + batch_size]
+                tiles = np.stack([padded[z : z + s, y : y + s, x : x + s] for z, y, x in chunk])
+                out = model(torch.from_numpy(tiles)[:, None]).numpy()[:, 0]
+                for (z, y, x), tile in zip(chunk, out, strict=True):
+                    acc[z : z + s, y : y + s, x : x + s] += tile * weight
+                    norm[z : z + s, y : y + s, x : x + s] += weight
+        crop = tuple(slice(p[0], p[0] + n) for p, n in zip(pads, shape, strict=True))
+        outputs.append(acc[crop] / np.maximum(norm[crop], 1e-12))
+    return 0.5 * (outputs[0] + outputs[1])
+
+
 def bench_dewedge(
     shape: tuple[int, int, int] = (64, 192, 192),
     subtomo_size: int = 64,
@@ -134,6 +176,7 @@ def bench_dewedge(
     *,
     epochs: int = 2,
     mixed_precision: str = "auto",
+    refine_batch_size: int = 4,
     device: str = "cpu",
     baseline: bool = True,
     work_dir: str | Path | None = None,
@@ -209,6 +252,18 @@ def bench_dewedge(
             f"{epoch_s / subtomos_per_epoch:.3f} s per sub-tomogram, waiting for data "
             f"{100 * wait:.1f} % of the epoch"
         )
+        from cryowedge.dewedge.refine import refine_array
+
+        report("... ours: refining the pair (both halves through the network, then the mean)")
+        t0 = time.perf_counter()
+        refined = refine_array([a, b], res.model, subtomo_size=subtomo_size,
+                               batch_size=refine_batch_size, stats=res.stats[0],
+                               wedge_tilt_angles_deg=[-60, 60], device=device,
+                               mixed_precision=mixed_precision)
+        refine_s = time.perf_counter() - t0
+        results.update(refine_seconds=refine_s)
+        report(f"ours: refine {refine_s:.2f} s (mixed precision {mixed_precision}, "
+               f"batch {refine_batch_size}, overlap {subtomo_size // 3})")
         if baseline:
             report("... reference-like: storing the sub-tomogram pairs as .pt files")
             torch.set_num_threads(1)
@@ -253,6 +308,22 @@ def bench_dewedge(
                 f"{100 * ref['data_seconds'] / ref_s:.1f} % of the epoch"
             )
             report(f"speedup_vs_reference_like: {ref_s / epoch_s:.2f}")
+            report("... reference-like: refining the pair (float32, 1 thread, batch 10)")
+            net = res.model.float().to(memory_format=torch.contiguous_format).cpu().eval()
+            stats = res.stats[0]
+            measured = wedge_mask(shape, [-60, 60], rfft=True).numpy()
+            t0 = time.perf_counter()
+            ref_out = reference_like_refine(
+                (stats.apply(a).astype(np.float32), stats.apply(b).astype(np.float32)), net,
+                subtomo_size=subtomo_size, measured_mask=measured)
+            ref_refine_s = time.perf_counter() - t0
+            agreement = float(np.corrcoef(stats.invert(ref_out).ravel(), refined.ravel())[0, 1])
+            results.update(reference_refine_seconds=ref_refine_s,
+                           refine_speedup=ref_refine_s / refine_s,
+                           refine_agreement=agreement)
+            report(f"reference-like: refine {ref_refine_s:.2f} s; refine speedup "
+                   f"{ref_refine_s / refine_s:.2f}; correlation of the two refined volumes "
+                   f"{agreement:.4f}")
     finally:
         torch.set_num_threads(int(threads))
         if owned is not None:

@@ -218,15 +218,18 @@ def is_out_of_memory(err: BaseException) -> bool:
 def resolve_autocast(mixed_precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mixed_precision`` on ``device`` (None: full float32).
 
-    ``auto`` is float16 on CUDA and off on the CPU (inference there is not faster in bfloat16
-    for 3D convolutions on every CPU, and float32 keeps refinement deterministic); ``bf16``
-    and ``fp16`` force the dtype; ``off`` disables autocast.
+    ``auto`` is float16 on CUDA and bfloat16 on CPUs with native bfloat16 kernels (as in
+    fitting; ``cryowedge bench dewedge`` reports the refined volume's correlation with a
+    float32 refinement), float32 elsewhere; ``bf16`` and ``fp16`` force the dtype; ``off``
+    disables autocast (bit-reproducible float32).
     """
+    from cryowedge.dewedge.fit import resolve_fit_autocast
+
     choice = str(mixed_precision).lower()
     if choice == "off":
         return None
     if choice == "auto":
-        return torch.float16 if device.type == "cuda" else None
+        return resolve_fit_autocast("auto", device)
     if choice == "bf16":
         return torch.bfloat16
     if choice == "fp16":
