@@ -6,7 +6,9 @@ Example::
     cryowedge demo --config demo.yaml --out my_demo
 
 The reconstructions are the ``demo`` presets of the registered methods
-(:mod:`cryowedge.config.registry`), or the ``methods:`` of ``--config``.
+(:mod:`cryowedge.config.registry`), or the ``methods:`` of ``--config``; then a small dewedge
+panel (a tiny self-supervised U-Net fitted on the even/odd halves, about 15 s; ``dewedge:``
+of ``--config`` sets it, ``dewedge: null`` skips it).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ __all__ = [
     "CglsConfig",
     "TvConfig",
     "DemoConfig",
+    "DemoDewedgeConfig",
     "StetSimulateConfig",
     "StetReconstructConfig",
     "StetConfig",
@@ -706,14 +707,54 @@ def _demo_methods() -> dict[str, ReconstructConfig]:
     }
 
 
+class DemoDewedgeConfig(BaseConfig):
+    """The demo's dewedge panel: a tiny DeepDeWedge fit, in memory (docs/dewedge.md, "Demo").
+
+    The views are split even/odd by stack index, each half is reconstructed by FBP with
+    ``filter_name``, a small U-Net is fitted on sub-tomogram pairs of the halves
+    (:func:`cryowedge.dewedge.fit.fit`, checkpoints under ``<out>/dewedge_fit/``), and the
+    FBP of the full series (same filter) is refined with it in tiles of ``refine_tile``
+    voxels (the paper's step 3). Defaults: about 10–20 s on 2 CPU cores.
+    """
+
+    filter_name: str = Field("hann", description="FBP filter of the halves and of the full "
+                             "tomogram that is refined")
+    subtomo_size: int = Field(16, ge=8, description="sub-tomogram edge for fitting, voxels "
+                              "(divisible by 2^depth)")
+    chans: int = Field(8, ge=1, description="U-Net channels at the first level")
+    depth: int = Field(2, ge=1, le=4, description="U-Net down-sampling levels")
+    epochs: int = Field(20, ge=1, description="fitting epochs")
+    subtomos_per_epoch: int = Field(64, ge=1, description="sub-tomogram pairs per epoch")
+    batch_size: int = Field(8, ge=1, description="sub-tomograms per optimiser step")
+    lr: float = Field(4e-3, gt=0, description="Adam learning rate (10× the full-size default: "
+                      "few steps)")
+    refine_tile: int = Field(32, ge=8, description="tile edge of the refinement, voxels "
+                             "(divisible by 2^depth)")
+    seed: int = Field(0, description="random seed of the fit")
+
+    @model_validator(mode="after")
+    def _sizes_fit_depth(self) -> DemoDewedgeConfig:
+        step = 2**self.depth
+        for name in ("subtomo_size", "refine_tile"):
+            value = getattr(self, name)
+            if value % step:
+                raise ValueError(f"dewedge.{name} {value} is not divisible by 2^depth = {step}; "
+                                 f"use {max(step, value - value % step)}.")
+        return self
+
+
 class DemoConfig(BaseConfig):
-    """The no-argument demo: a small crowded cell, a ±60° noisy series and the registered
-    methods' demo presets (FBP, WBP, SIRT, TV-ADMM)."""
+    """The no-argument demo: a small crowded cell, a ±60° noisy series, the registered
+    methods' demo presets (FBP, WBP, SIRT, TV-ADMM) and a small dewedge panel."""
 
     simulate: SimulateConfig = SimulateConfig(shape=(64, 128, 128), n_particles=16, snr=1.0)
     methods: dict[str, SerializeAsAny[ReconstructConfig]] = Field(
         default_factory=_demo_methods,
         description="output name → reconstruction options (with method)",
+    )
+    dewedge: DemoDewedgeConfig | None = Field(
+        default_factory=DemoDewedgeConfig,
+        description="the dewedge panel (a tiny self-supervised fit); null: no panel",
     )
 
     @field_validator("methods", mode="before")
