@@ -75,6 +75,8 @@ def _options() -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=("fbp", "sirt", "tv", "n2n", "ddw"))
+    p.add_argument("--reuse-fits", action="store_true",
+                   help="score the networks already fitted under --out instead of fitting")
     return p.parse_args()
 
 
@@ -181,18 +183,24 @@ def main() -> None:
             mcfg = cfg.model_copy(update={"shared": cfg.shared.model_copy(update={"mode": mode})})
             out_dir = work / mode
             t0 = time.perf_counter()
-            result = fit(prepared, config=mcfg, output_dir=out_dir, overwrite=True)
+            folder = out_dir / "checkpoints"
+            if args.reuse_fits and (folder / "last.pt").is_file():
+                ckpt = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+            else:
+                result = fit(prepared, config=mcfg, output_dir=out_dir, overwrite=True)
+                ckpt = result.best_checkpoint or result.last_checkpoint
             seconds[name] = time.perf_counter() - t0
-            stats = result.stats[0]
+            model, meta = load_model(ckpt)
+            stats = meta["stats"][0]
             wedge_angles = geom.tilt_angles_deg if mode == "dewedge" else None
+            band = mcfg.fit.loss_radius if mcfg.refine.band_limit else None
 
-            def refine(model, volume, stats=stats, wedge_angles=wedge_angles):
+            def refine(model, volume, stats=stats, wedge_angles=wedge_angles, band=band):
                 return refine_array(volume.astype(np.float32), model,
                                     subtomo_size=args.subtomo_size, stats=stats,
-                                    wedge_tilt_angles_deg=wedge_angles, device="cpu")
+                                    wedge_tilt_angles_deg=wedge_angles, device="cpu",
+                                    mixed_precision="auto", band_radius=band)
 
-            ckpt = result.best_checkpoint or result.last_checkpoint
-            model, _ = load_model(ckpt)
             out_a = np.asarray(refine(model, half_a), dtype=np.float64)
             out_b = np.asarray(refine(model, half_b), dtype=np.float64)
             mean = 0.5 * (out_a + out_b)
@@ -200,7 +208,7 @@ def main() -> None:
                       voxel_size_angstrom=px)
             res[name] = _score(mean, truth, wedge, cell.particle_positions_zyx, box, px)
             res[name]["halves_fsc0143_A"] = _halves_fsc(out_a, out_b, px)
-            res[name]["best_epoch"] = result.best_epoch
+            res[name]["best_epoch"] = meta.get("best_epoch")
             curve = []
             for path in sorted(out_dir.glob("checkpoints/epoch_*.pt"),
                                key=lambda p: int(p.stem.split("_")[1])):

@@ -171,7 +171,8 @@ def test_refine_prepared_halves_and_full(tmp_path: Path) -> None:
     b = _write(tmp_path / "odd.mrc", base + rng.normal(size=base.shape).astype(np.float32) * 1e-7)
     cfg = DewedgeConfig.model_validate({
         "shared": {"subtomo_size": 16, "depth": 2, "device": "cpu"},
-        "prepare": {"min_mask_fraction": 0.0}, "refine": {"mask_wedge": False}})
+        "prepare": {"min_mask_fraction": 0.0},
+        "refine": {"mask_wedge": False, "band_limit": False}})
     data = prepare_halves((a, b), tmp_path / "prep", tilt_angles=(-60, 60), config=cfg)
     mean = (read_mrc(a).data + read_mrc(b).data) / 2
     for source in ("halves", "full"):  # no full tomogram: the mean of the halves stands in
@@ -185,6 +186,25 @@ def test_refine_prepared_halves_and_full(tmp_path: Path) -> None:
                                 config=cfg.model_copy(update={"refine": cfg.refine.model_copy(
                                     update={"mask_wedge": None})}))
     assert np.abs(read_mrc(masked.output_path).data - mean).max() > 1e-8
+
+
+def test_band_limit_keeps_only_the_fitted_band(tmp_path: Path) -> None:
+    """With ``band_radius`` each output tile keeps only ``|k| <= radius``: white noise through
+    an identity network loses its cube corners (most of its power), and nothing else changes
+    inside the band (tiles are blended, so the check is on the spectrum of the result)."""
+    rng = np.random.default_rng(4)
+    noise = rng.normal(size=(32, 32, 32)).astype(np.float32)
+    full = refine_array(noise, _identity, subtomo_size=32, overlap=0, device="cpu")
+    banded = refine_array(noise, _identity, subtomo_size=32, overlap=0, device="cpu",
+                          band_radius=0.5)
+    np.testing.assert_allclose(full, noise, atol=1e-6)
+    k = np.sqrt(sum(g**2 for g in np.meshgrid(*[np.fft.fftfreq(32)] * 3, indexing="ij")))
+    spec_in, spec_out = np.fft.fftn(noise), np.fft.fftn(banded)
+    assert np.abs(spec_out[k > 0.5 + 1e-6]).max() < 1e-3 * np.abs(spec_in).max()
+    np.testing.assert_allclose(spec_out[k <= 0.5 - 1e-6], spec_in[k <= 0.5 - 1e-6],
+                               atol=1e-3 * np.abs(spec_in).max())
+    # the white noise's power beyond the sphere (about 48 %) is gone
+    assert 0.4 < 1 - (np.abs(spec_out) ** 2).sum() / (np.abs(spec_in) ** 2).sum() < 0.6
 
 
 def test_refine_checkpoint_of_a_fitted_network_keeps_units_and_header(tmp_path: Path) -> None:

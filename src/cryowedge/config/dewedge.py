@@ -162,6 +162,11 @@ class DewedgeRefineConfig(BaseConfig):
         None, ge=0, description="tile overlap, voxels (default: subtomo_size // 3)"
     )
     batch_size: int = Field(4, ge=1, description="tiles per network call (halved on out-of-memory)")
+    band_limit: bool = Field(
+        True, description="keep only the frequencies the fitting loss constrains (|k| <= "
+        "fit.loss_radius) in each refined tile; beyond them a residual network passes the "
+        "input's noise through"
+    )
     mask_wedge: bool | None = Field(
         None, description="remove the missing wedge of each tile in Fourier space before the "
         "network, as fitting does to its inputs (default: on in dewedge mode, off in n2n)"

@@ -241,7 +241,8 @@ class _BatchRunner:
     """Runs tiles through the model in batches, halving the batch on out-of-memory."""
 
     def __init__(self, model: Model, device: torch.device, batch_size: int,
-                 autocast: torch.dtype | None, wedge: torch.Tensor | None, size: int) -> None:
+                 autocast: torch.dtype | None, wedge: torch.Tensor | None, size: int,
+                 band: torch.Tensor | None = None) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}.")
         self.model = model
@@ -250,6 +251,7 @@ class _BatchRunner:
         self.autocast = autocast
         self.wedge = wedge
         self.size = size
+        self.band = band
         self.backoffs = 0
 
     def _forward(self, cubes: np.ndarray) -> np.ndarray:
@@ -268,6 +270,10 @@ class _BatchRunner:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"the model must map (B, 1, s, s, s) to the same shape; it maps "
                              f"{tuple(x.shape)} to {got}.")
+        if self.band is not None:  # keep only the band the loss fitted (see band_radius)
+            s = (self.size,) * 3
+            y = torch.fft.irfftn(torch.fft.rfftn(y.to(torch.float32), dim=(-3, -2, -1))
+                                 * self.band, s=s, dim=(-3, -2, -1))
         return y[:, 0].to(torch.float32).cpu().numpy()
 
     def __call__(self, cubes: np.ndarray) -> np.ndarray:
@@ -397,7 +403,8 @@ def _tiled_apply(
 
 def _prepare_runner(model: Model, *, size: int, batch_size: int, device: Any,
                     mixed_precision: str, wedge_tilt_angles_deg: Any | None,
-                    tilt_axis_angle_deg: float) -> _BatchRunner:
+                    tilt_axis_angle_deg: float,
+                    band_radius: float | None = None) -> _BatchRunner:
     from cryowedge.utils.device import resolve_device
 
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
@@ -410,8 +417,13 @@ def _prepare_runner(model: Model, *, size: int, batch_size: int, device: Any,
 
         wedge = wedge_mask((size, size, size), wedge_tilt_angles_deg,
                            tilt_axis_angle_deg=tilt_axis_angle_deg, rfft=True, device=dev)
+    band = None
+    if band_radius is not None and band_radius < 0.866:  # √3/2 holds the whole cube
+        from cryowedge.dewedge.loss import sphere_mask
+
+        band = sphere_mask((size, size, size), band_radius, device=dev)
     return _BatchRunner(model, dev, batch_size, resolve_autocast(mixed_precision, dev), wedge,
-                        size)
+                        size, band)
 
 
 def _check_model_units(model: Model, stats: Sequence[StandardizationStats]) -> None:
@@ -457,6 +469,7 @@ def refine_array(
     tilt_axis_angle_deg: float = 0.0,
     device: Any = "auto",
     mixed_precision: str = "off",
+    band_radius: float | None = None,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Apply ``model`` to a whole tomogram (or average it over several) tile by tile, in memory.
@@ -486,6 +499,12 @@ def refine_array(
     device, mixed_precision
         Where the network runs (``auto``/``cpu``/``cuda[:N]``) and its autocast
         (:func:`resolve_autocast`; default off).
+    band_radius
+        Keep only frequencies ``|k| ≤ band_radius`` (cycles/voxel) of each output tile: the
+        band the fitting loss constrains (``fit.loss_radius``). Beyond it the loss says nothing,
+        so a residual network passes the input's noise through there (measured: the corners of
+        the cube held most of a refined tomogram's power). None: no band limit (an identity
+        network then returns the input exactly).
     progress
         ``progress(step, fraction)`` with ``step = "tiles k/n"`` after every batch.
 
@@ -502,7 +521,7 @@ def refine_array(
     runner = _prepare_runner(model, size=layout.size, batch_size=batch_size, device=device,
                              mixed_precision=mixed_precision,
                              wedge_tilt_angles_deg=wedge_tilt_angles_deg,
-                             tilt_axis_angle_deg=tilt_axis_angle_deg)
+                             tilt_axis_angle_deg=tilt_axis_angle_deg, band_radius=band_radius)
     out = np.empty(shape, dtype=np.float32)
     a = layout.band_axis
 
@@ -583,6 +602,7 @@ def _refine_to_mrc(
     tilt_axis_angle_deg: float,
     device: Any,
     mixed_precision: str,
+    band_radius: float | None = None,
     voxel_size_angstrom: Any,
     origin_angstrom: Any,
     overwrite: bool,
@@ -604,7 +624,7 @@ def _refine_to_mrc(
     runner = _prepare_runner(model, size=layout.size, batch_size=batch_size, device=device,
                              mixed_precision=mixed_precision,
                              wedge_tilt_angles_deg=wedge_tilt_angles_deg,
-                             tilt_axis_angle_deg=tilt_axis_angle_deg)
+                             tilt_axis_angle_deg=tilt_axis_angle_deg, band_radius=band_radius)
     if overwrite:
         keep_backups([output_path, record_path])
     t0 = time.perf_counter()
@@ -646,6 +666,7 @@ def refine_file(
     tilt_axis_angle_deg: float = 0.0,
     device: Any = "auto",
     mixed_precision: str = "auto",
+    band_radius: float | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> RefineResult:
@@ -671,7 +692,7 @@ def refine_file(
         the prepared tomogram). None computes robust statistics from the inputs (pooled), which
         matches fitting only when the inputs are the fitted halves.
     subtomo_size, overlap, batch_size, wedge_tilt_angles_deg, tilt_axis_angle_deg, device, \
-mixed_precision, progress
+mixed_precision, band_radius, progress
         As :func:`refine_array`.
 
     Raises
@@ -695,7 +716,7 @@ mixed_precision, progress
         sources, Path(output_path), model, subtomo_size=subtomo_size, overlap=overlap,
         batch_size=batch_size, stats=[stats] * len(sources),
         wedge_tilt_angles_deg=wedge_tilt_angles_deg, tilt_axis_angle_deg=tilt_axis_angle_deg,
-        device=device, mixed_precision=mixed_precision,
+        device=device, mixed_precision=mixed_precision, band_radius=band_radius,
         voxel_size_angstrom=sources[0].voxel_size_angstrom,
         origin_angstrom=sources[0].origin_angstrom, overwrite=overwrite, inputs=paths,
         progress=progress, parameters={"inputs": [str(p) for p in paths]},
@@ -792,10 +813,12 @@ def refine_prepared(
             wedge_tilt_angles_deg=tomo.tilt_angles_deg if mask_wedge else None,
             tilt_axis_angle_deg=tomo.tilt_axis_angle_deg, device=dev,
             mixed_precision=cfg.refine.mixed_precision,
+            band_radius=cfg.fit.loss_radius if cfg.refine.band_limit else None,
             voxel_size_angstrom=tomo.voxel_size_angstrom, origin_angstrom=tomo.origin_angstrom,
             overwrite=overwrite, inputs=inputs, progress=part if progress else None,
             parameters={"prepared": str(data.manifest_path), "tomogram": tomo.name,
                         "source": which, "mask_wedge": bool(mask_wedge),
+                        "band_radius": cfg.fit.loss_radius if cfg.refine.band_limit else None,
                         "config": cfg.model_dump(mode="json")},
             source_names=[Path(p).name for p in inputs]))
     return results
