@@ -67,8 +67,9 @@ def dewedge_panel(tilt_series: np.ndarray, geometry: Any, thickness: int,
     Returns
     -------
     numpy.ndarray, shape (thickness, y, x), float32
-        The FBP of the full series (``config.filter_name``) refined by the fitted network,
-        in the FBP's units.
+        The FBP of the full series (``config.filter_name``) refined by the fitted network
+        (each tile kept to the band the loss fitted, as ``refine.band_limit`` does), in the
+        FBP's units.
     """
     from cryowedge.dewedge.fit import fit, load_model
     from cryowedge.dewedge.refine import refine_array
@@ -90,8 +91,10 @@ def dewedge_panel(tilt_series: np.ndarray, geometry: Any, thickness: int,
                  overwrite=overwrite, callback=on_step if progress else None)
     model, _ = load_model(result.last_checkpoint)
     report_progress(progress, "dewedge: refine", 0.9)
+    band = dcfg.fit.loss_radius if dcfg.refine.band_limit else None  # as refine's default
     return refine_array(full, model, subtomo_size=config.refine_tile, stats=result.stats[0],
-                        wedge_tilt_angles_deg=geometry.tilt_angles_deg, device="cpu")
+                        wedge_tilt_angles_deg=geometry.tilt_angles_deg, device="cpu",
+                        band_radius=band)
 
 
 def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | None = None, *,
