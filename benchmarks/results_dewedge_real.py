@@ -340,8 +340,10 @@ def microtubule(args: argparse.Namespace, work: Path) -> dict[str, float]:
     fit_seconds = time.perf_counter() - t0
     stats = robust_stats([crop])
     t0 = time.perf_counter()
+    band = cfg.fit.loss_radius if cfg.refine.band_limit else None  # as refine's default
     refined = refine_array(crop, model, subtomo_size=args.subtomo_size, stats=stats,
-                           wedge_tilt_angles_deg=(-RANGE, RANGE), device="cpu")
+                           wedge_tilt_angles_deg=(-RANGE, RANGE), device="cpu",
+                           band_radius=band)
     refine_seconds = time.perf_counter() - t0
     write_mrc(work / "mt_refined.mrc", refined, voxel_size_angstrom=voxel, overwrite=True)
     wedge = missing_wedge_mask(crop.shape, (-RANGE, RANGE))
