@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cryowedge.config.models import BaseConfig
+from cryowedge.config.models import BaseConfig, cli
 
 __all__ = [
     "DewedgeSharedConfig",
@@ -68,7 +68,10 @@ class DewedgePrepareConfig(BaseConfig):
     method: str = Field("fbp", description="reconstruction method of the halves (registry)")
     filter_name: str = Field("ram-lak", description="FBP filter of the halves")
     thickness: int | None = Field(None, ge=1, description="tomogram thickness, voxels")
-    bin_factor: int = Field(1, ge=1, description="bin the tilt series by this factor first")
+    bin_factor: int = Field(
+        1, ge=1, description="bin the tilt series by this factor first (as reconstruct --bin)",
+        json_schema_extra=cli("--bin"),
+    )
     mask_std_percentile: float = Field(
         50.0, ge=0, lt=100, description="sample mask: keep voxels whose local std is above "
         "this percentile (IsoNet make_mask's std_percentage)"
