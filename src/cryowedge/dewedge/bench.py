@@ -146,7 +146,8 @@ def reference_like_refine(
     for half in halves:
         shape = half.shape
         masked = np.fft.irfftn(np.fft.rfftn(half) * measured_mask, s=shape).astype(np.float32)
-        pads = [(overlap, overlap + (-(n + overlap) % stride) + s) for n in shape]
+        # pad by the overlap on both sides, plus what makes (length − s) a multiple of the stride
+        pads = [(overlap, overlap + (-(n + 2 * overlap - s)) % stride) for n in shape]
         padded = np.pad(masked, pads, mode="reflect")
         acc = np.zeros(padded.shape, np.float32)
         norm = np.zeros(padded.shape, np.float32)
