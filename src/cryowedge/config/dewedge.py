@@ -158,8 +158,9 @@ class DewedgeRefineConfig(BaseConfig):
     """Applying the fitted network tile by tile to a whole tomogram."""
 
     source: Literal["full", "halves"] = Field(
-        "halves", description="refine the two half tomograms and average them (halves), or "
-        "the full-tilt-series tomogram (full)"
+        "full", description="refine the full-tilt-series tomogram (full, the paper's step 3; "
+        "the mean of ready-made halves stands in for it), or the two half tomograms and "
+        "average them (halves)"
     )
     overlap: int | None = Field(
         None, ge=0, description="tile overlap, voxels (default: subtomo_size // 3)"
