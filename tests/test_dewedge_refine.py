@@ -229,3 +229,24 @@ def test_refine_checkpoint_of_a_fitted_network_keeps_units_and_header(tmp_path: 
     assert out.voxel_size_angstrom == (6.25,) * 3 and out.origin_angstrom == (12.5, -3.0, 40.0)
     assert 0.3 < out.data.std() / base.std() < 3  # not 1e6 × off (double standardisation)
     assert np.corrcoef(out.data.ravel(), base.ravel())[0, 1] > 0.3
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("dewedge", "full"), ("n2n", "halves")])
+def test_auto_source_is_full_for_dewedge_and_halves_for_n2n(tmp_path: Path, mode, expected):
+    rng = np.random.default_rng(5)
+    shape = (16, 24, 24)
+    a = _write(tmp_path / "even.mrc", rng.normal(size=shape).astype(np.float32))
+    b = _write(tmp_path / "odd.mrc", rng.normal(size=shape).astype(np.float32))
+    f = _write(tmp_path / "full.mrc", rng.normal(size=shape).astype(np.float32))
+    cfg = DewedgeConfig.model_validate({
+        "shared": {"subtomo_size": 16, "depth": 2, "device": "cpu", "mode": mode,
+                   "standardize": "none"},
+        "prepare": {"min_mask_fraction": 0.0},
+        "refine": {"mask_wedge": False, "band_limit": False}})
+    assert cfg.refine.source == "auto"
+    data = prepare_halves((a, b), tmp_path / "prep", tilt_angles=(-60, 60), full=f, config=cfg)
+    (result,) = refine_prepared(data, _identity, tmp_path / "out")
+    out = read_mrc(result.output_path).data
+    want = (read_mrc(f).data if expected == "full"
+            else (read_mrc(a).data + read_mrc(b).data) / 2)
+    np.testing.assert_allclose(out, want, atol=1e-5)

@@ -157,10 +157,11 @@ class DewedgeFitConfig(BaseConfig):
 class DewedgeRefineConfig(BaseConfig):
     """Applying the fitted network tile by tile to a whole tomogram."""
 
-    source: Literal["full", "halves"] = Field(
-        "full", description="refine the full-tilt-series tomogram (full, the paper's step 3; "
+    source: Literal["auto", "full", "halves"] = Field(
+        "auto", description="refine the full-tilt-series tomogram (full, the paper's step 3; "
         "the mean of ready-made halves stands in for it), or the two half tomograms and "
-        "average them (halves)"
+        "average them (halves, cryoCARE's way); auto: full in dewedge mode, halves in n2n "
+        "mode (the better of the two for each on the benchmark, docs/dewedge.md)"
     )
     overlap: int | None = Field(
         None, ge=0, description="tile overlap, voxels (default: subtomo_size // 3)"

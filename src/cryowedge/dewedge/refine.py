@@ -750,7 +750,8 @@ def refine_prepared(
         ``shared.subtomo_size``, ``shared.mode``, ``shared.standardize`` and the ``refine``
         section are used.
     source
-        ``"full"`` or ``"halves"`` (default ``config.refine.source``). ``"full"`` refines the
+        ``"auto"``, ``"full"`` or ``"halves"`` (default ``config.refine.source``; ``"auto"`` is
+        ``"full"`` in ``dewedge`` mode and ``"halves"`` in ``n2n`` mode). ``"full"`` refines the
         full-tilt-series tomogram; when prepare did not make one (ready-made halves), the mean
         of the two halves stands in for it (the FBP of all views is, up to the view weights,
         that mean). ``"halves"`` refines both halves and averages the outputs.
@@ -777,8 +778,10 @@ def refine_prepared(
     if not isinstance(cfg, DewedgeConfig):
         raise TypeError(f"config must be a DewedgeConfig, got {type(cfg).__name__}.")
     which = source or cfg.refine.source
+    if which == "auto":  # each mode's better protocol (docs/dewedge.md, "Sources")
+        which = "full" if cfg.shared.mode == "dewedge" else "halves"
     if which not in ("full", "halves"):
-        raise ValueError(f"source must be 'full' or 'halves', got {which!r}.")
+        raise ValueError(f"source must be 'auto', 'full' or 'halves', got {which!r}.")
     out_dir = Path(output_dir) if output_dir is not None else data.directory
     mask_wedge = cfg.refine.mask_wedge
     if mask_wedge is None:
