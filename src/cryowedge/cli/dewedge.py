@@ -158,15 +158,17 @@ def _prepare(
     given: dict[str, Any],
 ) -> None:
     """Split the views even/odd, reconstruct both halves and the full series, make the mask."""
+    from cryowedge.dewedge.pipeline import prepare_inputs
+
     with user_errors():
         cfg = build_config(config, prepare_options(), given)
+        inputs = _input_arguments(tilt_series, angles=angles, even=even, odd=odd,
+                                  frames=frames, tilt_range=tilt_range, alignment=alignment,
+                                  defocus=defocus_file, pixel_size=pixel_size,
+                                  tilt_axis_angle=tilt_axis_angle)
         with progress_bar("dewedge prepare") as progress:
-            data = _do_prepare(tilt_series, out, cfg, angles=angles,
-                               halves=_pairs(even, odd), frames=frames,
-                               tilt_range=tilt_range, alignment=alignment,
-                               defocus=defocus_file, pixel_size=pixel_size,
-                               tilt_axis_angle=tilt_axis_angle, overwrite=overwrite,
-                               progress=progress)
+            data = prepare_inputs(**inputs, output_dir=out, config=cfg, overwrite=overwrite,
+                                  progress=progress)
     console.print(f"prepared {len(data)} tomogram(s) in {out} ({data.manifest_path.name})")
 
 
@@ -206,40 +208,27 @@ def _one_or_list(values: list[Path] | None) -> Any:
     return values[0] if len(values) == 1 else list(values)
 
 
-def _do_prepare(tilt_series: list[Path] | None, out: Path, cfg: DewedgeConfig, *,
-                angles: list[Path] | None, halves: list[tuple[Path, Path]] | None,
-                tilt_range: tuple[float, float] | None, alignment: list[Path] | None,
-                defocus: list[Path] | None, pixel_size: float | None,
-                tilt_axis_angle: float | None, overwrite: bool, progress: Any,
-                frames: list[Path] | None = None) -> Any:
-    from cryowedge.dewedge.pipeline import save_config
-    from cryowedge.dewedge.prepare import prepare_frames, prepare_halves, prepare_tilt_series
-
-    if bool(tilt_series) + bool(halves) + bool(frames) != 1:
-        raise ValueError("give either tilt series or --even/--odd half tomograms or --frames "
-                         "frame stacks (one of the three).")
-    if frames:
-        data = prepare_frames(_frames_arg(frames), out, angles=_frames_angles(angles),
-                              pixel_size_angstrom=pixel_size,
-                              tilt_axis_angle_deg=tilt_axis_angle,
-                              alignment=_one_or_list(alignment), defocus=_one_or_list(defocus),
-                              config=cfg, overwrite=overwrite, progress=progress)
-    elif halves:
-        tilt_angles = _halves_angles(angles, tilt_range)
-        if tilt_angles is None:
-            raise ValueError("ready-made halves need their tilt angles: --angles FILE or "
-                             "--tilt-range MIN MAX.")
-        data = prepare_halves([tuple(h) for h in halves], out, tilt_angles=tilt_angles,
-                              tilt_axis_angle_deg=tilt_axis_angle or 0.0, config=cfg,
-                              overwrite=overwrite, progress=progress)
-    else:
-        data = prepare_tilt_series(
-            [Path(t) for t in tilt_series] if len(tilt_series) > 1 else tilt_series[0], out,
-            angles=_one_or_list(angles), pixel_size_angstrom=pixel_size,
-            tilt_axis_angle_deg=tilt_axis_angle, alignment=_one_or_list(alignment),
-            defocus=_one_or_list(defocus), config=cfg, overwrite=overwrite, progress=progress)
-    save_config(cfg, out)
-    return data
+def _input_arguments(tilt_series: list[Path] | None, *, angles: list[Path] | None,
+                     even: list[Path] | None, odd: list[Path] | None,
+                     frames: list[Path] | None, tilt_range: tuple[float, float] | None,
+                     alignment: list[Path] | None, defocus: list[Path] | None,
+                     pixel_size: float | None,
+                     tilt_axis_angle: float | None) -> dict[str, Any]:
+    """The input options of ``prepare`` and ``run`` as keyword arguments of
+    :func:`cryowedge.dewedge.pipeline.prepare_inputs` / ``run_dewedge``."""
+    halves = _pairs(even, odd)
+    return {
+        "tilt_series": _one_or_list(tilt_series),
+        "angles": None if halves else (_frames_angles(angles) if frames
+                                       else _one_or_list(angles)),
+        "frames": _frames_arg(frames) if frames else None,
+        "halves": halves,
+        "tilt_angles": _halves_angles(angles, tilt_range) if halves else None,
+        "pixel_size_angstrom": pixel_size,
+        "tilt_axis_angle_deg": tilt_axis_angle,
+        "alignment": _one_or_list(alignment),
+        "defocus": _one_or_list(defocus),
+    }
 
 
 # ----------------------------------------------------------------------------- fit
@@ -369,19 +358,14 @@ def _run(
             if config is None and resume and saved.is_file():
                 config = saved  # resuming: the interrupted run's settings (options override)
             cfg = build_config(config, run_options(), given)
-            halves = _pairs(even, odd)
+            inputs = _input_arguments(tilt_series, angles=angles, even=even, odd=odd,
+                                      frames=frames, tilt_range=tilt_range,
+                                      alignment=alignment, defocus=defocus_file,
+                                      pixel_size=pixel_size, tilt_axis_angle=tilt_axis_angle)
             with progress_bar("dewedge run") as progress:
-                tilt_angles = _halves_angles(angles, tilt_range) if halves else None
-                result = run_dewedge(
-                    tilt_series or None, out, config=cfg,
-                    angles=None if halves else (_frames_angles(angles) if frames
-                                                else _one_or_list(angles)),
-                    frames=_frames_arg(frames) if frames else None,
-                    halves=[tuple(h) for h in halves] if halves else None,
-                    tilt_angles=tilt_angles, pixel_size_angstrom=pixel_size,
-                    tilt_axis_angle_deg=tilt_axis_angle, alignment=_one_or_list(alignment),
-                    defocus=_one_or_list(defocus_file), resume=resume, overwrite=overwrite,
-                    progress=progress, fit_callback=_fit_progress(progress))
+                result = run_dewedge(**inputs, output_dir=out, config=cfg, resume=resume,
+                                     overwrite=overwrite, progress=progress,
+                                     fit_callback=_fit_progress(progress))
     except KeyboardInterrupt:
         _interrupted(_resume_command())
     for r in result.refined:

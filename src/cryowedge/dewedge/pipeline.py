@@ -23,7 +23,14 @@ from typing import Any
 from cryowedge.config.dewedge import DewedgeConfig
 from cryowedge.workflows._record import ProgressFn
 
-__all__ = ["CONFIG_NAME", "DewedgeRun", "pick_checkpoint", "run_dewedge", "save_config"]
+__all__ = [
+    "CONFIG_NAME",
+    "DewedgeRun",
+    "pick_checkpoint",
+    "prepare_inputs",
+    "run_dewedge",
+    "save_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,43 +127,23 @@ def run_dewedge(
         :func:`cryowedge.dewedge.prepare.prepare_frames`.
     """
     from cryowedge.dewedge.fit import fit
-    from cryowedge.dewedge.prepare import (
-        MANIFEST_NAME,
-        load_prepared,
-        prepare_frames,
-        prepare_halves,
-        prepare_tilt_series,
-    )
+    from cryowedge.dewedge.prepare import MANIFEST_NAME, load_prepared
     from cryowedge.dewedge.refine import refine_checkpoint
 
     cfg = config if config is not None else DewedgeConfig()
     out = Path(output_dir)
-    if (tilt_series is not None) + (halves is not None) + (frames is not None) != 1:
-        raise ValueError("give either tilt series or half tomograms (--even/--odd) or frame "
-                         "stacks (--frames), one of the three.")
-    if halves is not None and tilt_angles is None:
-        raise ValueError("ready-made halves need their tilt angles (--angles FILE or "
-                         "--tilt-range MIN MAX).")
     manifest = out / MANIFEST_NAME
     if resume and manifest.is_file():
+        _check_one_input(tilt_series, halves, frames, tilt_angles)
         prepared = load_prepared(manifest)
         logger.info("resuming: reusing the prepared data in %s", manifest)
-    elif frames is not None:
-        prepared = prepare_frames(
-            frames, out, angles=angles, pixel_size_angstrom=pixel_size_angstrom,  # type: ignore[arg-type]
-            tilt_axis_angle_deg=tilt_axis_angle_deg, alignment=alignment,  # type: ignore[arg-type]
-            defocus=defocus, config=cfg, overwrite=overwrite or resume,  # type: ignore[arg-type]
-            progress=progress)
-    elif halves is not None:
-        prepared = prepare_halves(list(halves), out, tilt_angles=tilt_angles,
-                                  tilt_axis_angle_deg=tilt_axis_angle_deg or 0.0, config=cfg,
-                                  overwrite=overwrite or resume, progress=progress)
+        save_config(cfg, out)
     else:
-        prepared = prepare_tilt_series(
-            tilt_series, out, angles=angles, pixel_size_angstrom=pixel_size_angstrom,
+        prepared = prepare_inputs(
+            tilt_series, out, config=cfg, angles=angles, halves=halves,
+            tilt_angles=tilt_angles, frames=frames, pixel_size_angstrom=pixel_size_angstrom,
             tilt_axis_angle_deg=tilt_axis_angle_deg, alignment=alignment, defocus=defocus,
-            config=cfg, overwrite=overwrite or resume, progress=progress)
-    save_config(cfg, out)
+            overwrite=overwrite or resume, progress=progress)
     fitted = fit(prepared, config=cfg, output_dir=out, resume=resume and
                  (out / "checkpoints" / "last.pt").is_file(),
                  overwrite=overwrite, callback=fit_callback)
@@ -164,3 +151,61 @@ def run_dewedge(
     refined = refine_checkpoint(checkpoint, prepared, out, config=cfg,
                                 overwrite=overwrite or resume, progress=progress)
     return DewedgeRun(prepared=prepared, fit=fitted, checkpoint=checkpoint, refined=refined)
+
+
+def _check_one_input(tilt_series: Any, halves: Any, frames: Any, tilt_angles: Any) -> None:
+    """Exactly one kind of input, and ready-made halves with their angles."""
+    if (tilt_series is not None) + (halves is not None) + (frames is not None) != 1:
+        raise ValueError("give either tilt series or --even/--odd half tomograms or --frames "
+                         "frame stacks (one of the three).")
+    if halves is not None and tilt_angles is None:
+        raise ValueError("ready-made halves need their tilt angles (--angles FILE or "
+                         "--tilt-range MIN MAX).")
+
+
+def prepare_inputs(
+    tilt_series: PathLike | Sequence[PathLike] | None,
+    output_dir: PathLike,
+    *,
+    config: DewedgeConfig,
+    angles: PathLike | Sequence[PathLike | None] | None = None,
+    halves: Sequence[tuple[PathLike, PathLike]] | None = None,
+    tilt_angles: Any = None,
+    frames: PathLike | Sequence[PathLike] | None = None,
+    pixel_size_angstrom: float | None = None,
+    tilt_axis_angle_deg: float | None = None,
+    alignment: PathLike | Sequence[PathLike | None] | None = None,
+    defocus: PathLike | Sequence[PathLike | None] | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> Any:
+    """The prepare step from whichever input is given (mirrors ``dewedge prepare``).
+
+    Exactly one of ``tilt_series`` (:func:`~cryowedge.dewedge.prepare.prepare_tilt_series`),
+    ``halves`` with ``tilt_angles`` (:func:`~cryowedge.dewedge.prepare.prepare_halves`) or
+    ``frames`` with ``angles`` (:func:`~cryowedge.dewedge.prepare.prepare_frames`); the other
+    arguments as in :func:`run_dewedge`. The resolved ``config`` is saved as
+    ``<output_dir>/dewedge.yaml``. Returns the
+    :class:`~cryowedge.dewedge.prepare.PreparedData`.
+    """
+    from cryowedge.dewedge.prepare import prepare_frames, prepare_halves, prepare_tilt_series
+
+    _check_one_input(tilt_series, halves, frames, tilt_angles)
+    out = Path(output_dir)
+    if frames is not None:
+        prepared = prepare_frames(
+            frames, out, angles=angles, pixel_size_angstrom=pixel_size_angstrom,  # type: ignore[arg-type]
+            tilt_axis_angle_deg=tilt_axis_angle_deg, alignment=alignment,  # type: ignore[arg-type]
+            defocus=defocus, config=config, overwrite=overwrite,  # type: ignore[arg-type]
+            progress=progress)
+    elif halves is not None:
+        prepared = prepare_halves(list(halves), out, tilt_angles=tilt_angles,
+                                  tilt_axis_angle_deg=tilt_axis_angle_deg or 0.0, config=config,
+                                  overwrite=overwrite, progress=progress)
+    else:
+        prepared = prepare_tilt_series(
+            tilt_series, out, angles=angles, pixel_size_angstrom=pixel_size_angstrom,  # type: ignore[arg-type]
+            tilt_axis_angle_deg=tilt_axis_angle_deg, alignment=alignment, defocus=defocus,
+            config=config, overwrite=overwrite, progress=progress)
+    save_config(config, out)
+    return prepared
