@@ -49,6 +49,7 @@ from cryowedge.dewedge.refine import refine_array
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import write_mrc
 from cryowedge.io.tilt_files import write_tilt_angles
+from cryowedge.metrics import pearson_correlation
 from cryowedge.metrics.fourier import fourier_shell_correlation, missing_wedge_correlations
 from cryowedge.metrics.normalize import normalize_intensity
 from cryowedge.metrics.report import FSC_RESOLUTION_RULE
@@ -84,12 +85,6 @@ def _affine(x: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.asarray(normalize_intensity(x, truth, "affine"), dtype=np.float64)
 
 
-def _cc(x: np.ndarray, truth: np.ndarray) -> float:
-    a = x - x.mean()
-    b = truth - truth.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-
-
 def _particle_fsc(x: np.ndarray, truth: np.ndarray, positions: np.ndarray, box: int,
                   pixel: float) -> float:
     curves = []
@@ -115,7 +110,8 @@ def _halves_fsc(a: np.ndarray, b: np.ndarray, pixel: float) -> float:
 def _score(x, truth, wedge, positions, box, pixel) -> dict[str, float]:
     xa = _affine(x, truth)
     mw = missing_wedge_correlations(xa, truth, wedge)
-    return {"cc": _cc(xa, truth), "cc_out": mw["outside_wedge"], "cc_in": mw["inside_wedge"],
+    return {"cc": pearson_correlation(xa, truth), "cc_out": mw["outside_wedge"],
+            "cc_in": mw["inside_wedge"],
             "particle_fsc0143_A": _particle_fsc(xa, truth, positions, box, pixel)}
 
 
