@@ -87,6 +87,7 @@ def tv_admm(
     cg_iter: int = 10,
     cg_tol: float = 1e-6,
     tv_axes: Sequence[int] | None = None,
+    reg_operator: LinearOperatorLike | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> SolverResult:
@@ -116,6 +117,10 @@ def tv_admm(
     tv_axes
         Domain axes the gradient runs over (default all; ``(1, 2)`` gives 2-D TV per slice
         of a ``(n_tilts, y, x)`` stack).
+    reg_operator
+        Optional ``L`` replacing the default (``∇`` over ``tv_axes``, or ``I`` for ``"l1"``),
+        e.g. the gradient of one part of a stacked unknown (CRM: TV of the particle only).
+        For ``"tv"`` its output's first axis holds the gradient components.
 
     Returns
     -------
@@ -146,6 +151,13 @@ def tv_admm(
                 if regularizer == "tv"
                 else soft_threshold
             )
+        if reg_operator is not None:
+            if tuple(reg_operator.domain_shape) != domain:
+                raise ValueError(
+                    f"reg_operator acts on {tuple(reg_operator.domain_shape)}, but the operator's "
+                    f"domain is {domain}."
+                )
+            reg_op = reg_operator
         lx = reg_op.forward(x)
         splits.append(_Split(reg_op, reg_prox, lam, lx.clone(), torch.zeros_like(lx)))
     if positivity:
@@ -155,7 +167,12 @@ def tv_admm(
         )
 
     def reg_value(z: torch.Tensor) -> float:
-        return regularizer_value(z, regularizer, tv_axes) if lam > 0 else 0.0
+        if lam == 0:
+            return 0.0
+        if reg_operator is None:
+            return regularizer_value(z, regularizer, tv_axes)
+        lz = reg_operator.forward(z)
+        return l21_norm(lz, dim=0) if regularizer == "tv" else float(lz.abs().sum())
 
     atb = operator.adjoint(b)
     ax: torch.Tensor | None = None  # A·x of the current x when already known
