@@ -77,9 +77,7 @@ def test_project_slice_beyond_90_is_the_half_turned_object(size, rng):
 
 # ----------------------------------------------------------------------------- the model
 def test_exact_2d_data_are_the_rotated_copies_projected():
-    sim = simulate_crm_2d(
-        _smooth_particle(), 3, support_radius_px=17, background="blocks", rng=3
-    )
+    sim = simulate_crm_2d(_smooth_particle(), 3, support_radius_px=17, background="blocks", rng=3)
     d = sim.data
     for i, copy in enumerate(d.copies):
         phi = sim.orientations_deg[i]
