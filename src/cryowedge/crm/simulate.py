@@ -772,7 +772,7 @@ def _support_radius(particle: _Particle3D, box: int, radius: float | None) -> fl
     if not 0 < r < box / 2:
         raise ValueError(
             f"support radius {r:.1f} voxels does not fit a {box}³ box (needs < {box / 2}); "
-            "enlarge box_size or lower the pixel size' particle extent."
+            "enlarge box_size, pass a smaller support_radius_px or a coarser pixel_size_angstrom."
         )
     return r
 
