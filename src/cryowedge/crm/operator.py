@@ -490,15 +490,20 @@ class CRMOperator(LinearOperator):
             self._caches[kind] = _ByteCache(budget)
         return self._caches[kind]
 
-    def slice_matrix(self, i: int) -> sp.csr_matrix:
-        """Copy ``i``'s ``(n_tilts·nx, nz·nx)`` float64 slice projection matrix (cached)."""
+    def slice_matrix(self, i: int, *, cache: bool = True) -> sp.csr_matrix:
+        """Copy ``i``'s ``(n_tilts·nx, nz·nx)`` float64 slice projection matrix.
+
+        Row ``t·nx + u`` (view ``t``, detector column ``u``), column ``z·nx + x``; the same for
+        every ``y``. Kept in the host cache unless ``cache=False`` (then only read from it).
+        """
         nz, _, nx = self.volume_shape
+        host = self._cache("cpu")
 
         def build() -> tuple[sp.csr_matrix, int]:
             m = _slice_matrix(self.effective_angles_deg[i], nz, nx)
-            return m, _csr_bytes(m)
+            return m, (_csr_bytes(m) if cache else host.max_bytes + 1)
 
-        return self._cache("cpu").get(("slice", int(i)), build)
+        return host.get(("slice", int(i)), build)
 
     def _chunk_matrices(self, c: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         def build() -> tuple[tuple[torch.Tensor, torch.Tensor], int]:

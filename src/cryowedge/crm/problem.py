@@ -126,6 +126,14 @@ class CRMData:
     names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if isinstance(self.projections, (list, tuple)):  # one array per copy: same size needed
+            shapes = [tuple(np.shape(p)) for p in self.projections]
+            if len(set(shapes)) > 1:
+                odd = next(i for i, sh in enumerate(shapes) if sh != shapes[0])
+                raise ValueError(
+                    f"copies have different sub-tilt-series shapes: copy 0 is {shapes[0]}, copy {odd} is "
+                    f"{shapes[odd]}; every copy needs the same (n_tilts, ny, nx) images (crop or pad them)."
+                )
         proj = np.asarray(self.projections)
         if proj.ndim == 3:  # a list of 2D copies given as (N, n_tilts, nx)
             proj = proj[:, :, None, :]
