@@ -123,9 +123,16 @@ def test_fold_sign_matches_wedge_mask():
 
 
 # ----------------------------------------------------------------------------- explicit matrices
-@pytest.mark.parametrize("case", ["folded2d", "rotated3d"])
+@pytest.mark.parametrize("case", ["folded2d", "folded3d", "rotated3d"])
 def test_matrix_row_form_and_parts_agree_with_forward(case):
-    op = _op_2d(9, [0.0, 50.0, 140.0]) if case == "folded2d" else _op_3d((5, 4, 6), angles=[-40.0, 0.0, 40.0])
+    if case == "folded2d":
+        op = _op_2d(9, [0.0, 50.0, 140.0])
+    elif case == "folded3d":  # rotations about the tilt axis, a ball support that changes along y
+        op = CRMOperator([CRMCopy([-40.0, 0.0, 40.0], rotation_about_y(p)) for p in (0.0, 100.0)],
+                         sphere_support((5, 4, 6), 2.0))
+        assert op.folded and _dot_test(op) < 1e-12
+    else:
+        op = _op_3d((5, 4, 6), angles=[-40.0, 0.0, 40.0])
     n_dom = int(np.prod(op.domain_shape))
     eye = torch.eye(n_dom, dtype=torch.float64).reshape(n_dom, *op.domain_shape)
     dense = op.forward(eye).reshape(n_dom, -1).T.numpy()  # the operator applied to identity columns

@@ -69,7 +69,7 @@ def reconstruct_copies(
     b, _ = prepare(op, data, None, device, dtype)
     out = torch.empty((op.n_copies, *op.volume_shape), dtype=b.dtype, device=b.device)
     for i in range(op.n_copies):
-        rec = sart(op.copy_projector(i), b[i], n_iter=n_iter, relaxation=relaxation,
+        rec = sart(op.copy_projector(i, cache=False), b[i], n_iter=n_iter, relaxation=relaxation,
                    positivity=positivity, order=order, seed=seed).x
         rot = op.copy_rotation(i)
         if rot is not None:  # rotated problem: copy frame → particle frame by R_iᵀ

@@ -158,6 +158,8 @@ def _slice_matrix(effective_angles_deg: np.ndarray, nz: int, nx: int) -> sp.csr_
     u = np.arange(nx)
     cols = np.where(rev[:, None], (width - 1) - u[None, :], u[None, :])  # (n_t, nx)
     rows = (view_of.reshape(-1)[:, None] * width + cols).reshape(-1)
+    if width == nx and np.array_equal(rows, np.arange(rows.size)):
+        return full  # plain angles: the projector's own (cached, shared) matrix, not to be modified
     return full[rows].tocsr()
 
 
@@ -460,6 +462,7 @@ class CRMOperator(LinearOperator):
         self.cache_bytes = cache_bytes
         self._caches: dict[str, _ByteCache] = {}
         self._rotations: dict[int, tuple[np.ndarray, Rotation3D | None]] = {}
+        self._tensors: dict[Any, torch.Tensor] = {}
         logger.debug(
             "CRMOperator: %d copies, volume %s, %s, %d chunk(s) of <= %d",
             self.n_copies, self.volume_shape, "folded" if self.folded else "rotated", len(self.chunks), chunk,
@@ -529,7 +532,10 @@ class CRMOperator(LinearOperator):
 
     def _masks(self, idx: np.ndarray, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Particle support ``S`` ``(nz, ny, nx)`` and backgrounds' ``1 − S_i`` ``(B, nz, ny, nx)``."""
-        s = torch.from_numpy(self.support).to(device=ref.device, dtype=ref.dtype)
+        key = ("support", ref.dtype, str(ref.device))
+        s = self._tensors.get(key)
+        if s is None:
+            s = self._tensors[key] = torch.from_numpy(self.support).to(device=ref.device, dtype=ref.dtype)
         if self.folded or all(self.copy_supports[int(i)] is self.support for i in idx):
             return s, (1.0 - s).expand(len(idx), *self.volume_shape)
         bg = np.stack([~self.copy_supports[int(i)] for i in idx])
@@ -596,14 +602,15 @@ class CRMOperator(LinearOperator):
         self._check_domain(x, "x")
         return x[..., 0, :, :, :] * torch.from_numpy(self.support).to(device=x.device, dtype=x.dtype)
 
-    def copy_projector(self, i: int) -> CopyProjector:
+    def copy_projector(self, i: int, *, cache: bool = True) -> CopyProjector:
         """``P_i``: copy ``i``'s projector on volumes in its own frame.
 
         Folded: the particle frame (``P_i R_i`` exactly, effective angles); rotated: the copy
-        frame (the copy's own tilt angles).
+        frame (the copy's own tilt angles). ``cache=False`` leaves its matrix out of the
+        operator's cache (for a one-off use such as a per-copy reconstruction).
         """
         i = self._check_copy(i)
-        return CopyProjector(self.effective_angles_deg[i], self.volume_shape, matrix=self.slice_matrix(i))
+        return CopyProjector(self.effective_angles_deg[i], self.volume_shape, matrix=self.slice_matrix(i, cache=cache))
 
     def copy_rotation(self, i: int) -> Rotation3D | None:
         """``R_i`` as a :class:`Rotation3D` (``None`` when folded or the identity)."""
