@@ -298,11 +298,13 @@ def batch_objective(
     """
     nz, ny, nx = problem.volume_shape
     extra = 1 if objective.tv_weight > 0 and y1 < ny else 0
+    dtype = next(model.parameters()).dtype  # float32 (float64 in gradient checks)
     coords = coordinate_grid(problem.volume_shape, (y0, y1 + extra),
-                             half_extent=problem.half_extent, device=problem.device)
+                             half_extent=problem.half_extent, device=problem.device, dtype=dtype)
     with _autocast(autocast, problem.device):
         out = model(coords)
-    out = out.float()
+    if out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()
     slab = out[:, : y1 - y0]
     projected = apply_forward(problem.rows_projector(y0, y1), slab) * problem.value_scale
     residual = projected - problem.data[:, y0:y1]
@@ -388,7 +390,8 @@ def predict_volume(
     h = float(max(nz, ny, nx)) / 2.0 if half_extent is None else float(half_extent)
     out = torch.empty((nz, y1 - y0, nx), dtype=torch.float32)
     for b0, b1 in row_batches(y0, y1, slice_batch):
-        coords = coordinate_grid((nz, ny, nx), (b0, b1), half_extent=h, device=dev)
+        coords = coordinate_grid((nz, ny, nx), (b0, b1), half_extent=h, device=dev,
+                                 dtype=next(model.parameters()).dtype)
         out[:, b0 - y0 : b1 - y0] = model(coords).float().cpu()
     return out
 

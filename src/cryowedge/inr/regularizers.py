@@ -182,7 +182,8 @@ class CrowtherWedgePenalty(torch.nn.Module):
         self.register_buffer(
             "weights",
             crowther_wedge_weights(self.nz, self.nx, tilt_angles_deg,
-                                   crowther_frequency_cpp=self.frequency_cpp, device=device),
+                                   crowther_frequency_cpp=self.frequency_cpp,
+                                   dtype=torch.float64, device=device),
         )
 
     def forward(self, slab: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
