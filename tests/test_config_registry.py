@@ -75,7 +75,7 @@ def test_every_config_field_has_a_cli_option(path, models):
 
 def test_reconstruct_help_shows_methods_defaults_and_groups():
     text = _help("reconstruct")
-    assert "<fbp|wbp|sirt|sart|art|cgls|tv>" in text  # choices from the registry
+    assert "<fbp|wbp|sirt|sart|art|cgls|tv|inr>" in text  # choices from the registry
     for spec in methods():
         assert f"{spec.name}: {spec.summary}" in text
     assert "[default: fbp]" in text and "[default: ram-lak]" in text
@@ -356,7 +356,7 @@ def toy_method():
 def test_a_new_method_is_a_config_model_plus_a_runner(toy_method, tmp_path):
     assert "toy" in method_names()
     text = _help("reconstruct")
-    assert "<fbp|wbp|sirt|sart|art|cgls|tv|toy>" in text and "toy: constant tomogram" in text
+    assert "<fbp|wbp|sirt|sart|art|cgls|tv|inr|toy>" in text and "toy: constant tomogram" in text
     assert "Options of --method toy" in text and "--gain" in text and "[default: 2.0]" in text
     yaml_path = tmp_path / "toy.yaml"
     yaml_path.write_text("method: toy\ngain: 3.5\n")

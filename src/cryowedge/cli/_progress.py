@@ -39,7 +39,8 @@ IO_STEPS = frozenset({"reading", "writing", "saving", "done"})
 #: Seconds between two log lines when the output is not a terminal.
 DEFAULT_LOG_EVERY_S = 5.0
 
-_COUNTED = re.compile(r"^(?P<name>.*?)\s*(?P<k>\d+)\s*/\s*(?P<n>\d+)$")
+#: ``"<name> k/n"``, optionally followed by ``", <note>"`` (e.g. ``"inr 12/300, loss 0.031"``).
+_COUNTED = re.compile(r"^(?P<name>.*?)\s*(?P<k>\d+)\s*/\s*(?P<n>\d+)(?:,\s*(?P<note>.*))?$")
 
 
 def format_duration(seconds: float) -> str:

@@ -860,3 +860,7 @@ class StetConfig(BaseConfig):
             return getattr(cls(**data), section)
         model = StetSimulateConfig if section == "simulate" else StetReconstructConfig
         return model(**data)
+
+
+# The coordinate-network method registers itself from its own module (issue 12).
+import cryowedge.config.inr  # noqa: E402,F401

@@ -168,7 +168,8 @@ def reconstruct_file(
 
     output_path = Path(output_path)
     record_path = output_path.with_name(output_path.stem + ".run.yaml")
-    iterative = isinstance(config, IterativeConfig)
+    # methods with checkpoints: the iterative ones, and models that declare ``checkpointed``
+    iterative = isinstance(config, IterativeConfig) or bool(getattr(config, "checkpointed", False))
     if (resume or restart) and not iterative:
         flag = "--resume" if resume else "--restart"
         raise ValueError(
@@ -310,7 +311,8 @@ def reconstruct_file(
         if not iterative:
             raise
         raise RunInterrupted(
-            tracker.iterations_done, int(config.n_iter), ckpt if use_ckpt else None,
+            tracker.iterations_done, tracker.total or getattr(config, "n_iter", None),
+            ckpt if use_ckpt else None,
             checkpoint_iterations(ckpt) if use_ckpt else None,
         ) from None
     kept_in = None
