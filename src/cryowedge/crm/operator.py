@@ -645,16 +645,35 @@ class CRMOperator(LinearOperator):
         per_copy = 2 * self.n_tilts * nz * ny * nx
         return self.n_copies * per_copy * (1 if self.folded else 8)
 
+    def particle_matrix(self, i: int, *, support_columns: bool = False, cache: bool = True) -> sp.csr_matrix:
+        """``D_i = P_i R_i S`` as float64 SciPy CSR with rows ``(tilt, y, x)`` in C order.
+
+        Columns: all ``nz·ny·nx`` voxels (zero off the support), or with ``support_columns``
+        only the support voxels, in C order. ``R_i`` is the sparse matrix of the same trilinear
+        plan as :class:`Rotation3D` (equal to it to rounding).
+        """
+        i = self._check_copy(i)
+        nz, ny, nx = self.volume_shape
+        p = _expand_over_y(self.slice_matrix(i, cache=cache), self.n_tilts, nz, ny, nx)
+        sup = np.flatnonzero(self.support.ravel())
+        if not (self.folded or self.copies[i].is_identity):
+            right = _rotation_matrix(self.volume_shape, self.copies[i].rotation_xyz)[:, sup]
+        else:
+            right = sp.identity(nz * ny * nx, format="csr")[:, sup]
+        if not support_columns:
+            right = right @ sp.csr_matrix(
+                (np.ones(sup.size), (np.arange(sup.size), sup)), shape=(sup.size, nz * ny * nx)
+            )
+        d = (p @ right).tocsr()
+        d.eliminate_zeros()
+        return d
+
     def copy_matrices(self, i: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """``(D_i, B_i)`` as float64 SciPy CSR, ``(n_tilts·ny·nx, nz·ny·nx)`` each (C order)."""
         i = self._check_copy(i)
         nz, ny, nx = self.volume_shape
         p = _expand_over_y(self.slice_matrix(i), self.n_tilts, nz, ny, nx)
-        s = sp.diags(self.support.ravel().astype(np.float64))
-        if not (self.folded or self.copies[i].is_identity):
-            d = p @ _rotation_matrix(self.volume_shape, self.copies[i].rotation_xyz) @ s
-        else:
-            d = p @ s
+        d = self.particle_matrix(i)
         b = p @ sp.diags((~self.copy_supports[i]).ravel().astype(np.float64))
         d, b = d.tocsr(), b.tocsr()
         d.eliminate_zeros()
