@@ -244,3 +244,13 @@ def test_bad_input_is_refused_with_clear_errors():
     op = CRMOperator([CRMCopy(angles)] * 2, support)
     with pytest.raises(ValueError, match="must end in shape"):
         op.forward(torch.zeros(2, 12, 1, 12))  # N + 1 = 3 slots expected
+
+
+def test_matrices_beyond_the_cache_budget_are_rebuilt(caplog):
+    big = _op_2d(12, [0.0, 130.0, -150.0])
+    small = _op_2d(12, [0.0, 130.0, -150.0], chunk_copies=1, cache_bytes=1)
+    x = torch.randn(big.domain_shape, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="cryowedge.crm.operator"):
+        torch.testing.assert_close(small.forward(x), big.forward(x), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(small.adjoint(big.forward(x)), big.adjoint(big.forward(x)), rtol=1e-12, atol=1e-12)
+    assert "exceed cache_bytes" in caplog.text

@@ -223,6 +223,7 @@ class _ByteCache:
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self.nbytes = 0
+        self.evictions = 0
 
     def get(self, key: Any, build: Callable[[], tuple[Any, int]]) -> Any:
         if key in self._items:
@@ -235,6 +236,9 @@ class _ByteCache:
             while self.nbytes > self.max_bytes:
                 _, (_, old) = self._items.popitem(last=False)
                 self.nbytes -= old
+                self.evictions += 1
+        else:
+            self.evictions += 1
         return value
 
     def clear(self) -> None:
@@ -463,6 +467,7 @@ class CRMOperator(LinearOperator):
         self._caches: dict[str, _ByteCache] = {}
         self._rotations: dict[int, tuple[np.ndarray, Rotation3D | None]] = {}
         self._tensors: dict[Any, torch.Tensor] = {}
+        self._warned_cache = False
         logger.debug(
             "CRMOperator: %d copies, volume %s, %s, %d chunk(s) of <= %d",
             self.n_copies, self.volume_shape, "folded" if self.folded else "rotated", len(self.chunks), chunk,
@@ -510,13 +515,22 @@ class CRMOperator(LinearOperator):
 
     def _chunk_matrices(self, c: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         def build() -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
-            block = sp.block_diag([self.slice_matrix(int(i)) for i in self.chunks[c]], format="csr")
+            block = sp.block_diag([self.slice_matrix(int(i), cache=False) for i in self.chunks[c]], format="csr")
             a = to_torch_csr(block, dtype=dtype, device=device)
             at = to_torch_csr(block.T.tocsr(), dtype=dtype, device=device)
             size = 2 * block.nnz * (torch.empty((), dtype=dtype).element_size() + 4)
             return (a, at), size
 
-        return self._cache(device).get(("chunk", c, dtype, str(device)), build)
+        cache = self._cache(device)
+        before = cache.evictions
+        out = cache.get(("chunk", c, dtype, str(device)), build)
+        if cache.evictions > before and not self._warned_cache:
+            self._warned_cache = True
+            logger.warning(
+                "CRMOperator: the copies' sparse matrices exceed cache_bytes=%d on %s and are rebuilt "
+                "at every application; raise cache_bytes or use crm_sart", cache.max_bytes, torch.device(device).type,
+            )
+        return out
 
     def _chunk_rotation(self, c: int) -> tuple[np.ndarray, Rotation3D | None]:
         """Positions (within the chunk) of the non-identity copies and their batched rotation."""
