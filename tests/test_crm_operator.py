@@ -1,4 +1,4 @@
-"""CRM model operator A_CRM (eq. 8): adjointness, exact folding, explicit matrices, Theorem 1, bad input."""
+"""A_CRM (eq. 8): adjointness, exact folding, explicit matrices, Theorem 1, bad input."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from cryowedge.operators.tilt_projector import build_projection_matrix
 
 torch.set_num_threads(1)
 
+ANGLES_10 = np.arange(-50.0, 51.0, 10.0)
+ANGLES_25 = np.arange(-50.0, 51.0, 25.0)
+
 
 def _dot_test(op, seed: int = 0) -> float:
     gen = torch.Generator().manual_seed(seed)
@@ -34,12 +37,12 @@ def _dot_test(op, seed: int = 0) -> float:
     return abs(lhs - rhs) / abs(lhs)
 
 
-def _op_2d(n: int, phis, angles=np.arange(-50.0, 51.0, 10.0), radius: float = 4.0, **kw) -> CRMOperator:
+def _op_2d(n: int, phis, angles=ANGLES_10, radius: float = 4.0, **kw) -> CRMOperator:
     copies = [CRMCopy(angles, rotation_about_y(p)) for p in phis]
     return CRMOperator(copies, sphere_support((n, 1, n), radius), **kw)
 
 
-def _op_3d(shape=(9, 6, 11), n_copies: int = 3, angles=np.arange(-50.0, 51.0, 25.0), seed: int = 1, **kw):
+def _op_3d(shape=(9, 6, 11), n_copies: int = 3, angles=ANGLES_25, seed: int = 1, **kw):
     rots = list(random_rotations(n_copies - 1, seed)) + [None]  # one identity copy
     copies = [CRMCopy(angles, r) for r in rots]
     return CRMOperator(copies, sphere_support(shape, 3.0), **kw)
@@ -47,7 +50,9 @@ def _op_3d(shape=(9, 6, 11), n_copies: int = 3, angles=np.arange(-50.0, 51.0, 25
 
 def _blob(n: int) -> np.ndarray:
     z, x = np.meshgrid(np.arange(n) - n // 2, np.arange(n) - n // 2, indexing="ij")
-    return np.exp(-((z - 2) ** 2 / 14 + (x + 3) ** 2 / 7)) + 0.6 * np.exp(-((z + 3) ** 2 / 5 + (x - 2) ** 2 / 10))
+    return np.exp(-((z - 2) ** 2 / 14 + (x + 3) ** 2 / 7)) + 0.6 * np.exp(
+        -((z + 3) ** 2 / 5 + (x - 2) ** 2 / 10)
+    )
 
 
 # ----------------------------------------------------------------------------- adjointness
@@ -89,7 +94,9 @@ def test_wrapped_projection_equals_unwrapped_matrix(nx):
 def test_y_rotation_angle_round_trip_and_relion_form():
     for phi in (-179.0, -45.0, 0.0, 30.0, 120.0, 180.0):
         assert y_rotation_deg(rotation_about_y(phi)) == pytest.approx(phi)
-        np.testing.assert_allclose(rotation_about_y(phi), euler_zyz_to_matrix(0.0, -phi, 0.0), atol=1e-12)
+        np.testing.assert_allclose(
+            rotation_about_y(phi), euler_zyz_to_matrix(0.0, -phi, 0.0), atol=1e-12
+        )
     assert y_rotation_deg(euler_zyz_to_matrix(10.0, 20.0, 0.0)) is None
 
 
@@ -98,9 +105,13 @@ def test_folded_path_equals_rotation3d_path_within_interpolation_error():
     phis = [0.0, 37.0, 100.0, 160.0]
     shape = (n, 1, n)
     support = sphere_support(shape, 10)
-    folded = CRMOperator([CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(p)) for p in phis], support)
+    folded = CRMOperator(
+        [CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(p)) for p in phis], support
+    )
     rotated = CRMOperator(folded.copies, support, fold=False)
-    mirrored = CRMOperator([CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(-p)) for p in phis], support)
+    mirrored = CRMOperator(
+        [CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(-p)) for p in phis], support
+    )
     x = torch.zeros(folded.domain_shape, dtype=torch.float64)
     x[0, :, 0, :] = torch.from_numpy(_blob(n))
     a, b, m = folded(x), rotated(x), mirrored(x)
@@ -112,14 +123,17 @@ def test_folded_path_equals_rotation3d_path_within_interpolation_error():
 
 
 def test_fold_sign_matches_wedge_mask():
-    """The particle-frame wedge of copy i (wedge_mask with R_i) is the range of its effective angles."""
+    """The particle-frame wedge of copy i (wedge_mask with R_i) is its effective angles' range."""
     shape = (16, 1, 16)
     angles = np.arange(-40.0, 41.0, 5.0)
     for phi in (-30.0, 25.0, 45.0):
         rotated = wedge_mask(shape, angles, rotation_xyz=rotation_about_y(phi))
         shifted = wedge_mask(shape, angles + phi)
         assert torch.equal(rotated, shifted)
-    assert not torch.equal(wedge_mask(shape, angles, rotation_xyz=rotation_about_y(30.0)), wedge_mask(shape, angles - 30.0))
+    assert not torch.equal(
+        wedge_mask(shape, angles, rotation_xyz=rotation_about_y(30.0)),
+        wedge_mask(shape, angles - 30.0),
+    )
 
 
 # ----------------------------------------------------------------------------- explicit matrices
@@ -128,8 +142,10 @@ def test_matrix_row_form_and_parts_agree_with_forward(case):
     if case == "folded2d":
         op = _op_2d(9, [0.0, 50.0, 140.0])
     elif case == "folded3d":  # rotations about the tilt axis, a ball support that changes along y
-        op = CRMOperator([CRMCopy([-40.0, 0.0, 40.0], rotation_about_y(p)) for p in (0.0, 100.0)],
-                         sphere_support((5, 4, 6), 2.0))
+        op = CRMOperator(
+            [CRMCopy([-40.0, 0.0, 40.0], rotation_about_y(p)) for p in (0.0, 100.0)],
+            sphere_support((5, 4, 6), 2.0),
+        )
         assert op.folded and _dot_test(op) < 1e-12
     else:
         op = _op_3d((5, 4, 6), angles=[-40.0, 0.0, 40.0])
@@ -172,14 +188,19 @@ def _stacked_eq8(op: CRMOperator) -> np.ndarray:
     for i in range(op.n_copies):
         rows = slice(i * n_rows, (i + 1) * n_rows)
         a[rows, :n_vox] = op.particle_part(i)(eye).reshape(n_vox, -1).T.numpy()
-        a[rows, (1 + i) * n_vox : (2 + i) * n_vox] = op.background_part(i)(eye).reshape(n_vox, -1).T.numpy()
+        a[rows, (1 + i) * n_vox : (2 + i) * n_vox] = (
+            op.background_part(i)(eye).reshape(n_vox, -1).T.numpy()
+        )
     return a
 
 
 @pytest.mark.parametrize("case", ["folded2d", "rotated3d"])
 def test_sparse_kaczmarz_equals_plain_kaczmarz_on_stacked_matrix(case):
-    op = _op_2d(8, [0.0, 70.0, 125.0], angles=[-45.0, -15.0, 15.0, 45.0], radius=3.0) if case == "folded2d" \
+    op = (
+        _op_2d(8, [0.0, 70.0, 125.0], angles=[-45.0, -15.0, 15.0, 45.0], radius=3.0)
+        if case == "folded2d"
         else _op_3d((4, 3, 5), n_copies=2, angles=[-30.0, 30.0])
+    )
     gen = torch.Generator().manual_seed(3)
     b = op.forward(torch.rand(op.domain_shape, generator=gen, dtype=torch.float64))
     a = _stacked_eq8(op)
@@ -202,8 +223,10 @@ def test_theorem1_crm_solution_space_no_larger_than_averaging(seed):
     op = _op_2d(n, phis, angles=angles, radius=2.2)
     a_crm = _stacked_eq8(op)
     n_vox = n * n
-    keep = np.concatenate([np.flatnonzero(op.support.ravel())]
-                          + [(1 + i) * n_vox + np.flatnonzero(~op.copy_supports[i].ravel()) for i in range(n_copies)])
+    keep = np.concatenate(
+        [np.flatnonzero(op.support.ravel())]
+        + [(1 + i) * n_vox + np.flatnonzero(~op.copy_supports[i].ravel()) for i in range(n_copies)]
+    )
     a_crm = a_crm[:, keep]  # the paper's unknowns: h on the support, g_i off it
     np.testing.assert_allclose(crm_matrix(op).toarray(), a_crm, atol=1e-12)
     a_avg = averaging_matrix(op)
@@ -212,7 +235,10 @@ def test_theorem1_crm_solution_space_no_larger_than_averaging(seed):
     # eq. 14: the gap is at least Σ_{i≥2} (n_h − rank D_i), positive with limited angles
     n_h = int(op.support.sum())
     sup = op.support.ravel()
-    gap = sum(n_h - np.linalg.matrix_rank(op.copy_matrices(i)[0].toarray()[:, sup]) for i in range(1, n_copies))
+    gap = sum(
+        n_h - np.linalg.matrix_rank(op.copy_matrices(i)[0].toarray()[:, sup])
+        for i in range(1, n_copies)
+    )
     assert gap > 0
     assert dim_avg - dim_crm >= gap
 
@@ -232,7 +258,11 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(ValueError, match="rotation to be about y"):
         CRMOperator([CRMCopy(angles, euler_zyz_to_matrix(10.0, 30.0, 0.0))], support)
     with pytest.raises(ValueError, match="fold=True"):
-        CRMOperator([CRMCopy(angles, euler_zyz_to_matrix(10.0, 30.0, 0.0))], sphere_support((6, 6, 6), 2), fold=True)
+        CRMOperator(
+            [CRMCopy(angles, euler_zyz_to_matrix(10.0, 30.0, 0.0))],
+            sphere_support((6, 6, 6), 2),
+            fold=True,
+        )
     # through the data container: different image sizes, a support of the wrong shape
     good = np.zeros((len(angles), 1, 12))
     with pytest.raises(ValueError, match="different sub-tilt-series shapes"):
@@ -252,5 +282,7 @@ def test_matrices_beyond_the_cache_budget_are_rebuilt(caplog):
     x = torch.randn(big.domain_shape, dtype=torch.float64)
     with caplog.at_level("WARNING", logger="cryowedge.crm.operator"):
         torch.testing.assert_close(small.forward(x), big.forward(x), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(small.adjoint(big.forward(x)), big.adjoint(big.forward(x)), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            small.adjoint(big.forward(x)), big.adjoint(big.forward(x)), rtol=1e-12, atol=1e-12
+        )
     assert "exceed cache_bytes" in caplog.text

@@ -8,7 +8,12 @@ import scipy.sparse as sp
 import torch
 
 from cryowedge.crm import CRMCopy, CRMData, sphere_support
-from cryowedge.crm.baselines import BASELINES, masked_fourier_average, reconstruct_copies, simple_average
+from cryowedge.crm.baselines import (
+    BASELINES,
+    masked_fourier_average,
+    reconstruct_copies,
+    simple_average,
+)
 from cryowedge.crm.operator import CRMOperator, rotation_about_y
 from cryowedge.crm.solvers import CRM_SOLVERS, crm_sart, crm_sirt, crm_tv
 from cryowedge.geometry.rotations import random_rotations
@@ -19,7 +24,9 @@ from cryowedge.solvers import IterationInfo, sart
 torch.set_num_threads(1)
 
 
-def _toy(n: int = 32, phis=(0.0, 60.0, 120.0), step: float = 5.0, seed: int = 0, radius: float = 10.0):
+def _toy(
+    n: int = 32, phis=(0.0, 60.0, 120.0), step: float = 5.0, seed: int = 0, radius: float = 10.0
+):
     """Noise-free 2D CRM data: a particle of blobs and a disc, each copy with its own blocks."""
     shape = (n, 1, n)
     support = sphere_support(shape, radius)
@@ -27,7 +34,9 @@ def _toy(n: int = 32, phis=(0.0, 60.0, 120.0), step: float = 5.0, seed: int = 0,
     z, x = np.meshgrid(np.arange(n) - n // 2, np.arange(n) - n // 2, indexing="ij")
     h = np.exp(-((z - 3) ** 2 / 18 + (x + 4) ** 2 / 8)) + 0.7 * (((z + 3) ** 2 + (x - 3) ** 2) < 12)
     h = h * support[:, 0, :]
-    op = CRMOperator([CRMCopy(np.arange(-50.0, 51.0, step), rotation_about_y(p)) for p in phis], support)
+    op = CRMOperator(
+        [CRMCopy(np.arange(-50.0, 51.0, step), rotation_about_y(p)) for p in phis], support
+    )
     xt = torch.zeros(op.domain_shape, dtype=torch.float64)
     xt[0, :, 0, :] = torch.from_numpy(h)
     for i in range(op.n_copies):
@@ -47,8 +56,10 @@ def _err(op: CRMOperator, particle: torch.Tensor, truth: torch.Tensor) -> float:
 @pytest.mark.parametrize("order", ["sequential", "random"])
 def test_crm_sart_with_one_copy_is_sart(order):
     """With N = 1 and no rotation to interpolate, CRM-SART is SART on f = S h + (1 − S) g."""
-    op = CRMOperator([CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(130.0))],
-                     sphere_support((16, 1, 16), 5))
+    op = CRMOperator(
+        [CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(130.0))],
+        sphere_support((16, 1, 16), 5),
+    )
     b = torch.rand(op.range_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     crm = crm_sart(op, b, n_iter=4, order=order, seed=3)
     ref = sart(op.copy_projector(0), b[0], n_iter=4, order=order, seed=3, relaxation=0.2)
@@ -61,15 +72,24 @@ def test_crm_sart_with_one_copy_is_sart(order):
 def test_crm_sart_rotated_is_block_sart_on_the_explicit_system(block):
     """A 3D copy (trilinear R_i): the per-view update equals SART on the matrix [D_i, B_i]."""
     shape = (8, 7, 9)
-    op = CRMOperator([CRMCopy([-50.0, -30.0, -10.0, 10.0, 30.0, 50.0], random_rotations(1, 3)[0])],
-                     sphere_support(shape, 3))
+    op = CRMOperator(
+        [CRMCopy([-50.0, -30.0, -10.0, 10.0, 30.0, 50.0], random_rotations(1, 3)[0])],
+        sphere_support(shape, 3),
+    )
     assert not op.folded
     b = torch.rand(op.range_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     crm = crm_sart(op, b, n_iter=3, order="random", seed=2, block=block)
     d, bg = op.copy_matrices(0)
     system = MatrixOperator(sp.hstack([d, bg]))
-    ref = sart(system, b.reshape(-1), n_iter=3, order="random", seed=2, relaxation=0.2,
-               n_blocks=op.n_tilts if block == "view" else 1)
+    ref = sart(
+        system,
+        b.reshape(-1),
+        n_iter=3,
+        order="random",
+        seed=2,
+        relaxation=0.2,
+        n_blocks=op.n_tilts if block == "view" else 1,
+    )
     np.testing.assert_allclose(crm.x[:2].reshape(-1).numpy(), ref.x.numpy(), atol=1e-13)
 
 
@@ -88,7 +108,11 @@ def test_crm_sart_beats_simple_average_on_consistent_data():
     crm20 = crm_sart(op, b)  # paper defaults: 20 iterations, λ = 0.2
     crm60 = crm_sart(op, b, n_iter=60)
     avg = simple_average(op, b)  # per-copy SART with the same λ and iterations
-    e20, e60, e_avg = _err(op, op.particle(crm20.x), truth), _err(op, op.particle(crm60.x), truth), _err(op, avg, truth)
+    e20, e60, e_avg = (
+        _err(op, op.particle(crm20.x), truth),
+        _err(op, op.particle(crm60.x), truth),
+        _err(op, avg, truth),
+    )
     assert e20 < 0.75 * e_avg, (e20, e_avg)
     assert e60 < e20  # still converging towards the exact particle
     res = crm60.history["residual_norm"]
@@ -104,7 +128,9 @@ def test_crm_tv_regularises_the_particle_only():
     s = torch.from_numpy(op.support).to(x)
     grad = FiniteDifference(op.volume_shape, (0, 2)).forward(x[0] * s)
     tv = float(torch.sqrt((grad**2).sum(dim=0)).sum())
-    objective = 0.5 * float(((op.forward(x) - b) ** 2).sum()) + lam * tv  # backgrounds not in the prior
+    objective = (
+        0.5 * float(((op.forward(x) - b) ** 2).sum()) + lam * tv
+    )  # backgrounds not in the prior
     assert result.history["objective"][-1] == pytest.approx(objective, rel=1e-9)
     sirt_err = _err(op, op.particle(crm_sirt(op, b, n_iter=100).x), truth)
     assert _err(op, op.particle(x), truth) < 0.6 * sirt_err  # a piecewise-smooth particle
@@ -137,8 +163,10 @@ def test_masked_average_equals_simple_average_with_full_tilt_range():
     """Every copy measures every direction: the Fourier weights are all 1, M-AVG = AVG·N/(N + ε)."""
     full = np.arange(-90.0, 91.0, 15.0)
     gen = torch.Generator().manual_seed(5)
-    for shape, rots in (((12, 1, 14), [rotation_about_y(p) for p in (0.0, 70.0, 150.0)]),
-                        ((8, 9, 10), list(random_rotations(3, 2)))):
+    for shape, rots in (
+        ((12, 1, 14), [rotation_about_y(p) for p in (0.0, 70.0, 150.0)]),
+        ((8, 9, 10), list(random_rotations(3, 2))),
+    ):
         op = CRMOperator([CRMCopy(full, r) for r in rots], sphere_support(shape, 3.5))
         copies = torch.randn(op.n_copies, *shape, generator=gen, dtype=torch.float64)
         avg = simple_average(op, copies=copies)
@@ -161,7 +189,9 @@ def test_reconstruct_copies_rotated_back_into_the_particle_frame():
     s = torch.from_numpy(op.support).to(folded_rec)
     for i in (1, 2):
         ref = folded_rec[i] * s
-        assert float((rotated_rec[i] * s - ref).norm() / ref.norm()) < 0.3  # trilinear interpolation
+        assert (
+            float((rotated_rec[i] * s - ref).norm() / ref.norm()) < 0.3
+        )  # trilinear interpolation
         # rotating by R_i instead of R_iᵀ lands elsewhere
         copy_frame = sart(rotated.copy_projector(i), b[i], n_iter=10, relaxation=0.2).x
         wrong = Rotation3D(op.volume_shape, op.copies[i].rotation_xyz).forward(copy_frame) * s

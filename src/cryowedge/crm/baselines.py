@@ -1,4 +1,4 @@
-"""The averaging baselines of the CRM paper: simple averaging (AVG) and masked averaging in Fourier (M-AVG).
+"""The averaging baselines of the CRM paper: simple (AVG) and masked averaging in Fourier (M-AVG).
 
 Both start from the copies reconstructed one by one (:func:`reconstruct_copies`): each copy's
 sub-tilt-series is reconstructed by the project's :func:`~cryowedge.solvers.sart` (the same λ
@@ -69,8 +69,15 @@ def reconstruct_copies(
     b, _ = prepare(op, data, None, device, dtype)
     out = torch.empty((op.n_copies, *op.volume_shape), dtype=b.dtype, device=b.device)
     for i in range(op.n_copies):
-        rec = sart(op.copy_projector(i, cache=False), b[i], n_iter=n_iter, relaxation=relaxation,
-                   positivity=positivity, order=order, seed=seed).x
+        rec = sart(
+            op.copy_projector(i, cache=False),
+            b[i],
+            n_iter=n_iter,
+            relaxation=relaxation,
+            positivity=positivity,
+            order=order,
+            seed=seed,
+        ).x
         rot = op.copy_rotation(i)
         if rot is not None:  # rotated problem: copy frame → particle frame by R_iᵀ
             rec = Rotation3D(op.volume_shape, rot.matrices_xyz[0].T).forward(rec)
@@ -79,13 +86,18 @@ def reconstruct_copies(
     return out
 
 
-def _copies(op: CRMOperator, data: Any, copies: torch.Tensor | None, sart_kwargs: dict[str, Any]) -> torch.Tensor:
+def _copies(
+    op: CRMOperator, data: Any, copies: torch.Tensor | None, sart_kwargs: dict[str, Any]
+) -> torch.Tensor:
     if copies is None:
         return reconstruct_copies(op, data, **sart_kwargs)
     c = copies if isinstance(copies, torch.Tensor) else torch.as_tensor(np.asarray(copies))
     expected = (op.n_copies, *op.volume_shape)
     if tuple(c.shape) != expected:
-        raise ValueError(f"copies must have shape {expected} (one particle-frame volume per copy), got {tuple(c.shape)}.")
+        raise ValueError(
+            f"copies must have shape {expected} (one particle-frame volume per copy), "
+            f"got {tuple(c.shape)}."
+        )
     if not c.dtype.is_floating_point:
         c = c.float()
     return c
@@ -103,7 +115,9 @@ def simple_average(
     ``copies`` (``(N, nz, ny, nx)`` from :func:`reconstruct_copies`) skips the reconstruction;
     otherwise ``sart_kwargs`` go to :func:`reconstruct_copies`.
     """
-    op, data = resolve_problem(operator, data) if copies is None else (as_crm_operator(operator), data)
+    op, data = (
+        resolve_problem(operator, data) if copies is None else (as_crm_operator(operator), data)
+    )
     rec = _copies(op, data, copies, sart_kwargs)
     s = torch.from_numpy(op.support).to(device=rec.device, dtype=rec.dtype)
     return rec.mean(dim=0) * s
@@ -130,7 +144,9 @@ def masked_fourier_average(
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0 (it keeps unmeasured frequencies at 0), got {eps!r}.")
-    op, data = resolve_problem(operator, data) if copies is None else (as_crm_operator(operator), data)
+    op, data = (
+        resolve_problem(operator, data) if copies is None else (as_crm_operator(operator), data)
+    )
     rec = _copies(op, data, copies, sart_kwargs)
     s = torch.from_numpy(op.support).to(device=rec.device, dtype=rec.dtype)
     dims = (-3, -2, -1)
@@ -138,8 +154,15 @@ def masked_fourier_average(
     den = None
     for i, copy in enumerate(op.copies):
         vol = rec[i] * s if mask_copies else rec[i]
-        w = wedge_mask(op.volume_shape, copy.tilt_angles_deg, rotation_xyz=copy.rotation_xyz, rfft=True,
-                       soft_edge_deg=soft_edge_deg, dtype=rec.dtype, device=rec.device)
+        w = wedge_mask(
+            op.volume_shape,
+            copy.tilt_angles_deg,
+            rotation_xyz=copy.rotation_xyz,
+            rfft=True,
+            soft_edge_deg=soft_edge_deg,
+            dtype=rec.dtype,
+            device=rec.device,
+        )
         spec = torch.fft.rfftn(vol, dim=dims) * w
         num = spec if num is None else num + spec
         den = w if den is None else den + w

@@ -96,7 +96,7 @@ _Y_ROTATION_TOL = 1e-9
 
 # ----------------------------------------------------------------------------- geometry
 def rotation_about_y(phi_deg: float) -> np.ndarray:
-    """``(3, 3)`` rotation on ``(x, y, z)`` vectors about ``y`` with :func:`y_rotation_deg` = ``phi_deg``.
+    """The ``(3, 3)`` rotation about ``y`` whose :func:`y_rotation_deg` is ``phi_deg``.
 
     ``R = [[cos φ, 0, sin φ], [0, 1, 0], [−sin φ, 0, cos φ]]``: an object rotated by ``R``
     (``out(R r) = in(r)``, :class:`~cryowedge.operators.Rotation3D`) and projected at tilt
@@ -163,8 +163,10 @@ def _slice_matrix(effective_angles_deg: np.ndarray, nz: int, nx: int) -> sp.csr_
     return full[rows].tocsr()
 
 
-def _expand_over_y(slice_matrix: sp.csr_matrix, n_views: int, nz: int, ny: int, nx: int) -> sp.csr_matrix:
-    """The 3D projector matrix ``(n_t·ny·nx, nz·ny·nx)`` from its slice matrix (C order, ``y`` batch)."""
+def _expand_over_y(
+    slice_matrix: sp.csr_matrix, n_views: int, nz: int, ny: int, nx: int
+) -> sp.csr_matrix:
+    """The 3D projector matrix ``(n_t·ny·nx, nz·ny·nx)`` (C order) from its slice matrix."""
     coo = slice_matrix.tocoo()
     t, u = np.divmod(coo.row.astype(np.int64), nx)
     z, x = np.divmod(coo.col.astype(np.int64), nx)
@@ -194,14 +196,14 @@ def _rotation_matrix(shape: tuple[int, int, int], rotation_xyz: np.ndarray) -> s
 def _is_centred_ball(mask: np.ndarray) -> bool:
     """Whether ``mask`` is exactly a centred ball (``sphere_support``) of some radius."""
     grids = np.meshgrid(*[np.arange(n) - n // 2 for n in mask.shape], indexing="ij")
-    r2 = sum(g.astype(np.float64) ** 2 for g, n in zip(grids, mask.shape) if n > 1)
+    r2 = sum(g.astype(np.float64) ** 2 for g, n in zip(grids, mask.shape, strict=True) if n > 1)
     if not mask.any():
         return False
     return bool(np.array_equal(mask, r2 <= r2[mask].max()))
 
 
 def _project(a: torch.Tensor, f: torch.Tensor, n_views: int) -> torch.Tensor:
-    """Block product: ``(B, nz, ny, nx)`` → ``(B, n_views, ny, nx)`` with ``a`` ``(B·n_t·nx, B·nz·nx)``."""
+    """``(B, nz, ny, nx)`` → ``(B, n_views, ny, nx)`` by ``a`` ``(B·n_t·nx, B·nz·nx)``."""
     b, nz, ny, nx = f.shape
     cols = f.permute(0, 1, 3, 2).reshape(b * nz * nx, ny).contiguous()
     out = csr_matmul(a, cols)
@@ -282,7 +284,9 @@ class CopyProjector(LinearOperator):
         nz, ny, nx = (int(s) for s in volume_shape)
         angles = np.asarray(effective_angles_deg, dtype=np.float64).reshape(-1)
         if angles.size == 0 or not np.isfinite(angles).all():
-            raise ValueError(f"effective_angles_deg must be non-empty and finite, got {effective_angles_deg!r}.")
+            raise ValueError(
+                f"effective_angles_deg must be non-empty and finite, got {effective_angles_deg!r}."
+            )
         self.effective_angles_deg = angles
         self.volume_shape = (nz, ny, nx)
         self.n_tilts = int(angles.size)
@@ -337,7 +341,7 @@ class CopyProjector(LinearOperator):
 
 
 class SlotSelect(LinearOperator):
-    """Pick slot ``index`` of a stacked ``(n_slots, *shape)`` array (adjoint: zero-fill the others)."""
+    """Slot ``index`` of a stacked ``(n_slots, *shape)`` array (adjoint: the others zero)."""
 
     def __init__(self, n_slots: int, shape: Sequence[int], index: int = 0) -> None:
         self.n_slots, self.index = int(n_slots), int(index)
@@ -408,8 +412,9 @@ class CRMOperator(LinearOperator):
         if len(n_tilts) != 1:
             counts = [c.n_tilts for c in copies]
             raise ValueError(
-                f"all copies must have the same number of tilts (one (N, n_tilts, ny, nx) stack), "
-                f"got {sorted(n_tilts)} (per copy: {counts[:10]}{' ...' if len(counts) > 10 else ''})."
+                f"all copies must have the same number of tilts (one (N, n_tilts, ny, nx) "
+                f"stack), got {sorted(n_tilts)} (per copy: {counts[:10]}"
+                f"{' ...' if len(counts) > 10 else ''})."
             )
         mask = np.asarray(support)
         if mask.ndim == 2:
@@ -418,10 +423,14 @@ class CRMOperator(LinearOperator):
             raise ValueError(f"support must be a (nz, ny, nx) mask, got shape {np.shape(support)}.")
         values = np.unique(mask)
         if not np.all(np.isin(values, (0, 1))):
-            raise ValueError(f"support must hold only 0/1 values, got {values[:5]}; threshold it first.")
+            raise ValueError(
+                f"support must hold only 0/1 values, got {values[:5]}; threshold it first."
+            )
         mask = mask.astype(bool)
         if not mask.any():
-            raise ValueError("support is empty: no voxel belongs to the particle; give a larger radius or mask.")
+            raise ValueError(
+                "support is empty: no voxel belongs to the particle; give a larger radius or mask."
+            )
         self.copies = copies
         self.n_copies = len(copies)
         self.n_tilts = n_tilts.pop()
@@ -436,33 +445,45 @@ class CRMOperator(LinearOperator):
         if ny == 1 and not all_y:
             bad = [i for i, p in enumerate(phis) if p is None]
             raise ValueError(
-                f"a 2D problem (ny = 1) needs every copy's rotation to be about y; copies {bad[:5]} are not."
+                f"a 2D problem (ny = 1) needs every copy's rotation to be about y; "
+                f"copies {bad[:5]} are not."
             )
         if fold is True and not all_y:
             bad = [i for i, p in enumerate(phis) if p is None]
-            raise ValueError(f"fold=True needs rotations about y; copies {bad[:5]} are general rotations.")
+            raise ValueError(
+                f"fold=True needs rotations about y; copies {bad[:5]} are general rotations."
+            )
         self.folded = all_y if fold is None else bool(fold)
         if self.folded:
-            self.effective_angles_deg = [c.tilt_angles_deg + p for c, p in zip(copies, phis)]
+            self.effective_angles_deg = [
+                c.tilt_angles_deg + p for c, p in zip(copies, phis, strict=True)
+            ]
             self.copy_supports: list[np.ndarray] = [mask] * self.n_copies
         else:
             self.effective_angles_deg = [c.tilt_angles_deg.copy() for c in copies]
             ball = _is_centred_ball(mask)
             self.copy_supports = [
-                mask if (c.is_identity or ball) else self._carry(mask, c.rotation_xyz) for c in copies
+                mask if (c.is_identity or ball) else self._carry(mask, c.rotation_xyz)
+                for c in copies
             ]
         self.background_frame = "particle" if self.folded else "copy"
 
         v_slice = nz * nx
         nnz_copy = 2 * self.n_tilts * v_slice
         if chunk_copies is None:
-            chunk = min(self.n_copies, _CHUNK_ELEMENTS // max(1, nz * ny * nx), _CHUNK_NNZ // max(1, nnz_copy))
+            chunk = min(
+                self.n_copies,
+                _CHUNK_ELEMENTS // max(1, nz * ny * nx),
+                _CHUNK_NNZ // max(1, nnz_copy),
+            )
         else:
             chunk = int(chunk_copies)
             if chunk < 1:
                 raise ValueError(f"chunk_copies must be >= 1, got {chunk_copies!r}.")
         chunk = max(1, min(chunk, self.n_copies))
-        self.chunks = [np.arange(s, min(self.n_copies, s + chunk)) for s in range(0, self.n_copies, chunk)]
+        self.chunks = [
+            np.arange(s, min(self.n_copies, s + chunk)) for s in range(0, self.n_copies, chunk)
+        ]
         self.cache_bytes = cache_bytes
         self._caches: dict[str, _ByteCache] = {}
         self._rotations: dict[int, tuple[np.ndarray, Rotation3D | None]] = {}
@@ -470,7 +491,11 @@ class CRMOperator(LinearOperator):
         self._warned_cache = False
         logger.debug(
             "CRMOperator: %d copies, volume %s, %s, %d chunk(s) of <= %d",
-            self.n_copies, self.volume_shape, "folded" if self.folded else "rotated", len(self.chunks), chunk,
+            self.n_copies,
+            self.volume_shape,
+            "folded" if self.folded else "rotated",
+            len(self.chunks),
+            chunk,
         )
 
     # ------------------------------------------------------------------ constructors
@@ -492,7 +517,10 @@ class CRMOperator(LinearOperator):
             if self.cache_bytes is not None:
                 budget = int(self.cache_bytes)
             elif kind == "cuda" and torch.cuda.is_available():
-                budget = int(_GPU_CACHE_FRACTION * torch.cuda.get_device_properties(torch.device(device)).total_memory)
+                budget = int(
+                    _GPU_CACHE_FRACTION
+                    * torch.cuda.get_device_properties(torch.device(device)).total_memory
+                )
             else:
                 budget = _HOST_CACHE_BYTES
             self._caches[kind] = _ByteCache(budget)
@@ -513,9 +541,13 @@ class CRMOperator(LinearOperator):
 
         return host.get(("slice", int(i)), build)
 
-    def _chunk_matrices(self, c: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _chunk_matrices(
+        self, c: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         def build() -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
-            block = sp.block_diag([self.slice_matrix(int(i), cache=False) for i in self.chunks[c]], format="csr")
+            block = sp.block_diag(
+                [self.slice_matrix(int(i), cache=False) for i in self.chunks[c]], format="csr"
+            )
             a = to_torch_csr(block, dtype=dtype, device=device)
             at = to_torch_csr(block.T.tocsr(), dtype=dtype, device=device)
             size = 2 * block.nnz * (torch.empty((), dtype=dtype).element_size() + 4)
@@ -527,8 +559,10 @@ class CRMOperator(LinearOperator):
         if cache.evictions > before and not self._warned_cache:
             self._warned_cache = True
             logger.warning(
-                "CRMOperator: the copies' sparse matrices exceed cache_bytes=%d on %s and are rebuilt "
-                "at every application; raise cache_bytes or use crm_sart", cache.max_bytes, torch.device(device).type,
+                "CRMOperator: the copies' sparse matrices exceed cache_bytes=%d on %s and are "
+                "rebuilt at every application; raise cache_bytes or use crm_sart",
+                cache.max_bytes,
+                torch.device(device).type,
             )
         return out
 
@@ -536,7 +570,9 @@ class CRMOperator(LinearOperator):
         """Positions (within the chunk) of the non-identity copies and their batched rotation."""
         if c not in self._rotations:
             idx = self.chunks[c]
-            moving = np.array([k for k, i in enumerate(idx) if not self.copies[i].is_identity], dtype=np.int64)
+            moving = np.array(
+                [k for k, i in enumerate(idx) if not self.copies[i].is_identity], dtype=np.int64
+            )
             rot = None
             if not self.folded and moving.size:
                 mats = np.stack([self.copies[int(idx[k])].rotation_xyz for k in moving])
@@ -545,11 +581,13 @@ class CRMOperator(LinearOperator):
         return self._rotations[c]
 
     def _masks(self, idx: np.ndarray, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Particle support ``S`` ``(nz, ny, nx)`` and backgrounds' ``1 − S_i`` ``(B, nz, ny, nx)``."""
+        """Support ``S`` ``(nz, ny, nx)`` and backgrounds' ``1 − S_i`` ``(B, nz, ny, nx)``."""
         key = ("support", ref.dtype, str(ref.device))
         s = self._tensors.get(key)
         if s is None:
-            s = self._tensors[key] = torch.from_numpy(self.support).to(device=ref.device, dtype=ref.dtype)
+            s = self._tensors[key] = torch.from_numpy(self.support).to(
+                device=ref.device, dtype=ref.dtype
+            )
         if self.folded or all(self.copy_supports[int(i)] is self.support for i in idx):
             return s, (1.0 - s).expand(len(idx), *self.volume_shape)
         bg = np.stack([~self.copy_supports[int(i)] for i in idx])
@@ -577,7 +615,7 @@ class CRMOperator(LinearOperator):
 
     # ------------------------------------------------------------------ application
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., N + 1, nz, ny, nx)`` → ``(..., N, n_tilts, ny, nx)``: ``b_i = D_i h + B_i g_i``."""
+        """``(..., N + 1, nz, ny, nx)`` → ``(..., N, n_tilts, ny, nx)``: ``D_i h + B_i g_i``."""
         self._check_domain(x, "x")
         lead = x.shape[: x.ndim - 4]
         flat = x.reshape(-1, *self.domain_shape)
@@ -589,8 +627,14 @@ class CRMOperator(LinearOperator):
                 s, bg = self._masks(idx, x)
                 sh = xb[0] * s
                 g = xb[1 + int(idx[0]) : 2 + int(idx[-1])]
-                part = sh.expand(len(idx), *self.volume_shape) if self.folded else self._rotate_particle(c, sh)
-                out[batch, int(idx[0]) : int(idx[-1]) + 1] = _project(a, part + bg * g, self.n_tilts)
+                part = (
+                    sh.expand(len(idx), *self.volume_shape)
+                    if self.folded
+                    else self._rotate_particle(c, sh)
+                )
+                out[batch, int(idx[0]) : int(idx[-1]) + 1] = _project(
+                    a, part + bg * g, self.n_tilts
+                )
         return out.reshape(*lead, *self.range_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -614,7 +658,9 @@ class CRMOperator(LinearOperator):
     def particle(self, x: torch.Tensor) -> torch.Tensor:
         """The particle ``S·h`` ``(nz, ny, nx)`` of a domain array ``(N + 1, nz, ny, nx)``."""
         self._check_domain(x, "x")
-        return x[..., 0, :, :, :] * torch.from_numpy(self.support).to(device=x.device, dtype=x.dtype)
+        return x[..., 0, :, :, :] * torch.from_numpy(self.support).to(
+            device=x.device, dtype=x.dtype
+        )
 
     def copy_projector(self, i: int, *, cache: bool = True) -> CopyProjector:
         """``P_i``: copy ``i``'s projector on volumes in its own frame.
@@ -624,7 +670,11 @@ class CRMOperator(LinearOperator):
         operator's cache (for a one-off use such as a per-copy reconstruction).
         """
         i = self._check_copy(i)
-        return CopyProjector(self.effective_angles_deg[i], self.volume_shape, matrix=self.slice_matrix(i, cache=cache))
+        return CopyProjector(
+            self.effective_angles_deg[i],
+            self.volume_shape,
+            matrix=self.slice_matrix(i, cache=cache),
+        )
 
     def copy_rotation(self, i: int) -> Rotation3D | None:
         """``R_i`` as a :class:`Rotation3D` (``None`` when folded or the identity)."""
@@ -659,7 +709,9 @@ class CRMOperator(LinearOperator):
         per_copy = 2 * self.n_tilts * nz * ny * nx
         return self.n_copies * per_copy * (1 if self.folded else 8)
 
-    def particle_matrix(self, i: int, *, support_columns: bool = False, cache: bool = True) -> sp.csr_matrix:
+    def particle_matrix(
+        self, i: int, *, support_columns: bool = False, cache: bool = True
+    ) -> sp.csr_matrix:
         """``D_i = P_i R_i S`` as float64 SciPy CSR with rows ``(tilt, y, x)`` in C order.
 
         Columns: all ``nz·ny·nx`` voxels (zero off the support), or with ``support_columns``
@@ -720,13 +772,15 @@ class CRMOperator(LinearOperator):
         return sp.bmat(blocks, format="csr")
 
     def _slice_crm_matrix(self) -> sp.csr_matrix:
-        """The slice-level CRM matrix ``(N·n_t·nx, (N + 1)·nz·nx)`` (folded, ``S`` constant along ``y``)."""
+        """Slice CRM matrix ``(N·n_t·nx, (N + 1)·nz·nx)`` (folded, ``S`` constant along ``y``)."""
         nz, _, nx = self.volume_shape
         s = self.support[:, 0, :].ravel().astype(np.float64)
         blocks = []
         for i in range(self.n_copies):
             m = self.slice_matrix(i)
-            row: list[Any] = [sp.csr_matrix((m.shape[0], nz * nx)) for _ in range(self.n_copies + 1)]
+            row: list[Any] = [
+                sp.csr_matrix((m.shape[0], nz * nx)) for _ in range(self.n_copies + 1)
+            ]
             row[0] = m @ sp.diags(s)
             row[1 + i] = m @ sp.diags(1.0 - s)
             blocks.append(row)
@@ -766,8 +820,8 @@ class CRMOperator(LinearOperator):
 
     def __repr__(self) -> str:
         return (
-            f"CRMOperator(n_copies={self.n_copies}, n_tilts={self.n_tilts}, volume_shape={self.volume_shape}, "
-            f"{'folded' if self.folded else 'rotated'})"
+            f"CRMOperator(n_copies={self.n_copies}, n_tilts={self.n_tilts}, "
+            f"volume_shape={self.volume_shape}, {'folded' if self.folded else 'rotated'})"
         )
 
 
@@ -783,7 +837,9 @@ def crm_matrix(op: CRMOperator, *, reduced: bool = True) -> sp.csr_matrix:
         return m
     n_vox = int(np.prod(op.volume_shape))
     keep = [np.flatnonzero(op.support.ravel())]
-    keep += [(1 + i) * n_vox + np.flatnonzero(~op.copy_supports[i].ravel()) for i in range(op.n_copies)]
+    keep += [
+        (1 + i) * n_vox + np.flatnonzero(~op.copy_supports[i].ravel()) for i in range(op.n_copies)
+    ]
     return m[:, np.concatenate(keep)].tocsr()
 
 
@@ -817,7 +873,7 @@ def averaging_matrix(op: CRMOperator) -> sp.csr_matrix:
 
 
 def solution_space_dim(matrix: Any) -> int:
-    """``n − rank(A)``: the dimension of the solution space of ``A x = b`` (dense rank; small ``A`` only)."""
+    """``n − rank(A)``: dimension of the solution space of ``A x = b`` (dense rank, small ``A``)."""
     dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
     return int(dense.shape[1] - np.linalg.matrix_rank(dense))
 

@@ -65,7 +65,7 @@ _GPU_PLAN_FRACTION = 0.4
 
 
 def resolve_problem(operator: CRMOperator | CRMData, data: Any) -> tuple[CRMOperator, Any]:
-    """``(CRMOperator, data)`` from an operator or a :class:`CRMData` (whose projections are the default data)."""
+    """``(CRMOperator, data)`` from an operator or a :class:`CRMData` (data: its projections)."""
     op = as_crm_operator(operator)
     if data is None:
         if not isinstance(operator, CRMData):
@@ -79,7 +79,9 @@ def _canonical(op: CRMOperator, x: torch.Tensor) -> None:
     s = torch.from_numpy(op.support).to(device=x.device, dtype=x.dtype)
     x[0].mul_(s)
     for i in range(op.n_copies):
-        mask = s if op.copy_supports[i] is op.support else torch.from_numpy(op.copy_supports[i]).to(x)
+        mask = (
+            s if op.copy_supports[i] is op.support else torch.from_numpy(op.copy_supports[i]).to(x)
+        )
         x[1 + i].mul_(1.0 - mask)
 
 
@@ -87,12 +89,27 @@ def _canonical(op: CRMOperator, x: torch.Tensor) -> None:
 class _Plans:
     """Per-copy SART plans (per-view sparse matrices and weights), cached within a byte budget."""
 
-    def __init__(self, op: CRMOperator, dtype: torch.dtype, device: torch.device, relaxation: float,
-                 block: str, max_bytes: int | None) -> None:
-        self.op, self.dtype, self.device, self.relaxation, self.block = op, dtype, device, relaxation, block
+    def __init__(
+        self,
+        op: CRMOperator,
+        dtype: torch.dtype,
+        device: torch.device,
+        relaxation: float,
+        block: str,
+        max_bytes: int | None,
+    ) -> None:
+        self.op, self.dtype, self.device, self.relaxation, self.block = (
+            op,
+            dtype,
+            device,
+            relaxation,
+            block,
+        )
         if max_bytes is None:
             if device.type == "cuda" and torch.cuda.is_available():
-                max_bytes = int(_GPU_PLAN_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+                max_bytes = int(
+                    _GPU_PLAN_FRACTION * torch.cuda.get_device_properties(device).total_memory
+                )
             else:
                 max_bytes = _HOST_PLAN_BYTES
         self.cache = _ByteCache(max_bytes)
@@ -108,8 +125,11 @@ class _Plans:
         nz, ny, nx = op.volume_shape
         elt = torch.empty((), dtype=dtype).element_size()
         rot = op.copy_rotation(i)
-        bg = 1.0 - (self.s if op.copy_supports[i] is op.support
-                    else torch.from_numpy(op.copy_supports[i]).to(device=dev, dtype=dtype))
+        bg = 1.0 - (
+            self.s
+            if op.copy_supports[i] is op.support
+            else torch.from_numpy(op.copy_supports[i]).to(device=dev, dtype=dtype)
+        )
         plan: dict[str, Any] = {"rot": rot, "bg": bg}
         size = 0
         if self.block == "copy":
@@ -147,7 +167,8 @@ class _Plans:
                 view["d"] = to_torch_csr(d, dtype=dtype, device=dev)
                 view["dt"] = to_torch_csr(d.T.tocsr(), dtype=dtype, device=dev)
                 view["vd_inv"] = safe_reciprocal(
-                    torch.as_tensor(np.asarray(d.sum(axis=0)).ravel(), dtype=dtype, device=dev))
+                    torch.as_tensor(np.asarray(d.sum(axis=0)).ravel(), dtype=dtype, device=dev)
+                )
                 # row sums of [D_i, B_i] for this view, as (nx, ny): they depend on y
                 d_rows = torch.as_tensor(np.asarray(d.sum(axis=1)).ravel(), dtype=dtype, device=dev)
                 rows_sum = csr_matmul(a, bg_cols) + d_rows.reshape(ny, nx).T
@@ -158,9 +179,10 @@ class _Plans:
         return plan, size
 
 
-def _sweep_folded(plan: dict[str, Any], f: torch.Tensor, rows: torch.Tensor, visit: np.ndarray,
-                  positivity: bool) -> float:
-    """One SART sweep over a copy's views on its particle-frame volume ``f`` ``(nz·nx, ny)`` (in place)."""
+def _sweep_folded(
+    plan: dict[str, Any], f: torch.Tensor, rows: torch.Tensor, visit: np.ndarray, positivity: bool
+) -> float:
+    """One SART sweep over a copy's views on its particle-frame ``f`` ``(nz·nx, ny)`` (in place)."""
     sq = 0.0
     views = plan["views"]
     for t in visit:
@@ -173,8 +195,14 @@ def _sweep_folded(plan: dict[str, Any], f: torch.Tensor, rows: torch.Tensor, vis
     return sq
 
 
-def _sweep_rotated(plan: dict[str, Any], hs: torch.Tensor, g: torch.Tensor, rows: torch.Tensor,
-                   visit: np.ndarray, positivity: bool) -> float:
+def _sweep_rotated(
+    plan: dict[str, Any],
+    hs: torch.Tensor,
+    g: torch.Tensor,
+    rows: torch.Tensor,
+    visit: np.ndarray,
+    positivity: bool,
+) -> float:
     """One SART sweep over a copy's views on ``[D_i, B_i]`` (in place).
 
     ``hs`` ``(n_h,)`` is the particle on its support voxels, ``g`` ``(nz·nx, ny)`` the copy's
@@ -199,8 +227,14 @@ def _sweep_rotated(plan: dict[str, Any], hs: torch.Tensor, g: torch.Tensor, rows
     return sq
 
 
-def _update_copy_block(plan: dict[str, Any], s: torch.Tensor, h: torch.Tensor, g: torch.Tensor,
-                       b_i: torch.Tensor, positivity: bool) -> float:
+def _update_copy_block(
+    plan: dict[str, Any],
+    s: torch.Tensor,
+    h: torch.Tensor,
+    g: torch.Tensor,
+    b_i: torch.Tensor,
+    positivity: bool,
+) -> float:
     """One simultaneous update over all views of a copy (eq. 23 as printed), in place."""
     rot, bg, proj = plan["rot"], plan["bg"], plan["proj"]
     part = h * s if rot is None else rot.forward(h * s)
@@ -335,13 +369,19 @@ def crm_sart(
             if mean is not None:
                 mean.add_(h, alpha=1.0 / op.n_copies)
         if k == 1 and plans.n_builds > op.n_copies:
-            logger.info("crm_sart: copy plans exceed plan_cache_bytes; they are rebuilt at each visit")
+            logger.info(
+                "crm_sart: copy plans exceed plan_cache_bytes; they are rebuilt at each visit"
+            )
         reported = x
         if mean is not None:
             reported = x.clone()
             reported[0] = mean
         info = IterationInfo(
-            k, n_iter, reported, residual_norm=sq**0.5, objective=0.5 * sq,
+            k,
+            n_iter,
+            reported,
+            residual_norm=sq**0.5,
+            objective=0.5 * sq,
             relative_change=relative_change(x, previous),
             extras={"particle_change": relative_change(x[0], previous[0])},
         )
@@ -373,8 +413,18 @@ def crm_sirt(
     parameters and the result as for :func:`crm_sart`.
     """
     op, data = resolve_problem(operator, data)
-    return sirt(op, data, x0=x0, n_iter=n_iter, relaxation=relaxation, positivity=positivity,
-                callback=callback, tol=tol, device=device, dtype=dtype)
+    return sirt(
+        op,
+        data,
+        x0=x0,
+        n_iter=n_iter,
+        relaxation=relaxation,
+        positivity=positivity,
+        callback=callback,
+        tol=tol,
+        device=device,
+        dtype=dtype,
+    )
 
 
 def crm_kaczmarz(
@@ -392,7 +442,7 @@ def crm_kaczmarz(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> SolverResult:
-    """Sparse Kaczmarz for CRM (Algorithm 1, eq. 16–17): :func:`~cryowedge.solvers.art` on ``A_CRM``.
+    """Sparse Kaczmarz for CRM (Algorithm 1, eq. 16–17): :func:`~cryowedge.solvers.art` on A_CRM.
 
     Rows come from :meth:`CRMOperator.row_form` in the order of eq. 8 (copy, tilt, detector
     pixel); ``order="sequential"`` (default) visits them cyclically as eq. 16 does, so the
@@ -401,8 +451,20 @@ def crm_kaczmarz(
     (a Python loop over rows); use :func:`crm_sart` for real sizes.
     """
     op, data = resolve_problem(operator, data)
-    return art(op, data, x0=x0, n_iter=n_iter, relaxation=relaxation, positivity=positivity,
-               callback=callback, tol=tol, order=order, seed=seed, device=device, dtype=dtype)
+    return art(
+        op,
+        data,
+        x0=x0,
+        n_iter=n_iter,
+        relaxation=relaxation,
+        positivity=positivity,
+        callback=callback,
+        tol=tol,
+        order=order,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
 
 
 def crm_tv(
@@ -438,11 +500,26 @@ def crm_tv(
     if regularizer != "l1":
         axes = [k for k, size in enumerate(op.volume_shape) if size > 1]
         reg = FiniteDifference(op.volume_shape, axes) @ reg
-    return tv_admm(op, data, x0=x0, n_iter=n_iter, relaxation=relaxation, positivity=positivity,
-                   callback=callback, tol=tol, lam=lam, regularizer=regularizer, rho=rho,
-                   adaptive_rho=adaptive_rho, cg_iter=cg_iter, cg_tol=cg_tol, reg_operator=reg,
-                   device=device, dtype=dtype)
+    return tv_admm(
+        op,
+        data,
+        x0=x0,
+        n_iter=n_iter,
+        relaxation=relaxation,
+        positivity=positivity,
+        callback=callback,
+        tol=tol,
+        lam=lam,
+        regularizer=regularizer,
+        rho=rho,
+        adaptive_rho=adaptive_rho,
+        cg_iter=cg_iter,
+        cg_tol=cg_tol,
+        reg_operator=reg,
+        device=device,
+        dtype=dtype,
+    )
 
 
-#: CRM solvers by their ``cryowedge crm run --method`` name (module notes: why a table of their own).
+#: CRM solvers by their ``cryowedge crm run --method`` name (module notes: why a table apart).
 CRM_SOLVERS = {"sart": crm_sart, "sirt": crm_sirt, "kaczmarz": crm_kaczmarz, "tv": crm_tv}
