@@ -30,7 +30,10 @@ Two ways to apply a copy's orientation ``R_i``
 * **Rotated** (any other rotation, or ``fold=False``): ``R_i`` is the foundation's
   trilinear :class:`~cryowedge.operators.Rotation3D` (applied in batches of copies),
   the backgrounds live in the **copy frame**, and ``S_i`` is the support carried into the copy
-  frame (``S`` itself for a centred ball, otherwise the rotated mask thresholded at ½).
+  frame (``S`` itself for a centred ball, otherwise the rotated mask thresholded at ½). The
+  explicit matrices (:meth:`CRMOperator.matrix`, :meth:`CRMOperator.particle_matrix`, the 3D
+  ``row_form()``, CRM-SART's per-view blocks) use the sparse matrix of the same trilinear
+  plan, equal to :class:`Rotation3D` to rounding (tested).
 
 Projection
 ----------
