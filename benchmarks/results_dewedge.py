@@ -76,6 +76,8 @@ def _options() -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=("fbp", "sirt", "tv", "n2n", "ddw"))
+    p.add_argument("--resume-fits", action="store_true",
+                   help="continue stored fits up to --epochs (more compute on the same fit)")
     p.add_argument("--reuse-fits", action="store_true",
                    help="score the networks already fitted under --out instead of fitting")
     return p.parse_args()
@@ -180,7 +182,11 @@ def main() -> None:
             out_dir = work / mode
             t0 = time.perf_counter()
             folder = out_dir / "checkpoints"
-            if args.reuse_fits and (folder / "last.pt").is_file():
+            if args.resume_fits and (folder / "last.pt").is_file():
+                # continue the stored fit up to --epochs (only fit.epochs may differ)
+                result = fit(prepared, config=mcfg, output_dir=out_dir, resume=True)
+                ckpt = result.best_checkpoint or result.last_checkpoint
+            elif args.reuse_fits and (folder / "last.pt").is_file():
                 ckpt = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
             else:
                 result = fit(prepared, config=mcfg, output_dir=out_dir, overwrite=True)

@@ -547,3 +547,21 @@ def test_unet_shapes_residual_identity_channels_last_and_autocast():
         net.set_normalization(0.0, 0.0)
     with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
         net(torch.zeros(1, 2, 8, 8, 8))
+
+
+def test_fit_threads_option_is_restored_afterwards(pair, tmp_path):
+    """``fit.threads`` applies during the fit only; the caller's torch setting comes back,
+    also when the fit fails."""
+    a, b = pair
+    before = torch.get_num_threads()
+    target = 2 if before != 2 else 1
+    seen = []
+    cfg = _tiny_config(epochs=1, checkpoint_every=1, update_wedge_every=None, threads=target)
+    fit([(a, b)], [-60, 60], cfg, output_dir=tmp_path / "ok",
+        callback=lambda info: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {target}
+    assert torch.get_num_threads() == before
+    bad = _tiny_config(threads=target)
+    with pytest.raises(ValueError):
+        fit([(a[:4], b[:4])], [-60, 60], bad, output_dir=tmp_path / "bad")  # 4 slices < 16³ cube
+    assert torch.get_num_threads() == before

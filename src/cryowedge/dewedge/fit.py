@@ -626,8 +626,35 @@ def fit(
     device = resolve_device(sh.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
+    threads_before = torch.get_num_threads()
     if fc.threads is not None and device.type == "cpu":
-        torch.set_num_threads(int(fc.threads))
+        torch.set_num_threads(int(fc.threads))  # restored on the way out (finally below)
+    try:
+        return _fit_body(pairs, tilt_angles_deg, config, device, rank, world, start_time,
+                         output_dir=output_dir, resume=resume, overwrite=overwrite,
+                         callback=callback, stats=stats, tilt_axis_angle_deg=tilt_axis_angle_deg)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _fit_body(
+    pairs: Any,
+    tilt_angles_deg: Any,
+    config: DewedgeConfig,
+    device: torch.device,
+    rank: int,
+    world: int,
+    start_time: float,
+    *,
+    output_dir: str | os.PathLike[str],
+    resume: bool,
+    overwrite: bool,
+    callback: Callable[[FitProgress], Any] | None,
+    stats: Sequence[StandardizationStats] | None,
+    tilt_axis_angle_deg: float | Sequence[float],
+) -> FitResult:
+    """The body of :func:`fit`, run with its CPU thread setting (restored by the caller)."""
+    sh, fc = config.shared, config.fit
     autocast = resolve_fit_autocast(fc.mixed_precision, device)
     out_dir = Path(output_dir)
     ckpt_dir = out_dir / "checkpoints"
