@@ -9,6 +9,8 @@ Examples::
     cryowedge bench scale                     # 256^3, 512^3, K3 bin 4; streamed under 2 GB
     cryowedge bench scale --quick             # tiny sizes, a few seconds
     cryowedge bench dewedge                   # dewedge epoch/refine vs a reference-like pipeline
+    cryowedge bench crm                       # CRM-SART vs N SART reconstructions (N = 49, 200²)
+    cryowedge bench crm --quick --scaling 3,5 # a check in seconds
 """
 
 from __future__ import annotations
@@ -134,6 +136,32 @@ def dewedge(
         bench_dewedge(tuple(shape), subtomo_size, chans, depth, batch_size, subtomos, threads,
                       epochs=epochs, mixed_precision=mixed_precision, device=device,
                       baseline=baseline, report=typer.echo)
+
+
+@bench_app.command("crm")
+def crm(
+    n_copies: int = typer.Option(49, "--copies", help="number of copies N"),
+    size: int = typer.Option(200, help="image side of the 2D data set (pixels)"),
+    n_iter: int = typer.Option(20, help="SART iterations of both"),
+    relaxation: float = typer.Option(0.2, help="SART relaxation of both"),
+    dataset: str = typer.Option("ribosome", help="ribosome (Shepp-Logan if its map is missing) "
+                                "| shepp-logan"),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    scaling: str = typer.Option("", help="also a table over these N first, e.g. 3,11,49,200"),
+    quick: bool = typer.Option(False, help="3 copies of 64x64, for a check in seconds"),
+) -> None:
+    """CRM-SART vs the AVG pipeline's N SART reconstructions; last line `crm_cost_vs_avg: N`."""
+    from cryowedge.crm.bench import QUICK, bench_crm, crm_cost_table
+
+    with user_errors():
+        if quick:
+            n_copies, size = int(QUICK["n_copies"]), int(QUICK["size"])
+        if scaling.strip():
+            ns = [int(v) for v in scaling.split(",") if v.strip()]
+            crm_cost_table(ns, size, n_iter, relaxation, dataset=dataset, device=device,
+                           report=typer.echo)
+        bench_crm(n_copies, size, n_iter, relaxation, dataset=dataset, device=device,
+                  report=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

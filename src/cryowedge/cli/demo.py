@@ -8,7 +8,8 @@ Example::
 The reconstructions are the ``demo`` presets of the registered methods
 (:mod:`cryowedge.config.registry`), or the ``methods:`` of ``--config``; then a small dewedge
 panel (a tiny self-supervised U-Net fitted on the even/odd halves, about 15 s; ``dewedge:``
-of ``--config`` sets it, ``dewedge: null`` skips it).
+of ``--config`` sets it, ``dewedge: null`` skips it), and a CRM panel (CRM vs AVG on a tiny 2D
+problem, seconds; ``crm: null`` skips it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def demo(
             result = run_demo(out, cfg, progress=progress, overwrite=overwrite,
                               config_path=config)
     console.print(metrics_table_markdown(result["metrics"], normalize=DEFAULT_NORMALIZE))
+    if result.get("crm_metrics"):
+        console.print("CRM panel (crm_demo.png, 2D, inside the support):")
+        console.print(metrics_table_markdown(result["crm_metrics"]))
     console.print(f"wrote {len(result['files'])} files to {out}/ in {result['seconds']:.1f} s "
                   "(orthoslices.png, fsc.png, metrics.md, *.mrc)")
 

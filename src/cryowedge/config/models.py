@@ -756,6 +756,10 @@ class DemoConfig(BaseConfig):
         default_factory=DemoDewedgeConfig,
         description="the dewedge panel (a tiny self-supervised fit); null: no panel",
     )
+    crm: DemoCrmConfig | None = Field(
+        default_factory=lambda: DemoCrmConfig(),
+        description="the CRM panel (CRM vs AVG on a tiny 2D problem, seconds); null: no panel",
+    )
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -864,3 +868,8 @@ class StetConfig(BaseConfig):
 
 # The coordinate-network method registers itself from its own module (issue 12).
 import cryowedge.config.inr  # noqa: E402,F401
+
+# The demo's CRM panel settings live with the CRM configuration (issue 11).
+from cryowedge.config.crm import DemoCrmConfig  # noqa: E402
+
+DemoConfig.model_rebuild()

@@ -210,8 +210,11 @@ def fsc_plot(
     *,
     pixel_size_angstrom: float = 1.0,
     thresholds: tuple[float, ...] = (0.5, 0.143),
+    ylabel: str = "FSC vs ground truth",
 ) -> Path:
     """Write a PNG of FSC curves ``{name: (frequency_cycles_per_pixel, correlation)}``.
+
+    ``ylabel`` names what the curves correlate (e.g. two half maps).
 
     Every downward crossing of each threshold is marked on its curve (an open circle); the
     crossing after which the curve stays below the threshold (the one the metrics tables
@@ -247,7 +250,7 @@ def fsc_plot(
         ax.axhline(t, color="0.6", lw=0.8, ls="--")
         ax.text(0.0, t, f" {t:g}", va="bottom", fontsize=7, color="0.4")
     ax.set_xlabel("spatial frequency (1/Å)")
-    ax.set_ylabel("FSC vs ground truth")
+    ax.set_ylabel(ylabel)
     ax.set_title("○ every crossing, ● last one (curve stays below after it)", fontsize=7)
     ax.set_ylim(-0.1, 1.02)
     ax.set_xlim(0, 0.5 / px)

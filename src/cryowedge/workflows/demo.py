@@ -126,6 +126,10 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
         _dewedge_configs(cfg.dewedge, sim_cfg.shape[0])  # a bad filter fails now
         outputs += [out / f"{DEWEDGE_NAME}.mrc", out / _DEWEDGE_DIR / "checkpoints" / "last.pt"]
         n_bytes += mrc_nbytes(sim_cfg.shape) + 8 * 2**20
+    if cfg.crm is not None:
+        from cryowedge.workflows.crm import CRM_DEMO_FILES
+
+        outputs += [out / name for name in CRM_DEMO_FILES]
     check_outputs(outputs, inputs=[config_path], overwrite=overwrite, n_bytes=n_bytes)
     if overwrite:
         keep_backups(outputs)
@@ -152,6 +156,14 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
             overwrite=overwrite, progress=part if progress else None)
         files[DEWEDGE_NAME] = write_mrc(out / f"{DEWEDGE_NAME}.mrc", volumes[DEWEDGE_NAME],
                                         voxel_size_angstrom=px)
+    crm_rows = None
+    if cfg.crm is not None:  # CRM vs AVG on a tiny 2D problem (crm_demo.png, crm_demo.md)
+        from cryowedge.workflows.crm import crm_demo_panel
+
+        report_progress(progress, "crm panel", 0.74)
+        panel_result = crm_demo_panel(out, cfg.crm)
+        files.update(panel_result["files"])
+        crm_rows = panel_result["metrics"]
     report_progress(progress, "metrics + figures", 0.75)
     rows = evaluate_arrays(volumes, truth, pixel_size_angstrom=px,
                            tilt_range_deg=sim.geometry.tilt_range_deg, output_dir=out)
@@ -164,4 +176,4 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
     files["run"] = write_run_record(out, "demo", cfg.model_dump(mode="json"),
                                     {k: str(v) for k, v in files.items()})
     report_progress(progress, "done", 1.0)
-    return {"metrics": rows, "files": files, "seconds": seconds}
+    return {"metrics": rows, "files": files, "seconds": seconds, "crm_metrics": crm_rows}
