@@ -548,9 +548,10 @@ class CRMOperator(LinearOperator):
         self, c: int, dtype: torch.dtype, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         def build() -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
-            block = sp.block_diag(
-                [self.slice_matrix(int(i), cache=False) for i in self.chunks[c]], format="csr"
-            )
+            nonlocal before
+            slices = [self.slice_matrix(int(i), cache=False) for i in self.chunks[c]]
+            before = cache.evictions  # uncached slice builds (same host cache) are no eviction
+            block = sp.block_diag(slices, format="csr")
             a = to_torch_csr(block, dtype=dtype, device=device)
             at = to_torch_csr(block.T.tocsr(), dtype=dtype, device=device)
             size = 2 * block.nnz * (torch.empty((), dtype=dtype).element_size() + 4)
