@@ -148,6 +148,8 @@ def crm(
                                 "| shepp-logan"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     scaling: str = typer.Option("", help="also a table over these N first, e.g. 3,11,49,200"),
+    repeats: int = typer.Option(1, help="alternating runs of both; each keeps its shortest time "
+                                "(use 2-3 on a shared machine)"),
     quick: bool = typer.Option(False, help="3 copies of 64x64, for a check in seconds"),
 ) -> None:
     """CRM-SART vs the AVG pipeline's N SART reconstructions; last line `crm_cost_vs_avg: N`."""
@@ -159,9 +161,9 @@ def crm(
         if scaling.strip():
             ns = [int(v) for v in scaling.split(",") if v.strip()]
             crm_cost_table(ns, size, n_iter, relaxation, dataset=dataset, device=device,
-                           report=typer.echo)
+                           repeats=repeats, report=typer.echo)
         bench_crm(n_copies, size, n_iter, relaxation, dataset=dataset, device=device,
-                  report=typer.echo)
+                  repeats=repeats, report=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

@@ -474,6 +474,14 @@ def _write_metrics(out: Path, rows: Mapping[str, Mapping[str, Any]], notes: Sequ
     write_text_atomic(out / "metrics.json", json.dumps(records, indent=2) + "\n")
 
 
+def _record(config: CrmConfig) -> dict[str, Any]:
+    """The run record's parameters: the config plus the solver settings it resolved to."""
+    n_iter, relaxation = config.solver_settings()
+    return {**config.model_dump(mode="json"),
+            "resolved": {"n_iter": n_iter, "relaxation": relaxation,
+                         "baseline_sart": list(_baseline_sart(config))}}
+
+
 def _prepare_outputs(outputs: Sequence[Path], inputs: Sequence[Any], overwrite: bool,
                      n_bytes: int) -> None:
     check_outputs(outputs, inputs=[p for p in inputs if p is not None], overwrite=overwrite,
@@ -535,12 +543,16 @@ def load_particle_data(
                                coordinate_origin_px=cfg.coordinate_origin_px)
     n_axis, n_perp = geometry.aligned_detector_shape
     radius = cfg.support_radius_voxels(geometry.pixel_size_angstrom)
-    data = extract_subtilt_series(
-        ts.data, geometry, plist, tomogram_shape=(cfg.thickness, n_axis, n_perp),
-        box_size=cfg.box_size, box_depth=cfg.box_depth, support_radius_px=radius,
-        tomo_name=cfg.tomo_name, interpolation_order=cfg.interpolation_order,
-        drop_outside=cfg.drop_outside,
-    )
+    try:
+        data = extract_subtilt_series(
+            ts.data, geometry, plist, tomogram_shape=(cfg.thickness, n_axis, n_perp),
+            box_size=cfg.box_size, box_depth=cfg.box_depth, support_radius_px=radius,
+            tomo_name=cfg.tomo_name, interpolation_order=cfg.interpolation_order,
+            drop_outside=cfg.drop_outside,
+        )
+    except ValueError as exc:  # name the command-line switches too
+        text = str(exc).replace("drop_outside=True", "--drop-outside (drop_outside=True)")
+        raise ValueError(text.replace("pass tomo_name=", "pass --tomo-name (tomo_name=)")) from None
     return apply_support(data, cfg.model_copy(update={"support_radius_px": None,
                                                       "support_radius_angstrom": None}))
 
@@ -680,7 +692,9 @@ def reconstruct_particles(
         rows[name]["seconds"] = round(seconds[name], 2)
     notes = [
         f"CRM ({cfg.solver}, {n_iter} iterations, λ {cfg.solver_settings()[1]:g}) from "
-        f"{data.n_copies} particles of {Path(particles).name}; voxel {px:g} Å.",
+        f"{data.n_copies} particles of {Path(particles).name}; voxel {px:g} Å. seconds: "
+        "solver time (CRM: all copies and both half sets; a baseline: its share of the "
+        "per-copy SART).",
     ]
     if halves is not None:
         notes.append(
@@ -701,8 +715,7 @@ def reconstruct_particles(
     files["config"] = save_config(cfg, out)
     elapsed = time.perf_counter() - t_start
     files["run"] = write_run_record(
-        out, "crm", {**cfg.model_dump(mode="json"), "n_copies": data.n_copies,
-                     "names": list(data.names)},
+        out, "crm", {**_record(cfg), "n_copies": data.n_copies, "names": list(data.names)},
         {k: str(v) for k, v in files.items()})
     report_progress(progress, "done", 1.0)
     return CrmOutputs(files=files, metrics=rows, maps=maps, fsc=fscs, seconds=elapsed)
@@ -1084,7 +1097,7 @@ def run_dataset(
                    normalize=NORMALIZE if data.truth is not None else None)
     files["metrics_md"], files["metrics_json"] = out / "metrics.md", out / "metrics.json"
     files["config"] = save_config(cfg, out)
-    files["run"] = write_run_record(out, "crm run", cfg.model_dump(mode="json"),
+    files["run"] = write_run_record(out, "crm run", _record(cfg),
                                     {k: str(v) for k, v in files.items()})
     report_progress(progress, "done", 1.0)
     return CrmOutputs(files=files, metrics={CRM_NAME: row}, maps={CRM_NAME: sol.particle},
@@ -1169,7 +1182,7 @@ def compare_dataset(
     files["fsc"] = fsc_plot(curves, out / "fsc.png", pixel_size_angstrom=px,
                             ylabel="FSC vs ground truth (support-masked)")
     files["config"] = save_config(cfg, out)
-    files["run"] = write_run_record(out, "crm compare", cfg.model_dump(mode="json"),
+    files["run"] = write_run_record(out, "crm compare", _record(cfg),
                                     {k: str(v) for k, v in files.items()})
     report_progress(progress, "done", 1.0)
     return CrmOutputs(files=files, metrics=rows, maps=maps, fsc=fscs,
