@@ -257,3 +257,14 @@ def test_mixed_precision_keeps_the_projector_in_float32(series):
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         fit_inr(ts, geom, InrConfig(**TINY, slice_batch=6, mixed_precision="fp16"),
                 volume_shape=SHAPE)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_float16_autocast_on_cuda_fits_like_float32(series):
+    ts, geom = series
+    cfg = InrConfig(**{**TINY, "device": "cuda"}, epochs=40, slice_batch=6, lr=1e-2)
+    half = fit_inr(ts, geom, cfg, volume_shape=SHAPE)  # auto: float16 + GradScaler
+    full = fit_inr(ts, geom, cfg.updated(mixed_precision="off"), volume_shape=SHAPE)
+    assert np.isfinite(half.volume).all()
+    assert half.history[-1]["data"] == pytest.approx(full.history[-1]["data"], rel=0.3)
+    assert np.corrcoef(half.volume.ravel(), full.volume.ravel())[0, 1] > 0.9

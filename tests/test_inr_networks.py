@@ -113,3 +113,14 @@ def test_bad_network_options_are_refused(options, message):
 def test_spec_round_trip():
     spec = NetworkSpec(activation="sine", encoding="none", width=8)
     assert NetworkSpec(**spec.to_dict()) == spec
+
+
+def test_fourier_features_stay_in_float32_under_autocast():
+    """Phases of hundreds of radians would be off by radians in half precision."""
+    enc = FourierFeatures("gaussian", 0.05, 64, half_extent=512.0,
+                          generator=torch.Generator().manual_seed(0))
+    coords = torch.rand(200, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = enc(coords)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, enc(coords))

@@ -105,7 +105,9 @@ class InrConfig(ReconstructConfig):
     warm_epochs: int = Field(
         60, ge=1, description="epochs of a warm-started chunk (with --chunk-rows)"
     )
-    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate")
+    lr: float = Field(5e-3, gt=0, allow_inf_nan=False,
+                      description="AdamW learning rate (1e-2 suits width <= 128; about 1e-3 "
+                      "for activation sine)")
     lr_schedule: Literal["exponential", "cosine", "constant"] = Field(
         "exponential", description="learning-rate decay over each network's steps: "
         "exponential (log-linear to lr·lr_final), cosine, or none"

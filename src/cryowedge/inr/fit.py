@@ -688,8 +688,9 @@ def fit_inr(
         state = read_checkpoint(ckpt)
         _check_resume(state, ckpt, config, spec, tuple(np.shape(tilt_series)), shape)
     problem = prepare_problem(tilt_series, geometry, shape, normalize=config.normalize, device=dev)
+    fingerprint = problem.fingerprint()
     if state is not None:
-        fp, old = problem.fingerprint(), list(state["data_fingerprint"])
+        fp, old = fingerprint, list(state["data_fingerprint"])
         if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(fp, old, strict=True)):
             raise ValueError(
                 f"checkpoint {str(ckpt)!r} was made for other data (or other preprocessing); "
@@ -747,7 +748,7 @@ def fit_inr(
             "fit_options": _fit_options(config),
             "data_shape": list(np.shape(tilt_series)),
             "volume_shape": list(shape),
-            "data_fingerprint": problem.fingerprint(),
+            "data_fingerprint": fingerprint,
             "data_scale": float(problem.data_scale),
             "value_scale": float(problem.value_scale),
             "position": dict(pos),

@@ -34,6 +34,7 @@ refuse weights of another shape.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -190,8 +191,18 @@ class FourierFeatures(nn.Module):
         return 2 * int(self.frequencies.shape[0])
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        phase = (2.0 * math.pi) * (coords @ self.frequencies.T.to(coords.dtype))
-        return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+        # Phases reach hundreds of radians: computed in float32 (or float64) even under
+        # autocast, where a float16 product would be off by a large fraction of a radian.
+        with _no_autocast(coords.device):
+            c = coords.float() if coords.dtype in (torch.float16, torch.bfloat16) else coords
+            phase = (2.0 * math.pi) * (c @ self.frequencies.T.to(c.dtype))
+            return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class _Sine(nn.Module):
