@@ -28,8 +28,13 @@ def test_projected_blob_matches_line_integral(blob):
     """Prop. 1 (4.40): closed form vs numerical ∫ ϕ(√(r² + t²)) dt."""
     for r in np.array([0.0, 0.3, 0.8, 1.4, 1.9, 2.7, 3.6]) * blob.radius / 4.0:
         half = np.sqrt(blob.radius**2 - r**2)
-        ref, _ = integrate.quad(lambda t: float(blob.value(np.hypot(r, t))), -half, half,
-                                epsabs=1e-15, epsrel=1e-13)
+        ref, _ = integrate.quad(
+            lambda t, r=r: float(blob.value(np.hypot(r, t))),
+            -half,
+            half,
+            epsabs=1e-15,
+            epsrel=1e-13,
+        )
         assert blob.projected(r) == pytest.approx(ref, rel=1e-10, abs=1e-14)
     assert blob.projected(blob.radius) == 0.0 and blob.projected(blob.radius + 0.1) == 0.0
 
@@ -48,8 +53,10 @@ def test_projected_derivative_matches_finite_differences(blob, scale):
     for i in range(2):
         e = np.zeros(2)
         e[i] = h
-        fdi = (blob.projected(np.linalg.norm(y + e, axis=1), scale)
-               - blob.projected(np.linalg.norm(y - e, axis=1), scale)) / (2 * h)
+        fdi = (
+            blob.projected(np.linalg.norm(y + e, axis=1), scale)
+            - blob.projected(np.linalg.norm(y - e, axis=1), scale)
+        ) / (2 * h)
         np.testing.assert_allclose(grad[:, i], fdi, rtol=1e-7, atol=1e-10)
     assert np.all(grad[2] == 0.0)
 
@@ -58,27 +65,47 @@ def test_projected_derivative_matches_finite_differences(blob, scale):
 @pytest.mark.parametrize("blob", BLOBS[:2], ids=str)
 def test_fourier_transform_is_hankel_transform_of_projection(blob):
     """Central slice: ϕ̂(q) = 2π ∫ P{ϕ}(r) J₀(2πqr) r dr; ϕ̂(0) = ∫ϕ."""
-    vol, _ = integrate.quad(lambda r: 4 * np.pi * r * r * float(blob.value(r)), 0, blob.radius,
-                            epsabs=1e-15, epsrel=1e-13)
+    vol, _ = integrate.quad(
+        lambda r: 4 * np.pi * r * r * float(blob.value(r)),
+        0,
+        blob.radius,
+        epsabs=1e-15,
+        epsrel=1e-13,
+    )
     assert blob.integral() == pytest.approx(vol, rel=1e-11)
     for q in [0.05, 0.2, 0.45, 0.8]:
-        ref, _ = integrate.quad(lambda r: 2 * np.pi * r * float(blob.projected(r)) * special.j0(2 * np.pi * q * r),
-                                0, blob.radius, epsabs=1e-15, epsrel=1e-12, limit=200)
+        ref, _ = integrate.quad(
+            lambda r, q=q: 2 * np.pi * r * float(blob.projected(r)) * special.j0(2 * np.pi * q * r),
+            0,
+            blob.radius,
+            epsabs=1e-15,
+            epsrel=1e-12,
+            limit=200,
+        )
         assert blob.fourier(q) == pytest.approx(ref, rel=1e-9, abs=1e-12 * vol)
 
 
 @pytest.mark.parametrize("blob", BLOBS[:2], ids=str)
 def test_autocorrelation_matches_direct_integrals(blob):
     """G(0) = ∫ ψ²; G(ρ) = ∫ ψ(y) ψ(y − ρ e_x) dy (2D quadrature); support 2a."""
-    g0, _ = integrate.quad(lambda r: 2 * np.pi * r * float(blob.projected(r)) ** 2, 0, blob.radius,
-                           epsabs=1e-15, epsrel=1e-13)
+    g0, _ = integrate.quad(
+        lambda r: 2 * np.pi * r * float(blob.projected(r)) ** 2,
+        0,
+        blob.radius,
+        epsabs=1e-15,
+        epsrel=1e-13,
+    )
     assert blob.projected_autocorrelation(0.0) == pytest.approx(g0, rel=1e-11)
     rho = 0.6 * blob.radius
     a = blob.radius
     ref, _ = integrate.dblquad(
         lambda y, x: float(blob.projected(np.hypot(x, y)) * blob.projected(np.hypot(x - rho, y))),
-        rho - a, a, lambda x: -np.sqrt(max(a * a - x * x, 0.0)), lambda x: np.sqrt(max(a * a - x * x, 0.0)),
-        epsabs=1e-12, epsrel=1e-10,
+        rho - a,
+        a,
+        lambda x: -np.sqrt(max(a * a - x * x, 0.0)),
+        lambda x: np.sqrt(max(a * a - x * x, 0.0)),
+        epsabs=1e-12,
+        epsrel=1e-10,
     )
     assert blob.projected_autocorrelation(rho) == pytest.approx(ref, rel=1e-8)
     assert blob.projected_autocorrelation(2 * blob.radius + 0.01) == 0.0
@@ -92,11 +119,19 @@ def test_scaled_blob_identities():
         np.testing.assert_allclose(blob.value(r, s), blob.value(r / s))
         np.testing.assert_allclose(blob.projected(r, s), s * blob.projected(r / s))
         np.testing.assert_allclose(blob.fourier(r / 10, s), s**3 * blob.fourier(s * r / 10))
-        np.testing.assert_allclose(blob.projected_autocorrelation(r, s),
-                                   s**4 * blob.projected_autocorrelation(r / s), rtol=1e-12)
+        np.testing.assert_allclose(
+            blob.projected_autocorrelation(r, s),
+            s**4 * blob.projected_autocorrelation(r / s),
+            rtol=1e-12,
+        )
         # the 2D integral of the projection is the 3D integral of the blob
-        area, _ = integrate.quad(lambda x: 2 * np.pi * x * float(blob.projected(x, s)), 0, s * blob.radius,
-                                 epsabs=1e-13, epsrel=1e-12)
+        area, _ = integrate.quad(
+            lambda x, s=s: 2 * np.pi * x * float(blob.projected(x, s)),
+            0,
+            s * blob.radius,
+            epsabs=1e-13,
+            epsrel=1e-12,
+        )
         assert area == pytest.approx(blob.integral(s), rel=1e-10)
 
 
@@ -143,7 +178,7 @@ def test_refine_coefficients_interpolates_the_coarse_expansion(rng):
     assert fine.shape == (12, 12, 12)
     f_coarse = expand(c, blob, 2, 12)
     f_fine = expand(fine, blob, 1, 12)
-    # exact where every contributing coefficient lies inside the crop (> a = 4 voxels from the border)
+    # exact where every contributing coefficient lies inside the crop (> a = 4 voxels inside)
     inner = (slice(3, 9),) * 3
     err = float((f_fine[inner] - f_coarse[inner]).abs().max() / f_coarse.abs().max())
     assert err < 1e-10

@@ -38,22 +38,40 @@ def _detector(n: int, scale: int, blob) -> int:
 def _projector(n, n_proj, *, scale=1, blob=RECONSTRUCTION_BLOB, ctf=None, seed=3, n_det=None):
     rng = np.random.default_rng(seed)
     n_det = _detector(n, scale, blob) if n_det is None else n_det
-    return SpaProjector(n, random_rotations(n_proj, rng), rng.normal(scale=1.5, size=(n_proj, 2)),
-                        blob=blob, scale=scale, detector_size=n_det, ctf=ctf, dtype=torch.float64)
+    return SpaProjector(
+        n,
+        random_rotations(n_proj, rng),
+        rng.normal(scale=1.5, size=(n_proj, 2)),
+        blob=blob,
+        scale=scale,
+        detector_size=n_det,
+        ctf=ctf,
+        dtype=torch.float64,
+    )
 
 
 def _rel_error(proj: SpaProjector, toe: ToeplitzNormalOperator, seed: int = 1) -> float:
-    x = torch.randn(proj.domain_shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.randn(
+        proj.domain_shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     ref = proj.normal(x)
     return float(torch.linalg.vector_norm(toe.forward(x) - ref) / torch.linalg.vector_norm(ref))
 
 
 def _ctfs(n_proj: int, n_det: int) -> np.ndarray:
-    return np.stack([
-        ctf_2d(n_det, pixel_size_angstrom=3.0, defocus_u_angstrom=10000.0 + 900.0 * i,
-               defocus_v_angstrom=9000.0 + 600.0 * i, astigmatism_angle_deg=20.0 * i, b_factor_angstrom2=50.0)
-        for i in range(n_proj)
-    ])
+    return np.stack(
+        [
+            ctf_2d(
+                n_det,
+                pixel_size_angstrom=3.0,
+                defocus_u_angstrom=10000.0 + 900.0 * i,
+                defocus_v_angstrom=9000.0 + 600.0 * i,
+                astigmatism_angle_deg=20.0 * i,
+                b_factor_angstrom2=50.0,
+            )
+            for i in range(n_proj)
+        ]
+    )
 
 
 @pytest.mark.parametrize(("scale", "n", "tol"), [(1, 10, 1e-3), (2, 8, 1e-4), (3, 6, 1e-4)])
@@ -121,7 +139,9 @@ def test_fast_adjoint_matches_explicit(with_ctf):
     """Theorem 2: measured 4e-5 (oversample 4) and 3e-6 (oversample 8)."""
     n, n_proj, n_det = 9, 10, 30
     proj = _projector(n, n_proj, ctf=_ctfs(n_proj, n_det) if with_ctf else None, n_det=n_det)
-    b = torch.randn(proj.range_shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    b = torch.randn(
+        proj.range_shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
     ref = proj.adjoint(b)
     for oversample, tol in ((4, 2e-4), (8, 1e-5)):
         got = fast_adjoint(proj, b, oversample=oversample)
@@ -131,7 +151,9 @@ def test_fast_adjoint_matches_explicit(with_ctf):
 def test_fast_adjoint_with_scale_and_cut_footprints():
     """s = 2 and a detector that cuts footprints (positions outside the fine grid read zero)."""
     proj = _projector(6, 8, scale=2, blob=SIMULATION_BLOB, n_det=14)
-    b = torch.randn(proj.range_shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    b = torch.randn(
+        proj.range_shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     ref = proj.adjoint(b)
     got = fast_adjoint(proj, b, oversample=8)
     assert float(torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref)) < 1e-4
@@ -146,17 +168,30 @@ def test_cg_on_toeplitz_matches_dense_solve():
     dense = toe.forward(eye).reshape(n**3, n**3).T
     torch.testing.assert_close(dense, dense.T, rtol=1e-10, atol=1e-10 * float(dense.abs().max()))
     mu = 1e-2 * float(dense.diagonal().mean())
-    rhs = proj.adjoint(torch.randn(proj.range_shape, generator=torch.Generator().manual_seed(7),
-                                   dtype=torch.float64))
+    rhs = proj.adjoint(
+        torch.randn(
+            proj.range_shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+        )
+    )
     x, history = conjugate_gradient(toe, rhs, shift=mu, n_iter=400, tol=1e-12)
-    ref = torch.linalg.solve(dense + mu * torch.eye(n**3, dtype=torch.float64), rhs.reshape(-1)).reshape(rhs.shape)
+    ref = torch.linalg.solve(
+        dense + mu * torch.eye(n**3, dtype=torch.float64), rhs.reshape(-1)
+    ).reshape(rhs.shape)
     assert float(torch.linalg.vector_norm(x - ref) / torch.linalg.vector_norm(ref)) < 1e-8
     assert history[-1] < 1e-11 * history[0]
 
 
 def test_time_operators_small():
     times = time_operators(5, 3, dtype=torch.float64)
-    for key in ("forward", "adjoint", "normal_explicit", "kernel", "normal_fast", "adjoint_fast", "speedup"):
+    for key in (
+        "forward",
+        "adjoint",
+        "normal_explicit",
+        "kernel",
+        "normal_fast",
+        "adjoint_fast",
+        "speedup",
+    ):
         assert times[key] > 0.0
     only = time_operators(4, 2, operations=("normal_fast",))
     assert set(only) == {"kernel", "normal_fast"}
@@ -179,6 +214,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="must end in shape"):
         ToeplitzNormalOperator.from_projector(proj).forward(torch.zeros(4, 4, 3))
     with pytest.raises(ValueError, match="shift"):
-        conjugate_gradient(ToeplitzNormalOperator.from_projector(proj), torch.zeros(4, 4, 4), shift=-1.0)
+        conjugate_gradient(
+            ToeplitzNormalOperator.from_projector(proj), torch.zeros(4, 4, 4), shift=-1.0
+        )
     with pytest.raises(ValueError, match="same size"):
-        _ = ToeplitzNormalOperator(torch.zeros(7, 7, 7)) + ToeplitzNormalOperator(torch.zeros(5, 5, 5))
+        _ = ToeplitzNormalOperator(torch.zeros(7, 7, 7)) + ToeplitzNormalOperator(
+            torch.zeros(5, 5, 5)
+        )

@@ -72,7 +72,8 @@ def check_scale(scale: int, name: str = "scale") -> int:
         return int(scale)
     if not ok:
         raise ValueError(
-            f"{name} must be a positive integer (the coefficient grid step in voxels: 1, 2, 3, ...), "
+            f"{name} must be a positive integer (the coefficient grid step in voxels: 1, 2, 3, "
+            "...), "
             f"got {scale!r}."
         )
     return int(scale)
@@ -160,7 +161,7 @@ class KaiserBesselBlob:
         return np.where(inside, out, 0.0)
 
     def projected(self, r: ArrayLike, scale: int = 1) -> np.ndarray:
-        """Closed-form X-ray transform ``P{ϕ_s}(r) = s·P{ϕ}(r/s)`` (thesis 4.40) at detector radius ``r``.
+        """Closed-form X-ray transform ``P{ϕ_s}(r) = s·P{ϕ}(r/s)`` (thesis 4.40) at radius ``r``.
 
         Parameters
         ----------
@@ -274,7 +275,9 @@ class KaiserBesselBlob:
         integrand_w = weights * self.fourier(nodes) ** 2 * nodes * 2.0 * math.pi
         for start in range(0, flat.size, 2048):
             chunk = flat[start : start + 2048]
-            out[start : start + 2048] = special.j0(2.0 * math.pi * np.outer(chunk, nodes)) @ integrand_w
+            out[start : start + 2048] = (
+                special.j0(2.0 * math.pi * np.outer(chunk, nodes)) @ integrand_w
+            )
         out = np.where(flat < 2.0 * self.radius, out, 0.0)
         return s**4 * out.reshape(rr.shape)
 
@@ -287,7 +290,7 @@ class KaiserBesselBlob:
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> RadialTable:
-        """Look-up table of ``P{ϕ_s}`` (closed form) sampled uniformly in ``r²`` on ``[0, (s a)²]``."""
+        """Look-up table of ``P{ϕ_s}`` (closed form), uniform in ``r²`` on ``[0, (s a)²]``."""
         s = check_scale(scale)
         r2_max = (s * self.radius) ** 2
         r2 = np.linspace(0.0, r2_max, n_samples)
@@ -371,7 +374,9 @@ class RadialTable:
     ) -> None:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim != 1 or v.size < 2:
-            raise ValueError(f"values must be a 1D array of at least 2 samples, got shape {v.shape}.")
+            raise ValueError(
+                f"values must be a 1D array of at least 2 samples, got shape {v.shape}."
+            )
         self.r2_max = float(r2_max)
         self.n_samples = int(v.size)
         # One extra zero sample so that index n_samples - 1 + 1 is valid.
@@ -382,7 +387,9 @@ class RadialTable:
 
     def to(self, dtype: torch.dtype, device: torch.device | str | None) -> RadialTable:
         """The same table as ``dtype`` on ``device`` (self if unchanged)."""
-        if self.values.dtype == dtype and (device is None or self.values.device == torch.device(device)):
+        if self.values.dtype == dtype and (
+            device is None or self.values.device == torch.device(device)
+        ):
             return self
         out = RadialTable.__new__(RadialTable)
         out.r2_max, out.n_samples, out.inv_step = self.r2_max, self.n_samples, self.inv_step
@@ -396,16 +403,23 @@ class RadialTable:
         i = t.to(torch.long)
         out = torch.lerp(self.values[i], self.values[i + 1], t - i)
         if self._needs_mask:
-            out = torch.where(r2 < self.r2_max, out, torch.zeros((), dtype=out.dtype, device=out.device))
+            out = torch.where(
+                r2 < self.r2_max, out, torch.zeros((), dtype=out.dtype, device=out.device)
+            )
         return out
 
 
 # ---------------------------------------------------------------------- expansion on grids
 def _as_volume(coefficients: ArrayLike | torch.Tensor, name: str = "coefficients") -> torch.Tensor:
-    c = coefficients if isinstance(coefficients, torch.Tensor) else torch.as_tensor(np.asarray(coefficients))
+    c = (
+        coefficients
+        if isinstance(coefficients, torch.Tensor)
+        else torch.as_tensor(np.asarray(coefficients))
+    )
     if c.ndim != 3 or len(set(c.shape)) != 1:
         raise ValueError(
-            f"{name} must be a cubic (n, n, n) array in (z, y, x) order, got shape {tuple(c.shape)}; "
+            f"{name} must be a cubic (n, n, n) array in (z, y, x) order, got shape "
+            f"{tuple(c.shape)}; "
             "pad or crop it to a cube."
         )
     if not c.is_floating_point():
@@ -424,7 +438,7 @@ def _blob_kernel(blob: KaiserBesselBlob, scale: int, dtype: torch.dtype, device)
 def _fft_convolve_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Linear 3D convolution of ``x`` with an odd, centred ``kernel``, cropped to ``x``'s shape."""
     h = [k // 2 for k in kernel.shape]
-    full = [n + k - 1 for n, k in zip(x.shape, kernel.shape)]
+    full = [n + k - 1 for n, k in zip(x.shape, kernel.shape, strict=True)]
     fx = torch.fft.rfftn(x, s=full)
     fk = torch.fft.rfftn(kernel, s=full)
     y = torch.fft.irfftn(fx * fk, s=full)
@@ -437,7 +451,7 @@ def expand(
     scale: int = 1,
     shape: int | None = None,
 ) -> torch.Tensor:
-    """Re-expand coefficients on the fine voxel grid: ``f̃_s(x) = Σ_k c_s[k] ϕ_s(x − s k)`` (thesis 4.1).
+    """Re-expand coefficients on the fine voxel grid: ``f̃_s(x) = Σ_k c_s[k] ϕ_s(x − s k)`` (4.1).
 
     Coefficient ``k`` sits at fine centred coordinate ``s·(k − n_s // 2)`` (per axis); fine voxel
     ``i`` at ``i − n // 2`` (docs/conventions.md). Computed exactly as a zero-inserted
@@ -488,7 +502,7 @@ def refine_coefficients(
     new_scale: int = 1,
     shape: int | None = None,
 ) -> torch.Tensor:
-    """Re-expand scale-``s`` coefficients in the finer basis of scale ``s'`` (to initialise the next scale).
+    """Re-expand scale-``s`` coefficients in the finer basis of scale ``s'`` (next-scale start).
 
     Returns ``c'`` with ``Σ_l c'[l] ϕ_{s'}(s' k − s' l) = f̃_s(s' k)`` at the new grid points
     ``s' k`` (interpolation: the samples of the coarse expansion, on the new grid extended by the
@@ -541,7 +555,7 @@ def refine_coefficients(
     k_full = torch.roll(k_full, shifts=(-h, -h, -h), dims=(0, 1, 2))
     symbol = torch.fft.rfftn(k_full).real  # ϕ is even: real symbol
     coef = torch.fft.irfftn(torch.fft.rfftn(padded) / symbol, s=padded.shape)
-    # new coefficient k (0 ≤ k < n') is extended-grid point k + margin − (n_ext//2 − n_new//2) shift:
-    # both grids are centred (index n//2 ↔ 0), so the offset is n_ext//2 − n_new//2.
+    # Both grids are centred (index n//2 ↔ coordinate 0): new coefficient k is extended-grid
+    # point k + n_ext//2 − n_new//2.
     o = h + n_ext // 2 - n_new // 2
     return coef[o : o + n_new, o : o + n_new, o : o + n_new].contiguous()

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ __all__ = ["SpaProjector", "CtfLike", "check_rotations", "check_cubic_shape"]
 
 logger = logging.getLogger(__name__)
 
-CtfLike = Union[np.ndarray, torch.Tensor, Callable[[np.ndarray], Any]]
+CtfLike = np.ndarray | torch.Tensor | Callable[[np.ndarray], Any]
 """A CTF: ``(P, n_det, n_det)`` / ``(n_det, n_det)`` array (full grid, unshifted FFT order, as from
 :func:`cryowedge.simulate.ctf.ctf_2d`), the same on the half grid ``(…, n_det // 2 + 1)``, or a
 callable ``ctf(indices) -> (len(indices), n_det, n_det)`` (or half grid) computed on demand."""
@@ -92,7 +92,8 @@ def check_rotations(rotations: Any, name: str = "rotations", atol: float = 1e-6)
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"{name}[{i}] is not a proper rotation (|R Rᵀ − I| = {dev[i]:.3g}, det = {det[i]:.3g}); "
+            f"{name}[{i}] is not a proper rotation (|R Rᵀ − I| = {dev[i]:.3g}, "
+            f"det = {det[i]:.3g}); "
             "pass orthonormal matrices with det = +1."
         )
     return r
@@ -116,7 +117,9 @@ def _symmetric_half_ctf(ctf: np.ndarray | torch.Tensor, n_det: int, what: str) -
     """``(k, n, n)`` or ``(k, n, n//2+1)`` real CTF → symmetrised half grid ``(k, n, n//2+1)``."""
     c = ctf if isinstance(ctf, torch.Tensor) else torch.as_tensor(np.asarray(ctf))
     if torch.is_complex(c):
-        raise ValueError(f"{what} must be real (a CTF, as from simulate.ctf.ctf_2d), got a complex array.")
+        raise ValueError(
+            f"{what} must be real (a CTF, as from simulate.ctf.ctf_2d), got a complex array."
+        )
     half = n_det // 2 + 1
     if c.ndim != 3 or c.shape[1] != n_det or c.shape[2] not in (n_det, half):
         raise ValueError(
@@ -196,9 +199,15 @@ class SpaProjector(LinearOperator):
         self.blob = blob
         n_det = self.scale * self.n if detector_size is None else detector_size
         if isinstance(n_det, bool) or not isinstance(n_det, (int, np.integer)) or n_det < 1:
-            raise ValueError(f"detector_size must be a positive integer (pixels), got {detector_size!r}.")
+            raise ValueError(
+                f"detector_size must be a positive integer (pixels), got {detector_size!r}."
+            )
         self.n_det = int(n_det)
-        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, (int, np.integer)) or chunk_elements < 1:
+        if (
+            isinstance(chunk_elements, bool)
+            or not isinstance(chunk_elements, (int, np.integer))
+            or chunk_elements < 1
+        ):
             raise ValueError(f"chunk_elements must be a positive integer, got {chunk_elements!r}.")
         self.chunk_elements = int(chunk_elements)
         self.dtype = dtype
@@ -215,15 +224,19 @@ class SpaProjector(LinearOperator):
         self._offsets = torch.arange(width, device=self.device, dtype=dtype)
         self.footprint_width = width
 
-        # Geometry tensors: M (P, 2, 3) on (x, y, z) and the detector-index offset of each projection.
+        # Geometry: M (P, 2, 3) on (x, y, z) and each projection's detector-index offset.
         self.rotations = torch.as_tensor(rot, dtype=dtype, device=self.device)
         self.shifts_px = torch.as_tensor(self.shifts_np, dtype=dtype, device=self.device)
         centre = float(self.n_det // 2)
         # (P, 2) detector (col, row) of the projected centre: n_det // 2 + (dx, dy)
-        self._origin = torch.stack([centre + self.shifts_px[:, 1], centre + self.shifts_px[:, 0]], dim=1)
+        self._origin = torch.stack(
+            [centre + self.shifts_px[:, 1], centre + self.shifts_px[:, 0]], dim=1
+        )
         coords = self.scale * (torch.arange(self.n, device=self.device, dtype=dtype) - self.n // 2)
         zz, yy, xx = torch.meshgrid(coords, coords, coords, indexing="ij")
-        self._positions = torch.stack([xx.reshape(-1), yy.reshape(-1), zz.reshape(-1)], dim=0)  # (3, N) xyz
+        self._positions = torch.stack(
+            [xx.reshape(-1), yy.reshape(-1), zz.reshape(-1)], dim=0
+        )  # (3, N) xyz
 
         off = torch.arange(width, device=self.device)
         self._block = off[:, None] * self.n_det + off[None, :]  # (W, W) flat offsets rows × cols
@@ -239,10 +252,13 @@ class SpaProjector(LinearOperator):
                     arr = arr[None]
                 if arr.shape[0] not in (1, self.n_proj):
                     raise ValueError(
-                        f"ctf must have one image per projection ({self.n_proj}) or one shared image, "
+                        f"ctf must have one image per projection ({self.n_proj}) or one shared "
+                        "image, "
                         f"got shape {tuple(arr.shape)}."
                     )
-                self._ctf_half = _symmetric_half_ctf(arr, self.n_det, "ctf").to(dtype=dtype, device=self.device)
+                self._ctf_half = _symmetric_half_ctf(arr, self.n_det, "ctf").to(
+                    dtype=dtype, device=self.device
+                )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -251,7 +267,7 @@ class SpaProjector(LinearOperator):
         return self._ctf_half is not None or self._ctf_callable is not None
 
     def ctf_half(self, p0: int, p1: int) -> torch.Tensor | None:
-        """Symmetrised half-grid CTF of projections ``p0:p1``: ``(p1 − p0, n_det, n_det // 2 + 1)`` or None."""
+        """Symmetrised half-grid CTF ``(p1 − p0, L, L // 2 + 1)`` of projections p0:p1, or None."""
         if self._ctf_half is not None:
             if self._ctf_half.shape[0] == 1:
                 return self._ctf_half.expand(p1 - p0, -1, -1)
@@ -267,11 +283,13 @@ class SpaProjector(LinearOperator):
                     f"the ctf callable returned {c.shape[0]} images for {p1 - p0} projections "
                     f"(indices {p0}..{p1 - 1}); it must return one per index."
                 )
-            return _symmetric_half_ctf(c, self.n_det, "ctf(indices)").to(dtype=self.dtype, device=self.device)
+            return _symmetric_half_ctf(c, self.n_det, "ctf(indices)").to(
+                dtype=self.dtype, device=self.device
+            )
         return None
 
     def apply_ctf(self, images: torch.Tensor, p0: int, p1: int) -> torch.Tensor:
-        """Filter ``(p1 − p0, n_det, n_det)`` images with their CTFs (self-adjoint; identity without CTF)."""
+        """Filter ``(p1 − p0, L, L)`` images with their CTFs (self-adjoint; identity without)."""
         c = self.ctf_half(p0, p1)
         if c is None:
             return images
@@ -280,21 +298,37 @@ class SpaProjector(LinearOperator):
 
     def subset(self, indices: Sequence[int] | np.ndarray | slice) -> SpaProjector:
         """The projector of a subset of the projections (same basis, detector, CTF, dtype)."""
-        idx = np.arange(self.n_proj)[indices] if isinstance(indices, slice) else np.asarray(indices, dtype=np.int64)
+        idx = (
+            np.arange(self.n_proj)[indices]
+            if isinstance(indices, slice)
+            else np.asarray(indices, dtype=np.int64)
+        )
         if idx.ndim != 1 or idx.size == 0:
             raise ValueError("indices must select at least one projection (1D list of indices).")
         ctf: CtfLike | None
         if self._ctf_half is not None:
-            ctf = self._ctf_half if self._ctf_half.shape[0] == 1 else self._ctf_half[torch.as_tensor(idx, device=self.device)]
+            ctf = (
+                self._ctf_half
+                if self._ctf_half.shape[0] == 1
+                else self._ctf_half[torch.as_tensor(idx, device=self.device)]
+            )
         elif self._ctf_callable is not None:
             parent = self._ctf_callable
             ctf = lambda sub, _p=parent, _i=idx: _p(_i[np.asarray(sub)])  # noqa: E731
         else:
             ctf = None
         return SpaProjector(
-            self.n, self.rotations_np[idx], self.shifts_np[idx], blob=self.blob, scale=self.scale,
-            detector_size=self.n_det, ctf=ctf, table_samples=self.table_samples,
-            chunk_elements=self.chunk_elements, dtype=self.dtype, device=self.device,
+            self.n,
+            self.rotations_np[idx],
+            self.shifts_np[idx],
+            blob=self.blob,
+            scale=self.scale,
+            detector_size=self.n_det,
+            ctf=ctf,
+            table_samples=self.table_samples,
+            chunk_elements=self.chunk_elements,
+            dtype=self.dtype,
+            device=self.device,
         )
 
     def _chunks(self) -> tuple[int, int]:
@@ -306,10 +340,11 @@ class SpaProjector(LinearOperator):
         return 1, max(1, self.chunk_elements // per_pair)
 
     def _footprints(self, p0: int, p1: int, k0: int, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat detector indices (local to the projection chunk) and weights: ``(pc, kc, W, W)`` each.
+        """Flat detector indices (local to the projection chunk) and weights, ``(pc, kc, W, W)``.
 
         The footprint of a blob projected at ``u`` is the ``W × W`` block of pixels starting at
-        ``floor(u − s a) + 1`` (per axis), ``W = ⌈2 s a⌉``: it holds every pixel with ``|j − u| < s a``.
+        ``floor(u − s a) + 1`` (per axis), ``W = ⌈2 s a⌉``: it holds every pixel with
+        ``|j − u| < s a``.
         """
         m = self.rotations[p0:p1, :2, :]  # (pc, 2, 3)
         u = torch.matmul(m, self._positions[:, k0:k1]) + self._origin[p0:p1, :, None]  # (pc, 2, kc)
@@ -321,7 +356,9 @@ class SpaProjector(LinearOperator):
         n = self.n_det
         jl = j0.to(torch.long)
         width = self.footprint_width
-        start = jl[:, 1] * n + jl[:, 0] + (torch.arange(p1 - p0, device=self.device) * (n * n))[:, None]
+        start = (
+            jl[:, 1] * n + jl[:, 0] + (torch.arange(p1 - p0, device=self.device) * (n * n))[:, None]
+        )
         inside = bool((jl.min() >= 0) & (jl.max() + width - 1 <= n - 1))
         if inside:
             idx = start[..., None, None] + self._block
@@ -347,7 +384,7 @@ class SpaProjector(LinearOperator):
         return out.reshape(p1 - p0, n, n)
 
     def _gather(self, images: torch.Tensor, p0: int, p1: int, kc: int, out: torch.Tensor) -> None:
-        """Add the bare back-projection of ``images`` (projections ``p0:p1``) into ``out`` ``(N,)``."""
+        """Add the bare back-projection of ``images`` (projections ``p0:p1``) into ``out (N,)``."""
         flat = images.reshape(-1)
         for k0 in range(0, out.numel(), kc):
             k1 = min(k0 + kc, out.numel())
@@ -407,5 +444,6 @@ class SpaProjector(LinearOperator):
     def __repr__(self) -> str:
         return (
             f"SpaProjector(n={self.n}, P={self.n_proj}, n_det={self.n_det}, scale={self.scale}, "
-            f"blob={self.blob}, ctf={'yes' if self.has_ctf else 'no'}, dtype={self.dtype}, device={self.device})"
+            f"blob={self.blob}, ctf={'yes' if self.has_ctf else 'no'}, dtype={self.dtype}, "
+            f"device={self.device})"
         )

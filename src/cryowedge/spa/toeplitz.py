@@ -17,15 +17,17 @@ criterion the normal operator of :class:`~cryowedge.spa.projector.SpaProjector` 
   CTF-filtered autocorrelation ``G_s ∗ q_p`` of thesis eq. 4.13 made periodic like the projector's
   CTF, with ``ψ̂_s`` the blob's Fourier transform. It is sampled exactly per projection on a grid
   ``oversample`` times finer than the detector by one zero-padded inverse FFT (with the cubic
-  B-spline prefilter folded in) and read by cubic B-spline interpolation at every ``s M_p d``. The PSF has no compact support, so no cylinder
-  restriction applies: this build costs ``O(P (2n)³)`` look-ups (thesis: "formed per distinct
-  CTF"), much more than the CTF-free build; it is still done once and reused.
+  B-spline prefilter folded in) and read by cubic B-spline interpolation at every ``s M_p d``.
+  The PSF has no compact support, so no cylinder restriction applies: this build costs
+  ``O(P (2n)³)`` look-ups (thesis: "formed per distinct CTF"), much more than the
+  CTF-free build; it is still done once and reused.
 
 The operator applies the kernel by zero-padded FFT convolution on a ``(2n)³`` grid: two FFTs per
 application whatever the number of projections. The KBWF only approximately satisfies the RNC,
 so ``r ∗ c`` approximates the explicit ``HᵀH c``; measured relative errors (float64, random
-coefficients, detector large enough that no footprint is cut) are in tests/test_spa_toeplitz.py and
-the module report: KBWF(4, 19, 2) ~2e-4 at s = 1, ~1e-7 at s = 2 (thesis.md §15: 2.6e-4 at s = 1).
+coefficients, P = 20, detector large enough that no footprint is cut; tests/test_spa_toeplitz.py):
+KBWF(4, 19, 2) 2.8e-4 at s = 1 and 4e-9 at s = 2, 3 (the look-up-table floor); KBWF(2, 10.8, 2)
+4.3e-2, 5e-6, 6.5e-7 at s = 1, 2, 3 (thesis.md §15: 2.6e-4; 4.2e-2 and 1.3e-5 for α = 10.83).
 
 Theorem 2 (thesis eq. 4.21), fast ``Hᵀb``: ``[Hᵀb]_k = Σ_p (b_p ∗ ψ_s^∨ ∗ h_p^∨)(s M_p k + t_p)``.
 Each projection is CTF-filtered, correlated with the projected blob on a grid ``oversample`` times
@@ -48,7 +50,7 @@ import torch
 
 from cryowedge.operators.base import LinearOperator, LinearOperatorLike
 from cryowedge.spa.basis import RECONSTRUCTION_BLOB, KaiserBesselBlob, check_scale
-from cryowedge.spa.projector import CtfLike, SpaProjector, check_cubic_shape, check_rotations
+from cryowedge.spa.projector import CtfLike, SpaProjector, check_cubic_shape
 
 __all__ = [
     "toeplitz_kernel",
@@ -101,7 +103,6 @@ def _cylinder_kernel(
             stop += 1
         sel = order[start:stop]
         start = stop
-        pb = len(sel)
         mp = rotations[sel, :2, :]  # (pb, 2, 3)
         mperm = np.take_along_axis(mp, np.repeat(perm[sel][:, None, :], 2, axis=1), axis=2)
         mperm_t = torch.as_tensor(mperm, device=device)
@@ -117,7 +118,9 @@ def _cylinder_kernel(
         )  # (pb, 2, T, W1, W2)
         rho2 = md[:, 0] ** 2 + md[:, 1] ** 2
         val = table(rho2)
-        valid = ((d1.abs() <= n - 1)[..., :, None] & (d2.abs() <= n - 1)[..., None, :]).to(val.dtype)
+        valid = ((d1.abs() <= n - 1)[..., :, None] & (d2.abs() <= n - 1)[..., None, :]).to(
+            val.dtype
+        )
         sp = torch.as_tensor(strides[perm[sel]], device=device)  # (pb, 3)
         i1 = (d1.clamp(-(n - 1), n - 1) + (n - 1)).to(torch.long) * sp[:, 0, None, None]
         i2 = (d2.clamp(-(n - 1), n - 1) + (n - 1)).to(torch.long) * sp[:, 1, None, None]
@@ -139,7 +142,9 @@ def _full_from_half(half: torch.Tensor, n_det: int) -> torch.Tensor:
     return full
 
 
-def _upsample_map(n_det: int, oversample: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _upsample_map(
+    n_det: int, oversample: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scatter map from the ``L²`` DFT grid to the ``(oL)²`` grid keeping ``cos`` at Nyquist.
 
     Returns (source flat index, target flat index, factor): entries at the Nyquist row/column of an
@@ -175,11 +180,16 @@ def _cubic_weights(frac: torch.Tensor) -> torch.Tensor:
 
 
 def _bspline_weights(frac: torch.Tensor) -> torch.Tensor:
-    """Cubic B-spline weights for taps −1, 0, 1, 2 at fractional offset ``frac`` ∈ [0, 1): ``(..., 4)``."""
+    """Cubic B-spline weights of taps −1, 0, 1, 2 at offset ``frac`` ∈ [0, 1): ``(..., 4)``."""
     t = frac[..., None]
     t2, t3 = t * t, t * t * t
     return torch.cat(
-        [(1.0 - t) ** 3 / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0],
+        [
+            (1.0 - t) ** 3 / 6.0,
+            (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+            (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+            t3 / 6.0,
+        ],
         dim=-1,
     )
 
@@ -191,7 +201,12 @@ def _bspline_symbol(size: int, *, half: bool, device: torch.device) -> torch.Ten
 
 
 def _interp2(
-    grids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, *, periodic: bool, kind: str = "bspline"
+    grids: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    *,
+    periodic: bool,
+    kind: str = "bspline",
 ) -> torch.Tensor:
     """Cubic interpolation of ``grids (k, G0, G1)`` at ``rows, cols (k, K)`` (grid units).
 
@@ -298,18 +313,37 @@ def toeplitz_kernel(
     """
     if not isinstance(projector, SpaProjector):
         raise ValueError(f"projector must be a SpaProjector, got {type(projector).__name__}.")
-    for value, name in ((oversample, "oversample"), (batch_size, "batch_size"), (chunk_elements, "chunk_elements")):
+    for value, name in (
+        (oversample, "oversample"),
+        (batch_size, "batch_size"),
+        (chunk_elements, "chunk_elements"),
+    ):
         check_scale(value, name)
     n = projector.n
     t0 = time.perf_counter()
     if projector.has_ctf:
-        flat = _ctf_kernel(projector, oversample=int(oversample), batch_size=int(batch_size),
-                           chunk_elements=int(chunk_elements))
+        flat = _ctf_kernel(
+            projector,
+            oversample=int(oversample),
+            batch_size=int(batch_size),
+            chunk_elements=int(chunk_elements),
+        )
     else:
-        flat = _cylinder_kernel(n, projector.rotations_np, projector.blob, projector.scale,
-                                projector.device, int(chunk_elements))
-    logger.debug("Toeplitz kernel (n=%d, P=%d, ctf=%s) built in %.3f s", n, projector.n_proj,
-                 projector.has_ctf, time.perf_counter() - t0)
+        flat = _cylinder_kernel(
+            n,
+            projector.rotations_np,
+            projector.blob,
+            projector.scale,
+            projector.device,
+            int(chunk_elements),
+        )
+    logger.debug(
+        "Toeplitz kernel (n=%d, P=%d, ctf=%s) built in %.3f s",
+        n,
+        projector.n_proj,
+        projector.has_ctf,
+        time.perf_counter() - t0,
+    )
     return flat.reshape((2 * n - 1,) * 3)
 
 
@@ -328,7 +362,8 @@ class ToeplitzNormalOperator(LinearOperator):
     Notes
     -----
     ``forward(c)`` zero-pads ``c`` to ``(2n)³``, multiplies its ``rfftn`` by the kernel's (real,
-    since the kernel is even) transform and crops: two FFTs of ``(2n)³`` per application, independent
+    since the kernel is even) transform and crops: two FFTs of ``(2n)³`` per application,
+    independent
     of the number of projections. Leading batch dimensions pass through.
     """
 
@@ -342,9 +377,12 @@ class ToeplitzNormalOperator(LinearOperator):
         k = kernel if isinstance(kernel, torch.Tensor) else torch.as_tensor(np.asarray(kernel))
         if k.ndim != 3 or len(set(k.shape)) != 1 or k.shape[0] % 2 == 0:
             raise ValueError(
-                f"kernel must be a cube of odd size (2n − 1)³ from toeplitz_kernel, got {tuple(k.shape)}."
+                "kernel must be a cube of odd size (2n − 1)³ from toeplitz_kernel, got "
+                f"{tuple(k.shape)}."
             )
-        self.dtype = dtype if dtype is not None else (k.dtype if k.is_floating_point() else torch.float64)
+        self.dtype = (
+            dtype if dtype is not None else (k.dtype if k.is_floating_point() else torch.float64)
+        )
         self.device = torch.device(device) if device is not None else k.device
         m = k.shape[0]
         self.n = (m + 1) // 2
@@ -359,8 +397,10 @@ class ToeplitzNormalOperator(LinearOperator):
         self.kernel_fft = torch.fft.rfftn(circ).real.to(self.dtype)  # even kernel: real transform
 
     @classmethod
-    def from_projector(cls, projector: SpaProjector, **kernel_kwargs: Any) -> ToeplitzNormalOperator:
-        """Build the kernel of ``projector`` (:func:`toeplitz_kernel`) and wrap it, in its dtype/device."""
+    def from_projector(
+        cls, projector: SpaProjector, **kernel_kwargs: Any
+    ) -> ToeplitzNormalOperator:
+        """Build the kernel of ``projector`` (:func:`toeplitz_kernel`), same dtype and device."""
         kernel = toeplitz_kernel(projector, **kernel_kwargs)
         return cls(kernel, dtype=projector.dtype, device=projector.device)
 
@@ -368,7 +408,9 @@ class ToeplitzNormalOperator(LinearOperator):
         """Operator of the union of two projection sets (kernels add)."""
         if not isinstance(other, ToeplitzNormalOperator) or other.n != self.n:
             raise ValueError("can only add ToeplitzNormalOperators of the same size n.")
-        return ToeplitzNormalOperator(self.kernel + other.kernel.to(self.device), dtype=self.dtype, device=self.device)
+        return ToeplitzNormalOperator(
+            self.kernel + other.kernel.to(self.device), dtype=self.dtype, device=self.device
+        )
 
     def forward(self, x: Any) -> torch.Tensor:
         """``(..., n, n, n) → (..., n, n, n)``: ``HᵀH x`` approximated by the kernel convolution."""
@@ -386,7 +428,10 @@ class ToeplitzNormalOperator(LinearOperator):
         return self.forward(y)
 
     def __repr__(self) -> str:
-        return f"ToeplitzNormalOperator(n={self.n}, fft_size={self.fft_size}, dtype={self.dtype}, device={self.device})"
+        return (
+            f"ToeplitzNormalOperator(n={self.n}, fft_size={self.fft_size}, dtype={self.dtype}, "
+            f"device={self.device})"
+        )
 
 
 # ---------------------------------------------------------------------------- fast Hᵀb
@@ -429,15 +474,19 @@ def fast_adjoint(
     b = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
     b = b.to(dtype=projector.dtype, device=projector.device)
     if tuple(b.shape) != projector.range_shape:
-        raise ValueError(f"data must have shape {projector.range_shape} (P, n_det, n_det), got {tuple(b.shape)}.")
-    L, s, device, dtype = projector.n_det, projector.scale, projector.device, projector.dtype
+        raise ValueError(
+            f"data must have shape {projector.range_shape} (P, n_det, n_det), got {tuple(b.shape)}."
+        )
+    L, device, dtype = projector.n_det, projector.device, projector.dtype
     radius = projector.radius_px
     pad = int(math.ceil(radius)) + 4  # pixels of margin around the detector on the fine grid
     size = L + 2 * pad  # pixels covered: [−pad, L − 1 + pad]
     nf = o * (size - 1) + 1  # fine samples at y = −pad + i/o
     hk = int(math.floor(o * radius))  # kernel half width in fine samples
     offs = torch.arange(-hk, hk + 1, device=device, dtype=torch.float64) / o
-    kern = projector.table(offs[:, None] ** 2 + offs[None, :] ** 2).to(dtype)  # (2hk+1)² = ψ_s(|i|/o)
+    kern = projector.table(offs[:, None] ** 2 + offs[None, :] ** 2).to(
+        dtype
+    )  # (2hk+1)² = ψ_s(|i|/o)
     conv = nf + 2 * hk
     sym_y = _bspline_symbol(conv, half=False, device=device)
     sym_x = _bspline_symbol(conv, half=True, device=device)
@@ -459,9 +508,13 @@ def fast_adjoint(
         step = max(1, chunk_elements // (pc * 16))
         for k0 in range(0, n_coef, step):
             k1 = min(k0 + step, n_coef)
-            u = torch.matmul(mp, positions[:, k0:k1]) + projector._origin[p0:p1, :, None]  # (pc, 2, K)
+            u = (
+                torch.matmul(mp, positions[:, k0:k1]) + projector._origin[p0:p1, :, None]
+            )  # (pc, 2, K)
             # fine sample i of `up` (y = −pad + i/o) sits at index i + hk of the full convolution.
-            vals = _interp2(grid, (u[:, 1] + pad) * o + hk, (u[:, 0] + pad) * o + hk, periodic=False)
+            vals = _interp2(
+                grid, (u[:, 1] + pad) * o + hk, (u[:, 0] + pad) * o + hk, periodic=False
+            )
             out[k0:k1] += vals.sum(dim=0)
     return out.reshape(projector.domain_shape)
 
@@ -543,7 +596,14 @@ def time_operators(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
-    operations: Sequence[str] = ("forward", "adjoint", "normal_explicit", "kernel", "normal_fast", "adjoint_fast"),
+    operations: Sequence[str] = (
+        "forward",
+        "adjoint",
+        "normal_explicit",
+        "kernel",
+        "normal_fast",
+        "adjoint_fast",
+    ),
 ) -> dict[str, float]:
     """Wall times (seconds, best of ``repeats``) of the SPA operators (thesis Table 4.1).
 
@@ -561,7 +621,8 @@ def time_operators(
         Seed of the orientations, shifts and data.
     operations : sequence of str
         Subset of ``forward`` (``Hc``), ``adjoint`` (``Hᵀb``), ``normal_explicit`` (``HᵀHc``),
-        ``kernel`` (kernel build), ``normal_fast`` (Toeplitz ``HᵀHc``), ``adjoint_fast`` (Theorem 2).
+        ``kernel`` (kernel build), ``normal_fast`` (Toeplitz ``HᵀHc``), ``adjoint_fast``
+        (Theorem 2).
 
     Returns
     -------
@@ -580,11 +641,24 @@ def time_operators(
     rng = np.random.default_rng(seed)
     rot = random_rotations(n_proj, rng)
     shifts = rng.uniform(-2.0, 2.0, size=(n_proj, 2))
-    proj = SpaProjector(n, rot, shifts, blob=blob, scale=scale, detector_size=detector_size, ctf=ctf,
-                        dtype=dtype, device=device)
+    proj = SpaProjector(
+        n,
+        rot,
+        shifts,
+        blob=blob,
+        scale=scale,
+        detector_size=detector_size,
+        ctf=ctf,
+        dtype=dtype,
+        device=device,
+    )
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    c = torch.randn(proj.domain_shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=proj.device)
-    b = torch.randn(proj.range_shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=proj.device)
+    c = torch.randn(proj.domain_shape, generator=gen, dtype=torch.float64).to(
+        dtype=dtype, device=proj.device
+    )
+    b = torch.randn(proj.range_shape, generator=gen, dtype=torch.float64).to(
+        dtype=dtype, device=proj.device
+    )
 
     def sync() -> None:
         if proj.device.type == "cuda":
@@ -609,8 +683,10 @@ def time_operators(
     if "normal_explicit" in operations:
         out["normal_explicit"] = best(lambda: proj.normal(c))
     if "kernel" in operations or "normal_fast" in operations:
+
         def build() -> None:
             toeplitz[:] = [ToeplitzNormalOperator.from_projector(proj)]
+
         out["kernel"] = best(build)
     if "normal_fast" in operations:
         out["normal_fast"] = best(lambda: toeplitz[0].forward(c))
