@@ -44,3 +44,29 @@ __all__ = [
     "time_operators",
     "toeplitz_kernel",
 ]
+
+# Particle stacks, per-particle CTFs and RELION STAR + MRCS input/output.
+from cryowedge.spa.ctf_model import (  # noqa: E402
+    aperture_mask,
+    correct_ctf,
+    ctf_arrays,
+    effective_ctf,
+    stack_ctfs,
+    wiener_filter,
+)
+from cryowedge.spa.io import read_relion_particles, write_relion_particles  # noqa: E402
+from cryowedge.spa.particles import CTFParams, ParticleStack, shift_images  # noqa: E402
+
+__all__ += [
+    "CTFParams",
+    "ParticleStack",
+    "shift_images",
+    "aperture_mask",
+    "ctf_arrays",
+    "stack_ctfs",
+    "effective_ctf",
+    "wiener_filter",
+    "correct_ctf",
+    "read_relion_particles",
+    "write_relion_particles",
+]
