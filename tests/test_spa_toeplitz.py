@@ -199,6 +199,24 @@ def test_time_operators_small():
         time_operators(4, 2, operations=("fft",))
 
 
+def test_float32_paths_agree_with_float64():
+    rng = np.random.default_rng(4)
+    rot, shifts = random_rotations(6, rng), rng.normal(size=(6, 2))
+    ops = {
+        dt: SpaProjector(6, rot, shifts, detector_size=22, dtype=dt)
+        for dt in (torch.float32, torch.float64)
+    }
+    x = rng.standard_normal((6, 6, 6))
+    b = rng.standard_normal(ops[torch.float64].range_shape)
+    for fn in (
+        lambda op: ToeplitzNormalOperator.from_projector(op).forward(x),
+        lambda op: fast_adjoint(op, b),
+    ):
+        y32, y64 = fn(ops[torch.float32]), fn(ops[torch.float64])
+        assert y32.dtype == torch.float32
+        assert float((y32.double() - y64).abs().max()) < 1e-5 * float(y64.abs().max())
+
+
 def test_bad_input():
     proj = _projector(4, 3)
     with pytest.raises(ValueError, match="odd size"):

@@ -382,6 +382,7 @@ class RadialTable:
         # One extra zero sample so that index n_samples - 1 + 1 is valid.
         self.values = torch.as_tensor(np.append(v, 0.0), dtype=dtype, device=device)
         self.inv_step = (self.n_samples - 1) / self.r2_max
+        self._pairs = torch.stack([self.values[:-1], self.values[1:] - self.values[:-1]], dim=1)
         # With a zero last sample the clamp below already gives 0 outside the support.
         self._needs_mask = bool(v[-1] != 0.0)
 
@@ -395,10 +396,30 @@ class RadialTable:
         out.r2_max, out.n_samples, out.inv_step = self.r2_max, self.n_samples, self.inv_step
         out._needs_mask = self._needs_mask
         out.values = self.values.to(dtype=dtype, device=device)
+        out._pairs = self._pairs.to(dtype=dtype, device=device)
         return out
+
+    def lookup_steps(self, t: torch.Tensor) -> torch.Tensor:
+        """Values at ``r² = t / inv_step`` (``t``: squared radius in table steps; overwritten).
+
+        The projector's inner loop: it scales the per-axis squared offsets once, so a single
+        broadcast sum gives ``t``. Requires a zero last sample (true for the blob tables).
+        """
+        if self._needs_mask:
+            return self(t / self.inv_step)
+        if t.dtype != self.values.dtype:
+            t = t.to(self.values.dtype)
+        t = t.clamp_(max=float(self.n_samples - 1))
+        # int32 indices convert and gather several times faster than int64 on CPU; one gather of
+        # (value, slope) pairs replaces two gathers of neighbouring samples.
+        pairs = self._pairs.index_select(0, t.to(torch.int32).reshape(-1))
+        out = torch.addcmul(pairs[:, 0], torch.frac(t).reshape(-1), pairs[:, 1])
+        return out.reshape(t.shape)
 
     def __call__(self, r2: torch.Tensor) -> torch.Tensor:
         """Interpolated values at squared radii ``r2`` (any shape; pixels²)."""
+        if r2.dtype != self.values.dtype:
+            r2 = r2.to(self.values.dtype)
         t = torch.clamp(r2 * self.inv_step, max=float(self.n_samples - 1))
         i = t.to(torch.long)
         out = torch.lerp(self.values[i], self.values[i + 1], t - i)

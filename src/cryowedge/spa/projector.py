@@ -238,8 +238,18 @@ class SpaProjector(LinearOperator):
             [xx.reshape(-1), yy.reshape(-1), zz.reshape(-1)], dim=0
         )  # (3, N) xyz
 
-        off = torch.arange(width, device=self.device)
-        self._block = off[:, None] * self.n_det + off[None, :]  # (W, W) flat offsets rows × cols
+        # Work detector: the detector plus a margin holding every footprint (cropped after
+        # splatting, zero-padded before gathering), so footprints need no bound checks.
+        r_max = math.sqrt(3.0) * self.scale * (self.n // 2)  # farthest coefficient from the centre
+        reach = r_max + self.radius_px + 2.0 + float(np.abs(self.shifts_np).max(initial=0.0))
+        self._margin = max(0, int(math.ceil(reach - (self.n_det - 1 - self.n_det // 2))))
+        self._work_size = self.n_det + 2 * self._margin
+        self._work_origin = self._origin + float(self._margin)
+        self._work_base = (torch.arange(self.n_proj, device=self.device) * self._work_size**2).to(
+            torch.int32
+        )
+        off = torch.arange(width, device=self.device, dtype=torch.int32)
+        self._block = off[:, None] * self._work_size + off[None, :]  # (W, W) offsets rows × cols
         self._ctf_source = ctf
         self._ctf_half: torch.Tensor | None = None  # (P or 1, n_det, n_det//2+1), symmetrised
         self._ctf_callable: Callable[[np.ndarray], Any] | None = None
@@ -336,60 +346,55 @@ class SpaProjector(LinearOperator):
         per_pair = self.footprint_width**2
         n_coef = self.n**3
         if n_coef * per_pair <= self.chunk_elements:
-            return max(1, min(self.n_proj, self.chunk_elements // (n_coef * per_pair))), n_coef
+            pc = min(self.n_proj, self.chunk_elements // (n_coef * per_pair))
+            pc = min(pc, (2**31 - 1) // self._work_size**2)  # int32 flat indices
+            return max(1, pc), n_coef
         return 1, max(1, self.chunk_elements // per_pair)
 
     def _footprints(self, p0: int, p1: int, k0: int, k1: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat detector indices (local to the projection chunk) and weights, ``(pc, kc, W, W)``.
+        """Flat indices into the padded work detector and weights, each ``(pc, kc, W, W)``.
 
         The footprint of a blob projected at ``u`` is the ``W × W`` block of pixels starting at
         ``floor(u − s a) + 1`` (per axis), ``W = ⌈2 s a⌉``: it holds every pixel with
-        ``|j − u| < s a``.
+        ``|j − u| < s a``. Indices refer to the work detector of ``n_det + 2·margin`` pixels,
+        which holds every footprint, so no index needs a bound check.
         """
         m = self.rotations[p0:p1, :2, :]  # (pc, 2, 3)
-        u = torch.matmul(m, self._positions[:, k0:k1]) + self._origin[p0:p1, :, None]  # (pc, 2, kc)
+        u = torch.matmul(m, self._positions[:, k0:k1]) + self._work_origin[p0:p1, :, None]
         j0 = torch.floor(u - self.radius_px) + 1.0  # (pc, 2, kc) first pixel (col, row)
-        frac = j0 - u  # offset of the first pixel from the centre (pixels)
-        d = frac[..., None] + self._offsets  # (pc, 2, kc, W)
-        d2 = d * d
-        w = self.table(d2[:, 1, :, :, None] + d2[:, 0, :, None, :])  # (pc, kc, W, W) rows × cols
-        n = self.n_det
-        jl = j0.to(torch.long)
-        width = self.footprint_width
-        start = (
-            jl[:, 1] * n + jl[:, 0] + (torch.arange(p1 - p0, device=self.device) * (n * n))[:, None]
-        )
-        inside = bool((jl.min() >= 0) & (jl.max() + width - 1 <= n - 1))
-        if inside:
-            idx = start[..., None, None] + self._block
-            return idx, w
-        # Some footprints leave the detector: zero their outside weights and clamp the indices.
-        jo = jl[..., None] + self._offsets.to(torch.long)  # (pc, 2, kc, W)
-        ok = (jo >= 0) & (jo <= n - 1)
-        w = w * (ok[:, 1, :, :, None] & ok[:, 0, :, None, :]).to(w.dtype)
-        jo = jo.clamp(0, n - 1)
-        base = (torch.arange(p1 - p0, device=self.device) * (n * n))[:, None, None, None]
-        idx = base + jo[:, 1, :, :, None] * n + jo[:, 0, :, None, :]
-        return idx, w
+        d = (j0 - u)[..., None] + self._offsets  # (pc, 2, kc, W) pixel offsets from the centre
+        ds = d * d * self.table.inv_step  # squared distances in table steps, per axis
+        w = self.table.lookup_steps(ds[:, 1, :, :, None] + ds[:, 0, :, None, :])  # rows × cols
+        nw = self._work_size
+        jl = j0.to(torch.int32)  # int32 indices: the work detector chunk is far below 2³¹ pixels
+        start = jl[:, 1] * nw + jl[:, 0] + self._work_base[: p1 - p0, None]
+        return start[..., None, None] + self._block, w
 
     def _splat(self, c_flat: torch.Tensor, p0: int, p1: int, kc: int) -> torch.Tensor:
         """Bare (no CTF) projections of projections ``p0:p1``: ``(p1 − p0, n_det, n_det)``."""
-        n = self.n_det
-        out = torch.zeros((p1 - p0) * n * n, dtype=self.dtype, device=self.device)
+        nw, mg, n = self._work_size, self._margin, self.n_det
+        out = torch.zeros((p1 - p0) * nw * nw, dtype=self.dtype, device=self.device)
         for k0 in range(0, c_flat.numel(), kc):
             k1 = min(k0 + kc, c_flat.numel())
             idx, w = self._footprints(p0, p1, k0, k1)
-            vals = w * c_flat[k0:k1][None, :, None, None]
-            out.index_add_(0, idx.reshape(-1), vals.reshape(-1))
-        return out.reshape(p1 - p0, n, n)
+            w.mul_(c_flat[k0:k1][None, :, None, None])
+            out.index_add_(0, idx.reshape(-1), w.reshape(-1))
+        return out.reshape(p1 - p0, nw, nw)[:, mg : mg + n, mg : mg + n]
 
     def _gather(self, images: torch.Tensor, p0: int, p1: int, kc: int, out: torch.Tensor) -> None:
         """Add the bare back-projection of ``images`` (projections ``p0:p1``) into ``out (N,)``."""
-        flat = images.reshape(-1)
+        nw, mg, n = self._work_size, self._margin, self.n_det
+        if mg:
+            work = torch.zeros((p1 - p0, nw, nw), dtype=self.dtype, device=self.device)
+            work[:, mg : mg + n, mg : mg + n] = images
+        else:
+            work = images.contiguous()
+        flat = work.reshape(-1)
         for k0 in range(0, out.numel(), kc):
             k1 = min(k0 + kc, out.numel())
             idx, w = self._footprints(p0, p1, k0, k1)
-            out[k0:k1] += (flat[idx] * w).sum(dim=(0, 2, 3))
+            vals = flat.index_select(0, idx.reshape(-1)).reshape(w.shape)
+            out[k0:k1] += (vals * w).sum(dim=(0, 2, 3))
 
     # ------------------------------------------------------------------ LinearOperator
     def _as_tensor(self, x: Any) -> torch.Tensor:
