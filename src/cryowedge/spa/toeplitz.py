@@ -212,7 +212,8 @@ def _interp2(
 
     ``kind``: ``"bspline"`` (``grids`` hold cubic B-spline coefficients, i.e. prefiltered samples)
     or ``"keys"`` (cubic convolution on the samples themselves). ``periodic``: indices wrap;
-    otherwise taps outside the grid read 0.
+    otherwise a point whose 4 × 4 stencil leaves the grid reads 0 (callers keep a margin of
+    zeros around their data, so this only drops points outside it).
     """
     k, g0, g1 = grids.shape
     r0 = torch.floor(rows)
@@ -220,21 +221,22 @@ def _interp2(
     weights = _bspline_weights if kind == "bspline" else _cubic_weights
     wr = weights(rows - r0)  # (k, K, 4)
     wc = weights(cols - c0)
-    taps = torch.arange(-1, 3, device=grids.device)
-    ri = r0.to(torch.long)[..., None] + taps  # (k, K, 4)
-    ci = c0.to(torch.long)[..., None] + taps
+    base = (torch.arange(k, device=grids.device, dtype=torch.int32) * (g0 * g1))[:, None]
+    taps = torch.arange(-1, 3, device=grids.device, dtype=torch.int32)
     if periodic:
-        ri = ri % g0
-        ci = ci % g1
+        ri = (r0.to(torch.int32)[..., None] + taps) % g0  # (k, K, 4)
+        ci = (c0.to(torch.int32)[..., None] + taps) % g1
+        idx = (base[..., None, None] + ri[..., :, None] * g1) + ci[..., None, :]
     else:
-        wr = wr * ((ri >= 0) & (ri < g0)).to(wr.dtype)
-        wc = wc * ((ci >= 0) & (ci < g1)).to(wc.dtype)
-        ri = ri.clamp(0, g0 - 1)
-        ci = ci.clamp(0, g1 - 1)
-    base = (torch.arange(k, device=grids.device) * (g0 * g1))[:, None, None, None]
-    idx = base + ri[..., :, None] * g1 + ci[..., None, :]  # (k, K, 4, 4)
-    vals = grids.reshape(-1)[idx]
-    return torch.einsum("kqab,kqa,kqb->kq", vals, wr, wc)
+        inside = (r0 >= 1) & (r0 <= g0 - 3) & (c0 >= 1) & (c0 <= g1 - 3)
+        wr = wr * inside[..., None].to(wr.dtype)
+        r_start = r0.clamp(1, g0 - 3).to(torch.int32) - 1
+        c_start = c0.clamp(1, g1 - 3).to(torch.int32) - 1
+        start = base + r_start * g1 + c_start  # (k, K)
+        block = taps[:, None] * g1 + taps[None, :] + (g1 + 1)  # (4, 4) from the stencil corner
+        idx = start[..., None, None] + block
+    vals = grids.reshape(-1).index_select(0, idx.reshape(-1)).reshape(idx.shape)
+    return ((vals * wc[..., None, :]).sum(-1) * wr).sum(-1)
 
 
 def _ctf_kernel(
