@@ -17,8 +17,8 @@ Model (research/thesis.md §2.4, §4.1; thesis eqs. 4.6–4.8)::
 * ``t_p = shifts_px[p] = (dy, dx)`` in pixels: the projection of the volume centre lands at
   detector pixel ``(n_det // 2 + dy, n_det // 2 + dx)`` (the same convention as tilt-series shifts).
 * ``P{ϕ_s}`` is the closed-form projected Kaiser–Bessel blob (:mod:`cryowedge.spa.basis`), read
-  from a look-up table in ``r²`` (linear interpolation, 2¹⁴ samples by default: relative error
-  ~1e-8) and splatted onto every pixel within ``s·a`` of the projected position.
+  from a look-up table in ``r²`` (linear interpolation, 2¹⁶ samples by default: error ~1e-9 of
+  the peak) and splatted onto every pixel within ``s·a`` of the projected position.
 * ``h_p`` is an optional per-projection CTF applied in Fourier space with periodic boundaries,
   ``b_p ← F⁻¹(C_p · F b_p)``. A real CTF array on the full grid is symmetrised
   ``(C(ω) + C(−ω))/2`` (this is exactly the real part of ``F⁻¹ C F``) and applied on the
@@ -245,11 +245,12 @@ class SpaProjector(LinearOperator):
         self._margin = max(0, int(math.ceil(reach - (self.n_det - 1 - self.n_det // 2))))
         self._work_size = self.n_det + 2 * self._margin
         self._work_origin = self._origin + float(self._margin)
-        self._work_base = (torch.arange(self.n_proj, device=self.device) * self._work_size**2).to(
-            torch.int32
-        )
         off = torch.arange(width, device=self.device, dtype=torch.int32)
         self._block = off[:, None] * self._work_size + off[None, :]  # (W, W) offsets rows × cols
+        pc_max = self._chunks()[0]  # chunk-local flat indices stay below 2³¹ (see _chunks)
+        self._work_base = (torch.arange(pc_max, device=self.device) * self._work_size**2).to(
+            torch.int32
+        )
         self._ctf_source = ctf
         self._ctf_half: torch.Tensor | None = None  # (P or 1, n_det, n_det//2+1), symmetrised
         self._ctf_callable: Callable[[np.ndarray], Any] | None = None

@@ -34,7 +34,8 @@ Each projection is CTF-filtered, correlated with the projected blob on a grid ``
 finer than the detector (one FFT convolution per projection; the fine samples are exact), and the
 result is read by cubic B-spline interpolation (prefilter folded into the same FFT) at the
 projected coefficient positions: ``O(P L² o² log)``
-plus 16 look-ups per (projection, coefficient) instead of the explicit ``(2⌈sa⌉ + 2)²``.
+plus 16 look-ups per (projection, coefficient) instead of the explicit ``⌈2sa⌉²`` (64 for
+KBWF(4, 19, 2) at s = 1) and its weight evaluations.
 """
 
 from __future__ import annotations
@@ -459,7 +460,7 @@ def fast_adjoint(
         B-spline interpolation at ``y = s M_p k + t_p`` (relative error vs the explicit ``Hᵀb``
         ~1e-3 at 2, ~5e-5 at 4, ~3e-6 at 8 for KBWF(4, 19, 2), s = 1).
     batch_size : int
-        Projections per batch (memory ≈ batch · (o·(L + 2⌈sa⌉ + 4))² numbers).
+        Projections per batch (memory ≈ batch · (o·(L + 2⌈sa⌉ + 8))² numbers).
     chunk_elements : int
         Upper bound on interpolation taps held at once.
 
