@@ -160,24 +160,24 @@ class _InterruptAt(_StopAt):
 
 def test_resume_reproduces_the_uninterrupted_run(series, tmp_path):
     ts, geom = series
-    cfg = InrConfig(**TINY, epochs=3, warm_epochs=2, chunk_rows=4, slice_batch=2, n_seeds=2,
-                    lam_c=0.1, tv_weight=0.05, checkpoint_every=4, seed=7)
-    # 3 chunks of 4 rows, 2 batches each: 6 + 4 + 4 = 14 steps per seed, 28 in all
+    cfg = InrConfig(**TINY, epochs=3, warm_epochs=2, chunk_rows=6, slice_batch=2, n_seeds=2,
+                    lam_c=0.1, tv_weight=0.05, checkpoint_every=3, seed=7)
+    # 2 chunks of 6 rows, 3 batches each: 9 + 6 = 15 steps per seed, 30 in all
     full = fit_inr(ts, geom, cfg, volume_shape=SHAPE, checkpoint_path=tmp_path / "a.pt")
-    assert full.total_steps == 28 and not full.stopped_early
-    # stopped mid-epoch (step 5), then at a chunk boundary (step 6), then by Ctrl-C at step 19
-    # (the last periodic checkpoint, step 16, is what resumes)
+    assert full.total_steps == 30 and not full.stopped_early
+    # stopped mid-epoch (step 4), then at a chunk boundary (step 9), then by Ctrl-C at step 23
+    # (the last periodic checkpoint, step 21, the end of an epoch, is what resumes)
     ckpt = tmp_path / "b.pt"
-    first = fit_inr(ts, geom, cfg, volume_shape=SHAPE, checkpoint_path=ckpt, callback=_StopAt(5))
-    assert first.stopped_early and first.steps_done == 5 and first.volume.shape == SHAPE
+    first = fit_inr(ts, geom, cfg, volume_shape=SHAPE, checkpoint_path=ckpt, callback=_StopAt(4))
+    assert first.stopped_early and first.steps_done == 4 and first.volume.shape == SHAPE
     second = fit_inr(ts, geom, cfg, volume_shape=SHAPE, checkpoint_path=ckpt, resume=True,
-                     callback=_StopAt(6))
-    assert second.resumed_from == 5 and second.steps_done == 6
+                     callback=_StopAt(9))
+    assert second.resumed_from == 4 and second.steps_done == 9
     with pytest.raises(KeyboardInterrupt):
         fit_inr(ts, geom, cfg, volume_shape=SHAPE, checkpoint_path=ckpt, resume=True,
-                callback=_InterruptAt(19))
+                callback=_InterruptAt(23))
     last = fit_inr(ts, geom, cfg, volume_shape=SHAPE, checkpoint_path=ckpt, resume=True)
-    assert last.resumed_from == 16 and last.steps_done == 28
+    assert last.resumed_from == 21 and last.steps_done == 30
     for (k, a), b in zip(full.model.state_dict().items(), last.model.state_dict().values(),
                          strict=True):
         assert torch.equal(a, b), k
