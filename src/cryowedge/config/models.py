@@ -261,7 +261,8 @@ class ReconstructConfig(_ReconstructionCommon):
         description="save the iterate every N iterations next "
         "to the output (resume with --resume; iterative methods)",
     )
-    seed: int = Field(0, description="random seed (art/sart visiting order)")
+    seed: int = Field(0, description="random seed (art/sart visiting order; inr initial "
+                      "weights and batch order)")
     slab_rows: int | None = Field(
         None,
         gt=0,
