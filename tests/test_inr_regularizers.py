@@ -75,7 +75,8 @@ def test_half_grid_weights_equal_the_full_grid_sum():
     nz, ny, nx = 12, 4, 15  # odd nx: no Nyquist column
     for n in (nx, 16):
         pen = CrowtherWedgePenalty(nz, n, ANGLES, crowther_diameter_px=40)
-        vol = torch.randn(nz, ny, n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        gen = torch.Generator().manual_seed(1)
+        vol = torch.randn(nz, ny, n, dtype=torch.float64, generator=gen)
         full = torch.fft.fftn(vol, dim=(0, 2), norm="ortho").abs()
         kz = torch.fft.fftfreq(nz, dtype=torch.float64)[:, None]
         kx = torch.fft.fftfreq(n, dtype=torch.float64)[None, :]

@@ -270,7 +270,8 @@ class Objective:
         return cls(config.loss, float(config.lam_c), penalty, float(config.tv_weight))
 
 
-def _autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+def _autocast(dtype: torch.dtype | None,
+              device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -328,7 +329,8 @@ def batch_objective(
 
 
 def row_batches(y0: int, y1: int, slice_batch: int) -> list[tuple[int, int]]:
-    """Rows ``y0:y1`` in ``ceil((y1 − y0) / slice_batch)`` consecutive batches of near-equal size."""
+    """Rows ``y0:y1`` in ``ceil((y1 − y0) / slice_batch)`` consecutive batches of near-equal
+    size."""
     n = max(1, math.ceil((y1 - y0) / int(slice_batch)))
     edges = [y0 + ((y1 - y0) * i) // n for i in range(n + 1)]
     return [(edges[i], edges[i + 1]) for i in range(n)]
@@ -524,7 +526,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict) or (data.get("format") != CHECKPOINT_FORMAT and "x" not in data):
         raise ValueError(f"{str(p)!r} is not a cryowedge INR checkpoint; fit again without resume.")
-    if data.get("format") == CHECKPOINT_FORMAT and int(data.get("version", 0)) != CHECKPOINT_VERSION:
+    version = int(data.get("version", 0))
+    if data.get("format") == CHECKPOINT_FORMAT and version != CHECKPOINT_VERSION:
         raise ValueError(
             f"checkpoint {str(p)!r} has version {data.get('version')!r}; this cryowedge reads "
             f"version {CHECKPOINT_VERSION}."
@@ -919,7 +922,8 @@ def fit_inr(
         resumed_from=start_step if state is not None else None,
         data_scale=problem.data_scale,
         value_scale=problem.value_scale,
-        crowther_frequency_cpp=None if objective.penalty is None else objective.penalty.frequency_cpp,
+        crowther_frequency_cpp=(None if objective.penalty is None
+                                else objective.penalty.frequency_cpp),
         seconds=seconds,
         config=config,
     )

@@ -5,7 +5,8 @@
 is transformed with an orthonormal 2-D FFT ``V = F₂ v`` over ``(z, x)``. The penalty of the
 slice is
 
-    R(v_y) = (1 / (nz·nx)) Σ_k W(k) |V(k)|^p,    W(k) = (|k| / 0.5) · 1[k ∈ missing wedge ∨ |k| > k_c]
+    R(v_y) = (1 / (nz·nx)) Σ_k W(k) |V(k)|^p,
+    W(k)   = (|k| / 0.5) · 1[k ∈ missing wedge ∨ |k| > k_c]
 
 with ``k = (kz, kx)`` in cycles/pixel (docs/conventions.md), ``|k| / 0.5`` the frequency in
 units of Nyquist (the weight grows linearly with frequency), the missing wedge of the tilt
