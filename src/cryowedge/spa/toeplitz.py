@@ -290,7 +290,7 @@ def toeplitz_kernel(
     *,
     oversample: int = 2,
     batch_size: int = 16,
-    chunk_elements: int = 1 << 23,
+    chunk_elements: int = 1 << 22,
 ) -> torch.Tensor:
     """The kernel ``r_s`` of ``HᵀH`` on the ``(2n − 1)³`` difference grid (thesis 4.13 / 4.20).
 
