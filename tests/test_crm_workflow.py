@@ -19,7 +19,13 @@ from cryowedge.config.crm import (
     DemoCrmConfig,
 )
 from cryowedge.config.models import DemoConfig
-from cryowedge.crm import CRM_SOLVERS, simulate_crm_3d, simulate_shepp_logan_2d
+from cryowedge.crm import (
+    CRM_SOLVERS,
+    CRMOperator,
+    crm_sart,
+    simulate_crm_3d,
+    simulate_shepp_logan_2d,
+)
 from cryowedge.crm.particles import extract_subtilt_series, read_particle_star
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.io.mrc import read_mrc, write_mrc
@@ -217,3 +223,29 @@ def test_crm_sirt_on_the_cpu_logs_no_cache_warning(caplog, one_thread):
     with caplog.at_level("WARNING", logger="cryowedge.crm.operator"):
         solve_crm(data, CrmConfig(solver="sirt", n_iter=3, device="cpu"))
     assert not [r for r in caplog.records if "cache_bytes" in r.getMessage()]
+
+
+def test_crm_sart_keeps_the_first_plans_when_the_budget_is_short(monkeypatch, one_thread):
+    """Copies are visited in turn, so a plan cache that cannot hold them all keeps the first
+    ones (LRU would evict every plan just before its reuse and rebuild all of them)."""
+    from cryowedge.crm import solvers
+
+    data = _small_2d(4).data
+    op = CRMOperator.from_data(data)
+    b = torch.from_numpy(data.projections.astype(np.float32))
+    size = solvers._Plans(op, torch.float32, torch.device("cpu"), 0.2, "view", None)._build(0)[1]
+    builds: list[int] = []
+    original = solvers._Plans._build
+
+    def counting(self, i):
+        builds.append(i)
+        return original(self, i)
+
+    monkeypatch.setattr(solvers._Plans, "_build", counting)
+    short = crm_sart(op, b, n_iter=3, plan_cache_bytes=int(2.5 * size))
+    assert builds == [0, 1, 2, 3, 2, 3, 2, 3]  # copies 0 and 1 kept, 2 and 3 rebuilt
+    builds.clear()
+    full = crm_sart(op, b, n_iter=3)
+    assert builds == [0, 1, 2, 3]
+    torch.testing.assert_close(short.x, full.x)  # the same iterates either way
+    assert CrmConfig(plan_cache_gb=2).solver_kwargs()["plan_cache_bytes"] == 2 * 2**30

@@ -150,6 +150,8 @@ def crm(
     scaling: str = typer.Option("", help="also a table over these N first, e.g. 3,11,49,200"),
     repeats: int = typer.Option(1, help="alternating runs of both; each keeps its shortest time "
                                 "(use 2-3 on a shared machine)"),
+    plan_cache_gb: float = typer.Option(0.0, help="CRM-SART's plan cache, GB (0: the solver's "
+                                         "default, 4 GiB on the host)"),
     quick: bool = typer.Option(False, help="3 copies of 64x64, for a check in seconds"),
 ) -> None:
     """CRM-SART vs the AVG pipeline's N SART reconstructions; last line `crm_cost_vs_avg: N`."""
@@ -161,9 +163,10 @@ def crm(
         if scaling.strip():
             ns = [int(v) for v in scaling.split(",") if v.strip()]
             crm_cost_table(ns, size, n_iter, relaxation, dataset=dataset, device=device,
-                           repeats=repeats, report=typer.echo)
+                           repeats=repeats, plan_cache_gb=plan_cache_gb or None,
+                           report=typer.echo)
         bench_crm(n_copies, size, n_iter, relaxation, dataset=dataset, device=device,
-                  repeats=repeats, report=typer.echo)
+                  repeats=repeats, plan_cache_gb=plan_cache_gb or None, report=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

@@ -190,6 +190,11 @@ class CrmConfig(BaseConfig):
         None, ge=1, description="copies per batched block product (default: as many as keep "
         "a block under 2^24 voxels)"
     )
+    plan_cache_gb: float | None = Field(
+        None, gt=0, description="memory for CRM-SART's per-copy view matrices kept between "
+        "iterations, GB (default: 4 GiB on the host, 40 % of a GPU); the copies beyond it are "
+        "rebuilt at every visit, which costs several sweeps each (docs/crm.md)"
+    )
     seed: int = Field(0, description="random seed (view order, half split)")
 
     @field_validator("baselines", mode="before")
@@ -231,6 +236,8 @@ class CrmConfig(BaseConfig):
                                   "positivity": self.positivity}
         if self.solver == "sart":
             kwargs.update(order=self.order, seed=self.seed, particle=self.particle)
+            if self.plan_cache_gb is not None:
+                kwargs["plan_cache_bytes"] = int(self.plan_cache_gb * 2**30)
         elif self.solver == "kaczmarz":
             kwargs.update(order=self.order, seed=self.seed)
         elif self.solver == "tv":

@@ -65,7 +65,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _measure(data: Any, n_iter: int, relaxation: float, device: torch.device,
-             seed: int, repeats: int = 1) -> dict[str, Any]:
+             seed: int, repeats: int = 1, plan_cache_gb: float | None = None) -> dict[str, Any]:
     """Shortest seconds of the AVG pipeline and of CRM-SART on ``data`` over ``repeats``
     alternating runs, and their PSNR (dB, support, affine calibration)."""
     from cryowedge.crm.baselines import reconstruct_copies, simple_average
@@ -90,7 +90,9 @@ def _measure(data: Any, n_iter: int, relaxation: float, device: torch.device,
 
         t0, c0 = time.perf_counter(), time.process_time()
         op = CRMOperator.from_data(data)
-        result = crm_sart(op, b, n_iter=n_iter, relaxation=relaxation, seed=seed)
+        budget = None if plan_cache_gb is None else int(plan_cache_gb * 2**30)
+        result = crm_sart(op, b, n_iter=n_iter, relaxation=relaxation, seed=seed,
+                          plan_cache_bytes=budget)
         particle = op.particle(result.x)
         _sync(device)
         t_crm = min(t_crm, time.perf_counter() - t0)
@@ -119,6 +121,7 @@ def bench_crm(
     device: str = "cpu",
     seed: int = 0,
     repeats: int = 1,
+    plan_cache_gb: float | None = None,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Time CRM-SART and the AVG pipeline on one simulated data set; report the ratio.
@@ -138,6 +141,8 @@ def bench_crm(
         Simulation and view-order seed.
     repeats
         Alternating runs of both; each keeps its shortest time.
+    plan_cache_gb
+        CRM-SART's ``plan_cache_bytes`` in GB (default: the solver's, 4 GiB on the host).
     report
         Where the lines go; the last is ``crm_cost_vs_avg: R``.
 
@@ -154,8 +159,9 @@ def bench_crm(
     n_tilts = data.projections.shape[1]
     report(f"bench crm: {n_copies} copies of {size}x{size} ({used}), {n_tilts} tilts each, "
            f"{n_iter} iterations at relaxation {relaxation:g}, {dev}, torch threads "
-           f"{torch.get_num_threads()}, shortest of {repeats} run(s) each")
-    row = _measure(data, n_iter, relaxation, dev, seed, repeats)
+           f"{torch.get_num_threads()}, shortest of {repeats} run(s) each, plan cache "
+           f"{'default' if plan_cache_gb is None else f'{plan_cache_gb:g} GB'}")
+    row = _measure(data, n_iter, relaxation, dev, seed, repeats, plan_cache_gb)
     report(f"avg_pipeline ({n_copies} x SART + mean): {row['t_avg']:.2f} s wall, "
            f"{row['cpu_avg']:.2f} s CPU (PSNR {row['psnr_avg']:.2f} dB in the support, affine)")
     report(f"crm_sart: {row['t_crm']:.2f} s wall, {row['cpu_crm']:.2f} s CPU "
@@ -175,6 +181,7 @@ def crm_cost_table(
     device: str = "cpu",
     seed: int = 0,
     repeats: int = 1,
+    plan_cache_gb: float | None = None,
     report: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`bench_crm`'s measurement for each ``N`` in ``ns``; with ``report``, a Markdown
@@ -195,7 +202,8 @@ def crm_cost_table(
         report("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in ns:
         data, used = _dataset(int(n), size, dataset, seed)
-        row = {**_measure(data, n_iter, relaxation, dev, seed, repeats), "dataset": used}
+        row = {**_measure(data, n_iter, relaxation, dev, seed, repeats, plan_cache_gb),
+               "dataset": used}
         rows.append(row)
         if report is not None:
             per = 1e3 * row["t_crm"] / (int(n) * n_iter)

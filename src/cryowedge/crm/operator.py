@@ -222,10 +222,16 @@ def _backproject(at: torch.Tensor, r: torch.Tensor, nz: int) -> torch.Tensor:
 
 
 class _ByteCache:
-    """Least-recently-used cache bounded by the bytes of what it holds."""
+    """Least-recently-used cache bounded by the bytes of what it holds.
 
-    def __init__(self, max_bytes: int) -> None:
+    ``evict=False`` keeps what it holds and does not store a new item that does not fit
+    (counted as an eviction): under a cyclic access pattern (copies visited in turn) LRU
+    evicts every item just before its reuse, while keeping the first ones saves them.
+    """
+
+    def __init__(self, max_bytes: int, *, evict: bool = True) -> None:
         self.max_bytes = int(max_bytes)
+        self.evict = bool(evict)
         self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self.nbytes = 0
         self.evictions = 0
@@ -235,7 +241,7 @@ class _ByteCache:
             self._items.move_to_end(key)
             return self._items[key][0]
         value, size = build()
-        if size <= self.max_bytes:
+        if size <= self.max_bytes and (self.evict or self.nbytes + size <= self.max_bytes):
             self._items[key] = (value, size)
             self.nbytes += size
             while self.nbytes > self.max_bytes:

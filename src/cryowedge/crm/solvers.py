@@ -112,7 +112,7 @@ class _Plans:
                 )
             else:
                 max_bytes = _HOST_PLAN_BYTES
-        self.cache = _ByteCache(max_bytes)
+        self.cache = _ByteCache(max_bytes, evict=False)  # copies come in turn: keep the first
         self.n_builds = 0
         self.s = torch.from_numpy(op.support).to(device=device, dtype=dtype)
 
