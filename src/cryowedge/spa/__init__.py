@@ -70,3 +70,42 @@ __all__ += [
     "read_relion_particles",
     "write_relion_particles",
 ]
+
+# Simulated data sets and reconstruction (TV-ADMM-CG, ILF-ADMM, λ sweep, multiscale, half maps).
+from cryowedge.spa.reconstruct import (  # noqa: E402
+    HalfMapResult,
+    LambdaSweep,
+    SpaProblem,
+    SpaReconstruction,
+    admm_cg,
+    build_problem,
+    half_map_reconstruction,
+    ilf_admm,
+    lambda_sweep,
+    reconstruct_multiscale,
+    reconstruct_spa,
+)
+from cryowedge.spa.simulate import (  # noqa: E402
+    SpaSimulation,
+    load_density_source,
+    simulate_spa,
+    write_spa_simulation,
+)
+
+__all__ += [
+    "HalfMapResult",
+    "LambdaSweep",
+    "SpaProblem",
+    "SpaReconstruction",
+    "admm_cg",
+    "build_problem",
+    "half_map_reconstruction",
+    "ilf_admm",
+    "lambda_sweep",
+    "reconstruct_multiscale",
+    "reconstruct_spa",
+    "SpaSimulation",
+    "load_density_source",
+    "simulate_spa",
+    "write_spa_simulation",
+]
