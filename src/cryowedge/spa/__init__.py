@@ -109,3 +109,54 @@ __all__ += [
     "simulate_spa",
     "write_spa_simulation",
 ]
+
+# Joint angular refinement (thesis §4.2), projection-matching baseline, orientation metrics.
+from cryowedge.spa.angles import (  # noqa: E402
+    align_rotations,
+    align_shifts,
+    angular_errors_deg,
+    euler_differences_deg,
+    geodesic_distance_deg,
+    perturb_euler,
+    shift_errors_px,
+    super_fibonacci_rotations,
+)
+from cryowedge.spa.refine import (  # noqa: E402
+    LatentUpdateOptions,
+    ParticleObjective,
+    RefinementInfo,
+    RefinementResult,
+    RidgeReconstruction,
+    TVReconstruction,
+    joint_refinement,
+    particle_gradients,
+    projection_matching,
+    projection_matching_refinement,
+    support_sphere,
+    update_latent,
+)
+from cryowedge.spa.refine_experiment import joint_refinement_experiment  # noqa: E402
+
+__all__ += [
+    "align_rotations",
+    "align_shifts",
+    "angular_errors_deg",
+    "euler_differences_deg",
+    "geodesic_distance_deg",
+    "perturb_euler",
+    "shift_errors_px",
+    "super_fibonacci_rotations",
+    "LatentUpdateOptions",
+    "ParticleObjective",
+    "RefinementInfo",
+    "RefinementResult",
+    "RidgeReconstruction",
+    "TVReconstruction",
+    "joint_refinement",
+    "particle_gradients",
+    "projection_matching",
+    "projection_matching_refinement",
+    "support_sphere",
+    "update_latent",
+    "joint_refinement_experiment",
+]

@@ -84,6 +84,7 @@ __all__ = [
     "LatentUpdateOptions",
     "update_latent",
     "RidgeReconstruction",
+    "TVReconstruction",
     "ReconstructFn",
     "RefinementInfo",
     "RefinementResult",
@@ -102,8 +103,8 @@ ReconstructFn = Callable[[SpaProjector, torch.Tensor, "torch.Tensor | None"], to
 
 ``projector`` carries the current orientations, shifts, basis and CTF; ``data`` is
 ``(P, L, L)``; ``x0`` the previous coefficients ``(n, n, n)`` (warm start) or ``None``. It returns
-``(n, n, n)`` coefficients. :class:`RidgeReconstruction` is the default; TV-ADMM (thesis
-Algorithm 4) fits the same signature."""
+``(n, n, n)`` coefficients. :class:`RidgeReconstruction` is the default; :class:`TVReconstruction`
+(TV-ADMM, thesis Algorithm 4) fits the same signature."""
 
 Method = Literal["auto", "kernel", "direct"]
 
@@ -1036,6 +1037,65 @@ class RidgeReconstruction:
         if m is not None:
             x = x * torch.as_tensor(m, device=x.device)
         return x
+
+
+@dataclass(frozen=True)
+class TVReconstruction:
+    """Reconstruction step by TV-ADMM with inner CG on the Toeplitz ``HᵀH`` (thesis Algorithm 4).
+
+    Wraps :func:`cryowedge.spa.reconstruct.admm_cg` (thesis Algorithm 2) for
+    :func:`joint_refinement`: ``n_admm`` = ``K_ADMM`` (thesis §5.2: 2 or 5) ADMM iterations of
+    ``n_cg`` CG steps, warm-started from the previous coefficients. The data are divided by
+    their standard deviation first (``λ`` unit-free, as in ``reconstruct_spa``; the result is
+    multiplied back).
+
+    Attributes
+    ----------
+    lam : float
+        TV weight λ for the normalised data (≥ 0).
+    n_admm, n_cg : int
+        ADMM iterations per call and CG steps per ADMM iteration.
+    rho : float, optional
+        ADMM penalty (default: ``admm_cg``'s ``100 λ``).
+    positivity : bool
+        Constrain ``c ≥ 0``.
+    """
+
+    lam: float = 0.1
+    n_admm: int = 5
+    n_cg: int = 7
+    rho: float | None = None
+    positivity: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive(self.lam, "lam", allow_zero=True)
+        _check_int(self.n_admm, "n_admm")
+        _check_int(self.n_cg, "n_cg")
+
+    def __call__(
+        self, projector: SpaProjector, data: torch.Tensor, x0: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        from cryowedge.spa.reconstruct import SpaProblem, admm_cg
+
+        scale = float(data.to(torch.float64).std()) or 1.0
+        b = data / scale
+        problem = SpaProblem(
+            normal=ToeplitzNormalOperator.from_projector(projector),
+            atb=fast_adjoint(projector, b),
+            data_norm2=float((b.to(torch.float64) ** 2).sum()),
+            data_scale=scale,
+            box_size=projector.n_det,
+            scale=projector.scale,
+            blob=projector.blob,
+            pixel_size_angstrom=1.0,
+            n_particles=projector.n_proj,
+        )
+        start = None if x0 is None else x0.to(dtype=b.dtype, device=b.device) / scale
+        result = admm_cg(
+            problem, lam=self.lam, rho=self.rho, n_admm=self.n_admm, n_cg=self.n_cg,
+            positivity=self.positivity, x0=start,
+        )
+        return result.x * scale
 
 
 # ============================================================================ joint refinement
