@@ -258,20 +258,20 @@ def test_one_update_reduces_error_and_never_increases_objective(parametrization)
 def test_joint_refinement_beats_reconstruction_at_perturbed_angles():
     """From 15° errors, the alternation (reconstruct, then descend on the angles) lowers the
     angular error and gives a map closer to the truth than the map at the perturbed angles."""
-    n, n_proj = 12, 40
+    n, n_proj, L = 12, 40, 20  # a detector with room for every footprint: the kernel form
     rng = np.random.default_rng(7)
     truth_c = pseudo_particle(n, n_blobs=30, rng=rng)
     truth = expand(torch.as_tensor(truth_c), SIMULATION_BLOB).numpy()
     rot = random_rotations(n_proj, rng)
-    b = SpaProjector(n, rot, blob=SIMULATION_BLOB, dtype=torch.float64).forward(
-        torch.as_tensor(truth_c)
-    )
+    b = SpaProjector(
+        n, rot, blob=SIMULATION_BLOB, detector_size=L, dtype=torch.float64
+    ).forward(torch.as_tensor(truth_c))
     b = (b + 0.05 * b.std() * torch.as_tensor(rng.standard_normal(b.shape))).float()
     start = perturb_euler(rot, 15.0, rng)
     recon = RidgeReconstruction(ridge=0.05, n_iter=15)
     seen = []
     result = joint_refinement(
-        b, start, n_iter=5, reconstruct=recon,
+        b, start, shape=n, n_iter=5, reconstruct=recon,
         options=LatentUpdateOptions(refine_shifts=False), callback=seen.append,
     )
     err0, _ = angular_errors_deg(start, rot)
@@ -284,7 +284,8 @@ def test_joint_refinement_beats_reconstruction_at_perturbed_angles():
         v = expand(c.to(torch.float64), RECONSTRUCTION_BLOB).numpy()
         return float(np.corrcoef(v.ravel(), truth.ravel())[0, 1])
 
-    unrefined = recon(SpaProjector(n, start), b, recon(SpaProjector(n, start), b, None))
+    at_start = SpaProjector(n, start, detector_size=L)
+    unrefined = recon(at_start, b, recon(at_start, b, None))
     # Both maps share the low frequencies; the refined one misses much less of the rest.
     assert 1.0 - corr(result.coefficients) < 0.5 * (1.0 - corr(unrefined))
 

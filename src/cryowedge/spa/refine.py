@@ -59,6 +59,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import scipy.fft
 from scipy import interpolate
 
 from cryowedge._arrays import to_numpy
@@ -440,6 +441,79 @@ class ParticleObjective:
         # circular strides of the (z, y, x) autocorrelation for x, y, z
         self._auto_strides = torch.tensor([1, size, size * size], device=self.device)
 
+    def _work(self, shifts: torch.Tensor) -> tuple[int, int]:
+        """Margin and size of the padded work detector holding every footprint."""
+        obj = self
+        reach = obj._pos_norm + obj.radius_px + 2.0 + float(shifts.abs().max()) if shifts.numel() else 0.0
+        margin = max(0, int(math.ceil(reach - (obj.L - 1 - obj.L // 2))))
+        return margin, obj.L + 2 * margin
+
+    def _footprints(
+        self, m: torch.Tensor, origin: torch.Tensor, k0: int, k1: int, nw: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat indices ``(K, kc, W, W)``, table steps ``t`` and offsets ``j − u`` (cols, rows)."""
+        obj = self
+        pos = obj._positions[:, k0:k1]
+        u = torch.matmul(m, pos) + origin[:, :, None]  # (K, 2, kc): (col, row)
+        j0 = torch.floor(u - obj.radius_px) + 1.0
+        offs = torch.arange(obj._width, device=obj.device, dtype=obj.dtype)
+        d = (j0 - u)[..., None] + offs  # (K, 2, kc, W): j − u
+        ds = d * d * obj._table.inv_step
+        t = ds[:, 1, :, :, None] + ds[:, 0, :, None, :]  # (K, kc, W rows, W cols)
+        jl = j0.to(torch.long)
+        base = torch.arange(m.shape[0], device=obj.device)[:, None] * (nw * nw)
+        start = jl[:, 1] * nw + jl[:, 0] + base  # (K, kc)
+        w_ar = torch.arange(obj._width, device=obj.device)
+        block = w_ar[:, None] * nw + w_ar[None, :]
+        idx = start[..., None, None] + block
+        return idx, t, d[:, 0], d[:, 1]
+
+    def _splat(
+        self, rot: torch.Tensor, shifts: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, int, torch.Tensor, int]]:
+        """Bare projections ``S(R, t) (c · mask)``: ``(K, L, L)``, and the work-detector layout."""
+        k = rot.shape[0]
+        margin, nw = self._work(shifts)
+        centre = float(self.L // 2 + margin)
+        origin = torch.stack([centre + shifts[:, 1], centre + shifts[:, 0]], dim=1)  # (K, 2)
+        m = rot[:, :2, :]
+        n_coef = self._values.numel()
+        kc = max(1, self.chunk_elements // max(1, k * self._width**2))
+        work = torch.zeros(k * nw * nw, dtype=self.dtype, device=self.device)
+        for k0 in range(0, n_coef, kc):
+            k1 = min(k0 + kc, n_coef)
+            idx, t, _, _ = self._footprints(m, origin, k0, k1, nw)
+            w = self._table.lookup_steps(t)
+            w.mul_(self._values[k0:k1][None, :, None, None])
+            work.index_add_(0, idx.reshape(-1), w.reshape(-1))
+        img = work.reshape(k, nw, nw)[:, margin : margin + self.L, margin : margin + self.L]
+        return img, (margin, nw, origin, kc)
+
+    def project(self, rotations: Any, shifts_px: Any = None) -> torch.Tensor:
+        """Projections of the (masked) volume without CTF at any orientations.
+
+        Parameters
+        ----------
+        rotations : array_like
+            ``(K, 3, 3)`` RELION ZYZ matrices.
+        shifts_px : array_like, optional
+            ``(K, 2)`` shifts ``(dy, dx)`` (default 0).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(K, L, L)`` images (equal to ``SpaProjector(...).forward(c · mask)``; only the
+            non-zero coefficients are splatted).
+        """
+        rot = torch.as_tensor(check_rotations(rotations), dtype=self.dtype, device=self.device)
+        if shifts_px is None:
+            sh = torch.zeros(rot.shape[0], 2, dtype=self.dtype, device=self.device)
+        else:
+            sh = torch.as_tensor(np.asarray(to_numpy(shifts_px)), dtype=self.dtype, device=self.device)
+            if tuple(sh.shape) != (rot.shape[0], 2):
+                raise ValueError(f"shifts_px must have shape ({rot.shape[0]}, 2), got {tuple(sh.shape)}.")
+        return self._splat(rot, sh)[0]
+
     # -- kernel method: first term ½ s⁴ Σ_d a[d] G(|M d|²) and its M-gradient -----------
     def _cylinder_term(
         self, rot: torch.Tensor, need_grad: bool
@@ -525,52 +599,14 @@ class _Batch:
         return torch.as_tensor(which, device=self.obj.device, dtype=torch.long)
 
     # ------------------------------------------------------------------ direct method
-    def _work(self, shifts: torch.Tensor) -> tuple[int, int]:
-        """Margin and size of the padded work detector holding every footprint."""
-        obj = self.obj
-        reach = obj._pos_norm + obj.radius_px + 2.0 + float(shifts.abs().max()) if shifts.numel() else 0.0
-        margin = max(0, int(math.ceil(reach - (obj.L - 1 - obj.L // 2))))
-        return margin, obj.L + 2 * margin
-
-    def _footprints(
-        self, m: torch.Tensor, origin: torch.Tensor, k0: int, k1: int, nw: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Flat indices ``(K, kc, W, W)``, table steps ``t`` and offsets ``j − u`` (cols, rows)."""
-        obj = self.obj
-        pos = obj._positions[:, k0:k1]
-        u = torch.matmul(m, pos) + origin[:, :, None]  # (K, 2, kc): (col, row)
-        j0 = torch.floor(u - obj.radius_px) + 1.0
-        offs = torch.arange(obj._width, device=obj.device, dtype=obj.dtype)
-        d = (j0 - u)[..., None] + offs  # (K, 2, kc, W): j − u
-        ds = d * d * obj._table.inv_step
-        t = ds[:, 1, :, :, None] + ds[:, 0, :, None, :]  # (K, kc, W rows, W cols)
-        jl = j0.to(torch.long)
-        base = torch.arange(m.shape[0], device=obj.device)[:, None] * (nw * nw)
-        start = jl[:, 1] * nw + jl[:, 0] + base  # (K, kc)
-        w_ar = torch.arange(obj._width, device=obj.device)
-        block = w_ar[:, None] * nw + w_ar[None, :]
-        idx = start[..., None, None] + block
-        return idx, t, d[:, 0], d[:, 1]
-
     def _direct(
         self, rot: torch.Tensor, shifts: torch.Tensor, which: torch.Tensor, need_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         obj = self.obj
         k = rot.shape[0]
-        margin, nw = self._work(shifts)
-        centre = float(obj.L // 2 + margin)
-        origin = torch.stack([centre + shifts[:, 1], centre + shifts[:, 0]], dim=1)  # (K, 2)
+        img, (margin, nw, origin, kc) = obj._splat(rot, shifts)
         m = rot[:, :2, :]
         n_coef = obj._values.numel()
-        kc = max(1, obj.chunk_elements // max(1, k * obj._width**2))
-        work = torch.zeros(k * nw * nw, dtype=obj.dtype, device=obj.device)
-        for k0 in range(0, n_coef, kc):
-            k1 = min(k0 + kc, n_coef)
-            idx, t, _, _ = self._footprints(m, origin, k0, k1, nw)
-            w = obj._table.lookup_steps(t)
-            w.mul_(obj._values[k0:k1][None, :, None, None])
-            work.index_add_(0, idx.reshape(-1), w.reshape(-1))
-        img = work.reshape(k, nw, nw)[:, margin : margin + obj.L, margin : margin + obj.L]
         ctf = self.ctf[which] if self.ctf is not None else None
         if ctf is not None:
             img = torch.fft.irfft2(torch.fft.rfft2(img) * ctf, s=img.shape[-2:])
@@ -586,7 +622,7 @@ class _Batch:
         g_u = torch.zeros(k, 2, n_coef, dtype=obj.dtype, device=obj.device)  # ∂J/∂u (col, row)
         for k0 in range(0, n_coef, kc):
             k1 = min(k0 + kc, n_coef)
-            idx, t, dcol, drow = self._footprints(m, origin, k0, k1, nw)
+            idx, t, dcol, drow = obj._footprints(m, origin, k0, k1, nw)
             dv = obj._dtable.lookup_steps(t)  # ψ'(r)/r
             a = flat.index_select(0, idx.reshape(-1)).reshape(idx.shape) * dv  # (K, kc, W, W)
             gc = (a.sum(dim=2) * dcol).sum(dim=-1)  # Σ ẽ D (j − u)_col
@@ -616,7 +652,7 @@ class _Batch:
         kern = obj._table.to(torch.float64, device)(r2)
         dker = obj._dtable.to(torch.float64, device)(r2)  # ψ'(r)/r: ∇ψ(z) = D z
         kernels = torch.stack([kern, dker * offs[None, :], dker * offs[:, None]])  # ψ, ∂x, ∂y
-        conv = nf + 2 * hk
+        conv = scipy.fft.next_fast_len(nf + 2 * hk, real=True)  # ≥ the linear convolution
         sym_y = _bspline_symbol(conv, half=False, device=device)
         sym_x = _bspline_symbol(conv, half=True, device=device)
         kern_fft = torch.fft.rfft2(kernels, s=(conv, conv)) / (sym_y[:, None] * sym_x[None, :])
@@ -1365,6 +1401,7 @@ def projection_matching(
     metric: Literal["least_squares", "correlation"] = "least_squares",
     local_rounds: int = 2,
     local_candidates: int = 32,
+    mask: Any = "sphere",
     rng: np.random.Generator | int | None = 0,
     template_batch: int = 256,
     dtype: torch.dtype = torch.float32,
@@ -1398,6 +1435,8 @@ def projection_matching(
         Score of the global search.
     local_rounds, local_candidates : int
         Local refinement (0 rounds: grid only).
+    mask : None, "sphere" or (n, n, n) bool
+        Support of the volume used for matching (as in :func:`joint_refinement`).
     rng : numpy.random.Generator or int or None
         Random source of the local candidates.
     template_batch : int
@@ -1436,8 +1475,13 @@ def projection_matching(
     from cryowedge.spa.particles import shift_images
 
     centred = bt if not np.any(sh) else torch.as_tensor(shift_images(bt.cpu().numpy(), -sh), dtype=dtype, device=dev)
-    probe = SpaProjector(n, np.eye(3)[None].repeat(p, 0), blob=blob, scale=scale, detector_size=L, ctf=ctf, dtype=dtype, device=dev)
-    ctf_half = probe.ctf_half(0, p)  # (P, L, L//2+1) or None
+    proj = SpaProjector(
+        n, np.eye(3)[None].repeat(p, 0), sh, blob=blob, scale=scale, detector_size=L, ctf=ctf,
+        dtype=dtype, device=dev,
+    )
+    # The exact J_p (direct model, the particle's own shift) of the masked volume.
+    obj = ParticleObjective(proj, c, bt, method="direct", mask=_resolve_mask(mask, proj))
+    ctf_half = proj.ctf_half(0, p)  # (P, L, L//2+1) or None
     fb = centred.reshape(p, -1)
     if ctf_half is not None:
         fb = torch.fft.irfft2(torch.fft.rfft2(centred) * ctf_half, s=(L, L)).reshape(p, -1)
@@ -1451,8 +1495,7 @@ def projection_matching(
     b_norm = (fb.to(torch.float64) ** 2).sum(1).sqrt() if metric == "correlation" else None
     for c0 in range(0, cand.shape[0], template_batch):
         c1 = min(c0 + template_batch, cand.shape[0])
-        tp = SpaProjector(n, cand[c0:c1], blob=blob, scale=scale, detector_size=L, dtype=dtype, device=dev)
-        tmpl = tp.forward(c)  # (nc, L, L)
+        tmpl = obj.project(cand[c0:c1])  # (nc, L, L), no CTF, no shift
         cross = (fb @ tmpl.reshape(c1 - c0, -1).T).to(torch.float64)  # ⟨C b, T⟩ (P, nc)
         spec = torch.fft.rfft2(tmpl)
         power = (spec.real**2 + spec.imag**2) * wcol / (L * L)  # (nc, L, L//2+1)
@@ -1469,9 +1512,7 @@ def projection_matching(
         best = torch.where(better, val, best)
         best_idx = torch.where(better, arg + c0, best_idx)
     rot = cand[best_idx.cpu().numpy()]
-    # Local refinement with the exact J_p (direct model, the particle's own shift).
-    proj = SpaProjector(n, rot, sh, blob=blob, scale=scale, detector_size=L, ctf=ctf, dtype=dtype, device=dev)
-    obj = ParticleObjective(proj, c, bt, method="direct")
+    # Local refinement with the exact J_p.
     radius = cell_radius_deg(cand.shape[0])
     shifts_t = torch.as_tensor(sh, dtype=dtype, device=dev)
     j_best = torch.as_tensor(obj.values(rot, sh), dtype=torch.float64)
@@ -1510,6 +1551,7 @@ def projection_matching_refinement(
     metric: Literal["least_squares", "correlation"] = "least_squares",
     local_rounds: int = 2,
     local_candidates: int = 32,
+    mask: Any = "sphere",
     callback: Callable[[RefinementInfo], Any] | None = None,
     rng: np.random.Generator | int | None = 0,
     dtype: torch.dtype = torch.float32,
@@ -1573,7 +1615,8 @@ def projection_matching_refinement(
     for it in range(1, n_iter + 1):
         match = projection_matching(
             b, c, sh, blob=blob, scale=s, ctf=ctf, n_orientations=n_orientations, metric=metric,
-            local_rounds=local_rounds, local_candidates=local_candidates, rng=gen, dtype=dtype, device=dev,
+            local_rounds=local_rounds, local_candidates=local_candidates, mask=mask, rng=gen,
+            dtype=dtype, device=dev,
         )
         change = geodesic_distance_deg(rot, match.rotations).mean() if rot is not None else float("nan")
         rot = match.rotations

@@ -35,6 +35,7 @@ from cryowedge.metrics.fourier import fourier_shell_correlation, threshold_cross
 from cryowedge.spa.angles import (
     angular_errors_deg,
     euler_differences_deg,
+    geodesic_distance_deg,
     perturb_euler,
     shift_errors_px,
 )
@@ -46,6 +47,7 @@ from cryowedge.spa.refine import (
     RefinementInfo,
     RidgeReconstruction,
     joint_refinement,
+    projection_matching_refinement,
     support_sphere,
 )
 
@@ -121,10 +123,13 @@ class RefinementExperimentResult:
     histogram_edges_deg : numpy.ndarray
         ``(B + 1,)`` bin edges of the histograms (−15° … 15° as in the thesis's figures).
     histograms : dict of str to numpy.ndarray
-        ``"<initial|refined>_<rot|tilt|psi>"``: ``(B,)`` counts of the Euler differences.
+        ``"<initial|refined>_<rot|tilt|psi>"``: ``(B,)`` counts of the Euler differences;
+        ``"<initial|refined>_geodesic"``: counts of the geodesic errors in 30 bins over 0–45°.
     history : dict of str to list of float
         Per outer iteration: ``objective``, ``mean_angle_change_deg``, ``mean_angle_error_deg``,
-        ``median_angle_error_deg``, ``fsc05`` (cycles/px, refined map vs reference), ``seconds``.
+        ``median_angle_error_deg``, ``fsc05`` (cycles/px, refined map vs reference), ``seconds``;
+        ``oracle_fsc05`` and ``unrefined_fsc05`` after the same number of reconstruction calls
+        (Fig. 4.11).
     global_rotation : numpy.ndarray
         ``(3, 3)`` alignment ``G`` (refined orientations ``R G ≈ R_true``).
     settings : dict
@@ -170,6 +175,8 @@ def joint_refinement_experiment(
     method: Literal["auto", "kernel", "direct"] = "auto",
     seed: int = 0,
     phantom: np.ndarray | None = None,
+    projection_matching_iterations: int = 0,
+    projection_matching_orientations: int = 5000,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     callback: Callable[[RefinementInfo, dict[str, float]], Any] | None = None,
@@ -196,9 +203,10 @@ def joint_refinement_experiment(
     lowpass_cutoff : float
         ``f_c`` for ``"lowpass"`` (cycles/pixel, amplitude ½).
     reconstruct : callable, optional
-        Reconstruction step for all three maps; default
-        ``RidgeReconstruction(ridge=0.05, n_iter=10)``. The unrefined and oracle maps
-        use it with 3× its iterations from zero, like the final refined map's warm start.
+        Reconstruction step for every map; default ``RidgeReconstruction(ridge=0.05, n_iter=10)``.
+        The unrefined and oracle maps are ``n_iter + 1`` warm-started calls of it at fixed
+        orientations, as many as the joint run makes (their FSC-0.5 after each call is the
+        thesis's Fig. 4.11 curve).
     options : LatentUpdateOptions, optional
         Latent-update settings (default ones; ``refine_shifts = m_t > 0``).
     method : {"auto", "kernel", "direct"}
@@ -208,6 +216,13 @@ def joint_refinement_experiment(
     phantom : numpy.ndarray, optional
         ``(n, n, n)`` ground-truth coefficients (SIMULATION_BLOB basis) instead of
         :func:`pseudo_particle`.
+    projection_matching_iterations : int
+        If > 0, also run the projection-matching baseline
+        (:func:`~cryowedge.spa.refine.projection_matching_refinement`, same start and
+        reconstruction) for this many outer iterations; its map, errors and histograms are added
+        under ``"projection_matching"``.
+    projection_matching_orientations : int
+        Size of the baseline's SO(3) grid.
     dtype, device
         Working precision and device.
     callback : callable, optional
@@ -244,13 +259,6 @@ def joint_refinement_experiment(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     data = data.to(dev)
 
-    def full_recon(rot: np.ndarray, shifts: np.ndarray) -> torch.Tensor:
-        proj = SpaProjector(n, rot, shifts, dtype=dtype, device=dev)
-        c = None
-        for _ in range(3):
-            c = recon(proj, data, c)
-        return c
-
     def to_map(c: torch.Tensor) -> np.ndarray:
         return expand(c.detach().to(torch.float64).cpu(), RECONSTRUCTION_BLOB).numpy()
 
@@ -262,18 +270,28 @@ def joint_refinement_experiment(
         _, g = angular_errors_deg(rot, rot_true)
         vol = to_map(c)
         # The refined map is the truth rotated by G (angles module docstring): rotate it back.
-        return rotate_volume(vol, g.T, order=3).astype(np.float64), g
+        if geodesic_distance_deg(g[None], np.eye(3)[None])[0] > 1e-3:
+            vol = rotate_volume(vol, g.T, order=3).astype(np.float64)
+        return vol, g
+
+    def reconstruction_sequence(rot: np.ndarray, shifts: np.ndarray) -> tuple[torch.Tensor, list[float]]:
+        """``n_iter + 1`` warm-started calls (as many as the joint run); FSC-0.5 after each."""
+        proj = SpaProjector(n, rot, shifts, dtype=dtype, device=dev)
+        c, curve = None, []
+        for _ in range(n_iter + 1):
+            c = recon(proj, data, c)
+            curve.append(_fsc05(*fsc_of(to_map(c))))
+        return c, curve
 
     if initial_volume not in ("unrefined", "lowpass"):
         raise ValueError(f"initial_volume must be 'unrefined' or 'lowpass', got {initial_volume!r}.")
-    unrefined_c = full_recon(rot_init, shifts_init)
+    c_unrefined, curve_unrefined = reconstruction_sequence(rot_init, shifts_init)
+    c_oracle, curve_oracle = reconstruction_sequence(rot_true, shifts_true)
     c_start = (
-        unrefined_c
+        recon(SpaProjector(n, rot_init, shifts_init, dtype=dtype, device=dev), data, None)
         if initial_volume == "unrefined"
         else torch.as_tensor(_lowpass(truth_c, lowpass_cutoff) * mask, dtype=dtype, device=dev)
     )
-    c_oracle = full_recon(rot_true, shifts_true)
-    history: dict[str, list[float]] = {}
 
     def cb(info: RefinementInfo) -> Any:
         err, _ = angular_errors_deg(info.rotations, rot_true)
@@ -306,38 +324,44 @@ def joint_refinement_experiment(
         dtype=dtype,
         device=dev,
     )
-    history = result.history
-    c_refined = result.coefficients
-    for _ in range(2):  # as many solver iterations as the unrefined and oracle maps
-        c_refined = recon(
-            SpaProjector(n, result.rotations, result.shifts_px, dtype=dtype, device=dev),
-            data,
-            c_refined,
-        )
-    refined_map, g = aligned_map(c_refined, result.rotations)
-    freq, fsc_un = fsc_of(to_map(unrefined_c))
+    history = dict(result.history)
+    history["oracle_fsc05"] = curve_oracle[1:]
+    history["unrefined_fsc05"] = curve_unrefined[1:]
+    refined_map, g = aligned_map(result.coefficients, result.rotations)
+    freq, fsc_un = fsc_of(to_map(c_unrefined))
     _, fsc_ref = fsc_of(refined_map)
     _, fsc_or = fsc_of(to_map(c_oracle))
-    err0, _ = angular_errors_deg(rot_init, rot_true)
+    fsc = {"unrefined": fsc_un, "refined": fsc_ref, "oracle": fsc_or}
+    err0, g0 = angular_errors_deg(rot_init, rot_true)
     err1, _ = angular_errors_deg(result.rotations, rot_true)
-    _, g0 = angular_errors_deg(rot_init, rot_true)
-    eul0 = euler_differences_deg(rot_init @ g0, rot_true)
-    eul1 = euler_differences_deg(result.rotations @ g, rot_true)
+    errors = {"initial": err0, "refined": err1}
+    eulers = {
+        "initial": euler_differences_deg(rot_init @ g0, rot_true),
+        "refined": euler_differences_deg(result.rotations @ g, rot_true),
+    }
+    if projection_matching_iterations:
+        pm = projection_matching_refinement(
+            data, rot_init, shifts_init, coefficients=c_start, n_iter=projection_matching_iterations,
+            reconstruct=recon, n_orientations=projection_matching_orientations, mask=mask,
+            dtype=dtype, device=dev,
+        )
+        pm_map, g_pm = aligned_map(pm.coefficients, pm.rotations)
+        fsc["projection_matching"] = fsc_of(pm_map)[1]
+        errors["projection_matching"], _ = angular_errors_deg(pm.rotations, rot_true)
+        eulers["projection_matching"] = euler_differences_deg(pm.rotations @ g_pm, rot_true)
+        history["projection_matching_objective"] = pm.history["objective"]
     edges = np.linspace(-15.0, 15.0, 31)
     hist = {}
-    for name, e in (("initial", eul0), ("refined", eul1)):
+    for name, e in eulers.items():
         for i, ang in enumerate(("rot", "tilt", "psi")):
             hist[f"{name}_{ang}"] = np.histogram(e[:, i], bins=edges)[0]
+        hist[f"{name}_geodesic"] = np.histogram(errors[name], bins=np.linspace(0.0, 45.0, 31))[0]
     return RefinementExperimentResult(
         frequency=freq,
-        fsc={"unrefined": fsc_un, "refined": fsc_ref, "oracle": fsc_or},
-        resolution_05={
-            "unrefined": _fsc05(freq, fsc_un),
-            "refined": _fsc05(freq, fsc_ref),
-            "oracle": _fsc05(freq, fsc_or),
-        },
-        angle_error_deg={"initial": err0, "refined": err1},
-        euler_error_deg={"initial": eul0, "refined": eul1},
+        fsc=fsc,
+        resolution_05={name: _fsc05(freq, curve) for name, curve in fsc.items()},
+        angle_error_deg=errors,
+        euler_error_deg=eulers,
         shift_error_px={
             "initial": shift_errors_px(shifts_init, shifts_true, rot_init),
             "refined": shift_errors_px(result.shifts_px, shifts_true, result.rotations),
