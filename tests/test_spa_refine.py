@@ -1,4 +1,4 @@
-"""SPA joint angular refinement (thesis §4.2): gradients, latent update, joint scheme, baseline, metric."""
+"""SPA joint angular refinement (thesis §4.2): gradients, GD, alternation, baseline, metric."""
 
 from __future__ import annotations
 
@@ -184,8 +184,16 @@ def test_direct_objective_with_ctf_matches_projector_and_finite_differences(rng)
     rot = random_rotations(n_proj, rng)
     shifts = rng.normal(size=(n_proj, 2))
     ctf = np.stack(
-        [ctf_2d(L, pixel_size_angstrom=3.0, defocus_u_angstrom=8000.0 + 900 * i,
-                defocus_v_angstrom=7000.0, astigmatism_angle_deg=30.0 * i) for i in range(n_proj)]
+        [
+            ctf_2d(
+                L,
+                pixel_size_angstrom=3.0,
+                defocus_u_angstrom=8000.0 + 900 * i,
+                defocus_v_angstrom=7000.0,
+                astigmatism_angle_deg=30.0 * i,
+            )
+            for i in range(n_proj)
+        ]
     )
     c = _smooth_volume(n)
     b = torch.as_tensor(rng.standard_normal((n_proj, L, L)))
@@ -263,16 +271,21 @@ def test_joint_refinement_beats_reconstruction_at_perturbed_angles():
     truth_c = pseudo_particle(n, n_blobs=30, rng=rng)
     truth = expand(torch.as_tensor(truth_c), SIMULATION_BLOB).numpy()
     rot = random_rotations(n_proj, rng)
-    b = SpaProjector(
-        n, rot, blob=SIMULATION_BLOB, detector_size=L, dtype=torch.float64
-    ).forward(torch.as_tensor(truth_c))
+    b = SpaProjector(n, rot, blob=SIMULATION_BLOB, detector_size=L, dtype=torch.float64).forward(
+        torch.as_tensor(truth_c)
+    )
     b = (b + 0.05 * b.std() * torch.as_tensor(rng.standard_normal(b.shape))).float()
     start = perturb_euler(rot, 15.0, rng)
     recon = RidgeReconstruction(ridge=0.05, n_iter=15)
     seen = []
     result = joint_refinement(
-        b, start, shape=n, n_iter=5, reconstruct=recon,
-        options=LatentUpdateOptions(refine_shifts=False), callback=seen.append,
+        b,
+        start,
+        shape=n,
+        n_iter=5,
+        reconstruct=recon,
+        options=LatentUpdateOptions(refine_shifts=False),
+        callback=seen.append,
     )
     err0, _ = angular_errors_deg(start, rot)
     err1, _ = angular_errors_deg(result.rotations, rot)
@@ -300,7 +313,11 @@ def test_reconstruction_step_is_pluggable_and_callback_stops():
         return c.to(projector.dtype)
 
     result = joint_refinement(
-        b, rot, n_iter=5, reconstruct=fixed_volume, dtype=torch.float64,
+        b,
+        rot,
+        n_iter=5,
+        reconstruct=fixed_volume,
+        dtype=torch.float64,
         callback=lambda info: True,
     )
     assert result.n_iter == 1  # the callback stopped after the first outer iteration
@@ -314,8 +331,12 @@ def test_tv_admm_step_plugs_in():
     rot, c, b, rng = _problem(n, n_proj, noise=0.02)
     start = perturb_euler(rot, 6.0, rng)
     result = joint_refinement(
-        b, start, n_iter=2, reconstruct=TVReconstruction(lam=0.01, n_admm=2),
-        options=LatentUpdateOptions(refine_shifts=False), dtype=torch.float64,
+        b,
+        start,
+        n_iter=2,
+        reconstruct=TVReconstruction(lam=0.01, n_admm=2),
+        options=LatentUpdateOptions(refine_shifts=False),
+        dtype=torch.float64,
     )
     err0, _ = angular_errors_deg(start, rot)
     err1, _ = angular_errors_deg(result.rotations, rot)

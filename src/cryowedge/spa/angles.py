@@ -77,8 +77,8 @@ def _as_rotations(matrix: Any, name: str) -> np.ndarray:
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"{name}[{i}] is not a proper rotation (|R Rᵀ − I| = {dev[i]:.3g}, det = {det[i]:.3g}); "
-            "pass orthonormal matrices with det = +1."
+            f"{name}[{i}] is not a proper rotation (|R Rᵀ − I| = {dev[i]:.3g}, "
+            f"det = {det[i]:.3g}); pass orthonormal matrices with det = +1."
         )
     return r
 
@@ -215,7 +215,9 @@ def super_fibonacci_rotations(n: int) -> np.ndarray:
     big_r = np.sqrt(1.0 - s / n)
     alpha = 2.0 * np.pi * s / _SF_PHI
     beta = 2.0 * np.pi * s / _SF_PSI
-    q = np.stack([r * np.sin(alpha), r * np.cos(alpha), big_r * np.sin(beta), big_r * np.cos(beta)], 1)
+    q = np.stack(
+        [r * np.sin(alpha), r * np.cos(alpha), big_r * np.sin(beta), big_r * np.cos(beta)], 1
+    )
     return quaternion_to_matrix(q)
 
 
@@ -374,6 +376,7 @@ def align_rotations(
             f"estimated and reference must have the same shape (P, 3, 3), got {e.shape} and "
             f"{r.shape}."
         )
+
     def procrustes(w: np.ndarray) -> np.ndarray:
         a = np.einsum("p,pji,pjk->ik", w, e, r)
         u, _, vt = np.linalg.svd(a)

@@ -58,8 +58,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import torch
 import scipy.fft
+import torch
 from scipy import interpolate
 
 from cryowedge._arrays import to_numpy
@@ -283,8 +283,10 @@ class ParticleObjective:
         self.projector = projector
         self.dtype, self.device = projector.dtype, projector.device
         self.n, self.L, self.scale = projector.n, projector.n_det, projector.scale
-        c = coefficients if isinstance(coefficients, torch.Tensor) else torch.as_tensor(
-            np.asarray(coefficients)
+        c = (
+            coefficients
+            if isinstance(coefficients, torch.Tensor)
+            else torch.as_tensor(np.asarray(coefficients))
         )
         if tuple(c.shape) != projector.domain_shape:
             raise ValueError(
@@ -316,7 +318,9 @@ class ParticleObjective:
         flat = c.reshape(-1)
         keep = torch.nonzero(flat != 0).reshape(-1)
         self._values = flat[keep]
-        self._positions = projector._positions[:, keep] if keep.numel() else projector._positions[:, :0]
+        self._positions = (
+            projector._positions[:, keep] if keep.numel() else projector._positions[:, :0]
+        )
         self._pos_norm = (
             float(torch.linalg.vector_norm(self._positions, dim=0).max()) if keep.numel() else 0.0
         )
@@ -333,13 +337,17 @@ class ParticleObjective:
                 "method='kernel': coefficients up to %.1f px from the centre have footprints "
                 "(radius %.1f px) beyond the detector edge (%d px); the kernel form ignores the "
                 "truncation. Use a smaller mask (support_sphere) or method='direct'.",
-                self._pos_norm, self.radius_px, room,
+                self._pos_norm,
+                self.radius_px,
+                room,
             )
         self.method = method
         self._table = blob.projected_table(s, n_samples=n_tab, dtype=self.dtype, device=self.device)
         self._dtable = RadialTable(
-            _derivative_samples(blob, s, n_tab), (s * blob.radius) ** 2,
-            dtype=self.dtype, device=self.device,
+            _derivative_samples(blob, s, n_tab),
+            (s * blob.radius) ** 2,
+            dtype=self.dtype,
+            device=self.device,
         )
         self._width = int(math.ceil(2.0 * self.radius_px))
         if self.method == "kernel":
@@ -400,7 +408,9 @@ class ParticleObjective:
             grad_shifts_px=gt.cpu().numpy(),
         )
 
-    def values(self, rotations: Any = None, shifts_px: Any = None, *, batch_size: int = 32) -> np.ndarray:
+    def values(
+        self, rotations: Any = None, shifts_px: Any = None, *, batch_size: int = 32
+    ) -> np.ndarray:
         """``(P,)`` values ``J_p`` (default: the projector's geometry)."""
         rot, sh = self._geometry(rotations, shifts_px)
         bs = _check_int(batch_size, "batch_size")
@@ -419,8 +429,10 @@ class ParticleObjective:
                 f"rotations hold {rot.shape[0]} matrices but there are {p} particles; pass one "
                 "(3, 3) matrix per particle."
             )
-        sh = self.projector.shifts_np if shifts_px is None else np.asarray(
-            to_numpy(shifts_px), dtype=np.float64
+        sh = (
+            self.projector.shifts_np
+            if shifts_px is None
+            else np.asarray(to_numpy(shifts_px), dtype=np.float64)
         )
         if sh.shape != (p, 2) or not np.isfinite(sh).all():
             raise ValueError(
@@ -444,7 +456,11 @@ class ParticleObjective:
     def _work(self, shifts: torch.Tensor) -> tuple[int, int]:
         """Margin and size of the padded work detector holding every footprint."""
         obj = self
-        reach = obj._pos_norm + obj.radius_px + 2.0 + float(shifts.abs().max()) if shifts.numel() else 0.0
+        reach = (
+            obj._pos_norm + obj.radius_px + 2.0 + float(shifts.abs().max())
+            if shifts.numel()
+            else 0.0
+        )
         margin = max(0, int(math.ceil(reach - (obj.L - 1 - obj.L // 2))))
         return margin, obj.L + 2 * margin
 
@@ -509,9 +525,13 @@ class ParticleObjective:
         if shifts_px is None:
             sh = torch.zeros(rot.shape[0], 2, dtype=self.dtype, device=self.device)
         else:
-            sh = torch.as_tensor(np.asarray(to_numpy(shifts_px)), dtype=self.dtype, device=self.device)
+            sh = torch.as_tensor(
+                np.asarray(to_numpy(shifts_px)), dtype=self.dtype, device=self.device
+            )
             if tuple(sh.shape) != (rot.shape[0], 2):
-                raise ValueError(f"shifts_px must have shape ({rot.shape[0]}, 2), got {tuple(sh.shape)}.")
+                raise ValueError(
+                    f"shifts_px must have shape ({rot.shape[0]}, 2), got {tuple(sh.shape)}."
+                )
         return self._splat(rot, sh)[0]
 
     # -- kernel method: first term ½ s⁴ Σ_d a[d] G(|M d|²) and its M-gradient -----------
@@ -537,7 +557,7 @@ class ParticleObjective:
             + mperm[:, :, 2, None, None, None] * t[None, None, :, None, None]
         )  # (K, 2, T, H, H)
         rho2 = md[:, 0] ** 2 + md[:, 1] ** 2  # (K, T, H, H)
-        valid = ((d1.abs() <= n - 1)[..., :, None] & (d2.abs() <= n - 1)[..., None, :])
+        valid = (d1.abs() <= n - 1)[..., :, None] & (d2.abs() <= n - 1)[..., None, :]
         strides = self._auto_strides[perm]  # (K, 3)
         i1 = (d1.to(torch.long) % size) * strides[:, 0, None, None]
         i2 = (d2.to(torch.long) % size) * strides[:, 1, None, None]
@@ -659,12 +679,16 @@ class _Batch:
         up = torch.zeros(self.p1 - self.p0, 1, nf, nf, dtype=dtype, device=device)
         sl = slice(o * pad, o * (pad + L - 1) + 1, o)
         up[:, 0, sl, sl] = self.b
-        spec = torch.fft.rfft2(up, s=(conv, conv)) * kern_fft.to(torch.fft.rfft2(up[:1, :, :1, :1]).dtype)
+        spec = torch.fft.rfft2(up, s=(conv, conv)) * kern_fft.to(
+            torch.fft.rfft2(up[:1, :, :1, :1]).dtype
+        )
         # (B, 3, conv, conv): B, ∂B/∂x, ∂B/∂y as B-spline coefficients
         self.grid = torch.fft.irfft2(spec, s=(conv, conv)).contiguous()
         self._pad, self._hk, self._conv = pad, hk, conv
 
-    def _sample(self, which: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channels: int) -> torch.Tensor:
+    def _sample(
+        self, which: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, channels: int
+    ) -> torch.Tensor:
         """Cubic B-spline interpolation of the tables at fine-grid ``rows, cols`` ``(K, kc)``.
 
         Each 4 × 4 B-spline stencil is evaluated as four bilinear fetches (the weights are
@@ -930,8 +954,10 @@ def _batch_update(
         g = torch.einsum("kac,kiac->ki", gm, dmatrix(x))
         step0 = first_step(opts.gamma_angles, len_a, g)
 
-        def eval_angles(idx: torch.Tensor, trial: torch.Tensor) -> torch.Tensor:
-            return batch.evaluate(matrices(trial, idx), shifts[idx], idx)
+        def eval_angles(
+            idx: torch.Tensor, trial: torch.Tensor, sh: torch.Tensor = shifts
+        ) -> torch.Tensor:
+            return batch.evaluate(matrices(trial, idx), sh[idx], idx)
 
         x_old = x
         x, j, acc = _line_search(x, j, g, step0, eval_angles, opts)
@@ -949,8 +975,10 @@ def _batch_update(
         j, gm, gt = batch.value_and_grad(rot, shifts)
         step0 = first_step(opts.gamma_shifts, len_t, gt)
 
-        def eval_shifts(idx: torch.Tensor, trial: torch.Tensor) -> torch.Tensor:
-            return batch.evaluate(rot[idx], trial, idx)
+        def eval_shifts(
+            idx: torch.Tensor, trial: torch.Tensor, r: torch.Tensor = rot
+        ) -> torch.Tensor:
+            return batch.evaluate(r[idx], trial, idx)
 
         t_old = shifts
         shifts, j, acc = _line_search(shifts, j, gt, step0, eval_shifts, opts, clip)
@@ -1021,9 +1049,7 @@ def update_latent(
         "objective": after,
         "accepted": acc_sum / max(1, p),
         "mean_angle_change_deg": float(change.mean()),
-        "mean_shift_change_px": float(
-            np.linalg.norm(t_np - sh.cpu().numpy(), axis=1).mean()
-        ),
+        "mean_shift_change_px": float(np.linalg.norm(t_np - sh.cpu().numpy(), axis=1).mean()),
     }
     return r_np, t_np, stats
 
@@ -1128,8 +1154,13 @@ class TVReconstruction:
         )
         start = None if x0 is None else x0.to(dtype=b.dtype, device=b.device) / scale
         result = admm_cg(
-            problem, lam=self.lam, rho=self.rho, n_admm=self.n_admm, n_cg=self.n_cg,
-            positivity=self.positivity, x0=start,
+            problem,
+            lam=self.lam,
+            rho=self.rho,
+            n_admm=self.n_admm,
+            n_cg=self.n_cg,
+            positivity=self.positivity,
+            x0=start,
         )
         return result.x * scale
 
@@ -1219,7 +1250,9 @@ def _resolve_mask(mask: Any, projector: SpaProjector) -> np.ndarray | None:
     return m
 
 
-def _check_particles(data: Any, rotations: Any, shifts_px: Any) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def _check_particles(
+    data: Any, rotations: Any, shifts_px: Any
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     b = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
     if b.ndim != 3 or b.shape[1] != b.shape[2]:
         raise ValueError(
@@ -1329,8 +1362,10 @@ def joint_refinement(
 
     c = None
     if coefficients is not None:
-        c = coefficients if isinstance(coefficients, torch.Tensor) else torch.as_tensor(
-            np.asarray(coefficients)
+        c = (
+            coefficients
+            if isinstance(coefficients, torch.Tensor)
+            else torch.as_tensor(np.asarray(coefficients))
         )
         if tuple(c.shape) != (n, n, n):
             raise ValueError(f"coefficients must have shape ({n}, {n}, {n}), got {tuple(c.shape)}.")
@@ -1357,18 +1392,30 @@ def joint_refinement(
             seconds=time.perf_counter() - t_start,
         )
         stop = bool(callback(info)) if callback is not None else False
-        for key in ("objective", "mean_angle_change_deg", "mean_shift_change_px", "accepted", "seconds"):
+        for key in (
+            "objective",
+            "mean_angle_change_deg",
+            "mean_shift_change_px",
+            "accepted",
+            "seconds",
+        ):
             history.setdefault(key, []).append(float(getattr(info, key)))
         for key, value in info.extras.items():
             history.setdefault(key, []).append(float(value))
         logger.debug(
             "joint refinement %d/%d: objective %.6g, mean angle change %.3f°, accepted %.2f",
-            it, n_iter, info.objective, info.mean_angle_change_deg, info.accepted,
+            it,
+            n_iter,
+            info.objective,
+            info.mean_angle_change_deg,
+            info.accepted,
         )
         if stop:
             break
     c = recon(make_projector(rot, sh), b, c)
-    return RefinementResult(coefficients=c, rotations=rot, shifts_px=sh, history=history, n_iter=done)
+    return RefinementResult(
+        coefficients=c, rotations=rot, shifts_px=sh, history=history, n_iter=done
+    )
 
 
 # ============================================================================ projection matching
@@ -1452,11 +1499,17 @@ def projection_matching(
     if b.ndim != 3 or b.shape[1] != b.shape[2]:
         raise ValueError(f"data must be a (P, L, L) stack, got shape {tuple(b.shape)}.")
     p, L = int(b.shape[0]), int(b.shape[-1])
-    c = coefficients if isinstance(coefficients, torch.Tensor) else torch.as_tensor(np.asarray(coefficients))
+    c = (
+        coefficients
+        if isinstance(coefficients, torch.Tensor)
+        else torch.as_tensor(np.asarray(coefficients))
+    )
     if c.ndim != 3 or len(set(c.shape)) != 1:
         raise ValueError(f"coefficients must be a cube (n, n, n), got shape {tuple(c.shape)}.")
     n = int(c.shape[0])
-    sh = np.zeros((p, 2)) if shifts_px is None else np.asarray(to_numpy(shifts_px), dtype=np.float64)
+    sh = (
+        np.zeros((p, 2)) if shifts_px is None else np.asarray(to_numpy(shifts_px), dtype=np.float64)
+    )
     if sh.shape != (p, 2):
         raise ValueError(f"shifts_px must have shape ({p}, 2), got {sh.shape}.")
     if metric not in ("least_squares", "correlation"):
@@ -1474,10 +1527,21 @@ def projection_matching(
     # Particles whose shift is t: compare b(· + t) with the centred template.
     from cryowedge.spa.particles import shift_images
 
-    centred = bt if not np.any(sh) else torch.as_tensor(shift_images(bt.cpu().numpy(), -sh), dtype=dtype, device=dev)
+    centred = (
+        bt
+        if not np.any(sh)
+        else torch.as_tensor(shift_images(bt.cpu().numpy(), -sh), dtype=dtype, device=dev)
+    )
     proj = SpaProjector(
-        n, np.eye(3)[None].repeat(p, 0), sh, blob=blob, scale=scale, detector_size=L, ctf=ctf,
-        dtype=dtype, device=dev,
+        n,
+        np.eye(3)[None].repeat(p, 0),
+        sh,
+        blob=blob,
+        scale=scale,
+        detector_size=L,
+        ctf=ctf,
+        dtype=dtype,
+        device=dev,
     )
     # The exact J_p (direct model, the particle's own shift) of the masked volume.
     obj = ParticleObjective(proj, c, bt, method="direct", mask=_resolve_mask(mask, proj))
@@ -1586,7 +1650,9 @@ def projection_matching_refinement(
         raise ValueError(f"data must be a (P, L, L) stack, got shape {tuple(b.shape)}.")
     p, L = int(b.shape[0]), int(b.shape[-1])
     if rotations is None and coefficients is None:
-        raise ValueError("give initial rotations or initial coefficients (a volume to match against).")
+        raise ValueError(
+            "give initial rotations or initial coefficients (a volume to match against)."
+        )
     if rotations is not None:
         b, rot, sh = _check_particles(b, rotations, shifts_px)
     else:
@@ -1601,10 +1667,16 @@ def projection_matching_refinement(
     gen = np.random.default_rng(rng)
 
     def make_projector(r: np.ndarray) -> SpaProjector:
-        return SpaProjector(n, r, sh, blob=blob, scale=s, detector_size=L, ctf=ctf, dtype=dtype, device=dev)
+        return SpaProjector(
+            n, r, sh, blob=blob, scale=s, detector_size=L, ctf=ctf, dtype=dtype, device=dev
+        )
 
     if coefficients is not None:
-        c = coefficients if isinstance(coefficients, torch.Tensor) else torch.as_tensor(np.asarray(coefficients))
+        c = (
+            coefficients
+            if isinstance(coefficients, torch.Tensor)
+            else torch.as_tensor(np.asarray(coefficients))
+        )
         if tuple(c.shape) != (n, n, n):
             raise ValueError(f"coefficients must have shape ({n}, {n}, {n}), got {tuple(c.shape)}.")
         c = c.to(dtype=dtype, device=dev)
@@ -1614,16 +1686,36 @@ def projection_matching_refinement(
     t_start = time.perf_counter()
     for it in range(1, n_iter + 1):
         match = projection_matching(
-            b, c, sh, blob=blob, scale=s, ctf=ctf, n_orientations=n_orientations, metric=metric,
-            local_rounds=local_rounds, local_candidates=local_candidates, mask=mask, rng=gen,
-            dtype=dtype, device=dev,
+            b,
+            c,
+            sh,
+            blob=blob,
+            scale=s,
+            ctf=ctf,
+            n_orientations=n_orientations,
+            metric=metric,
+            local_rounds=local_rounds,
+            local_candidates=local_candidates,
+            mask=mask,
+            rng=gen,
+            dtype=dtype,
+            device=dev,
         )
-        change = geodesic_distance_deg(rot, match.rotations).mean() if rot is not None else float("nan")
+        change = (
+            geodesic_distance_deg(rot, match.rotations).mean() if rot is not None else float("nan")
+        )
         rot = match.rotations
         info = RefinementInfo(
-            iteration=it, n_iter=n_iter, objective=float(match.objective.sum()),
-            mean_angle_change_deg=float(change), mean_shift_change_px=0.0, accepted=float("nan"),
-            rotations=rot, shifts_px=sh, coefficients=c, seconds=time.perf_counter() - t_start,
+            iteration=it,
+            n_iter=n_iter,
+            objective=float(match.objective.sum()),
+            mean_angle_change_deg=float(change),
+            mean_shift_change_px=0.0,
+            accepted=float("nan"),
+            rotations=rot,
+            shifts_px=sh,
+            coefficients=c,
+            seconds=time.perf_counter() - t_start,
         )
         stop = bool(callback(info)) if callback is not None else False
         for key in ("objective", "mean_angle_change_deg", "seconds"):

@@ -235,7 +235,9 @@ def joint_refinement_experiment(
     """
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    truth_c = pseudo_particle(n, rng=rng) if phantom is None else np.asarray(phantom, dtype=np.float64)
+    truth_c = (
+        pseudo_particle(n, rng=rng) if phantom is None else np.asarray(phantom, dtype=np.float64)
+    )
     if truth_c.shape != (n, n, n):
         raise ValueError(f"phantom must have shape ({n}, {n}, {n}), got {truth_c.shape}.")
     truth_map = expand(torch.as_tensor(truth_c), SIMULATION_BLOB).numpy()
@@ -274,7 +276,9 @@ def joint_refinement_experiment(
             vol = rotate_volume(vol, g.T, order=3).astype(np.float64)
         return vol, g
 
-    def reconstruction_sequence(rot: np.ndarray, shifts: np.ndarray) -> tuple[torch.Tensor, list[float]]:
+    def reconstruction_sequence(
+        rot: np.ndarray, shifts: np.ndarray
+    ) -> tuple[torch.Tensor, list[float]]:
         """``n_iter + 1`` warm-started calls (as many as the joint run); FSC-0.5 after each."""
         proj = SpaProjector(n, rot, shifts, dtype=dtype, device=dev)
         c, curve = None, []
@@ -284,7 +288,9 @@ def joint_refinement_experiment(
         return c, curve
 
     if initial_volume not in ("unrefined", "lowpass"):
-        raise ValueError(f"initial_volume must be 'unrefined' or 'lowpass', got {initial_volume!r}.")
+        raise ValueError(
+            f"initial_volume must be 'unrefined' or 'lowpass', got {initial_volume!r}."
+        )
     c_unrefined, curve_unrefined = reconstruction_sequence(rot_init, shifts_init)
     c_oracle, curve_oracle = reconstruction_sequence(rot_true, shifts_true)
     c_start = (
@@ -305,7 +311,9 @@ def joint_refinement_experiment(
         info.extras.update(extras)
         logger.info(
             "iteration %d: mean error %.2f°, FSC-0.5 at %.3f cycles/px",
-            info.iteration, extras["mean_angle_error_deg"], extras["fsc05"],
+            info.iteration,
+            extras["mean_angle_error_deg"],
+            extras["fsc05"],
         )
         return callback(info, extras) if callback is not None else None
 
@@ -341,9 +349,16 @@ def joint_refinement_experiment(
     }
     if projection_matching_iterations:
         pm = projection_matching_refinement(
-            data, rot_init, shifts_init, coefficients=c_start, n_iter=projection_matching_iterations,
-            reconstruct=recon, n_orientations=projection_matching_orientations, mask=mask,
-            dtype=dtype, device=dev,
+            data,
+            rot_init,
+            shifts_init,
+            coefficients=c_start,
+            n_iter=projection_matching_iterations,
+            reconstruct=recon,
+            n_orientations=projection_matching_orientations,
+            mask=mask,
+            dtype=dtype,
+            device=dev,
         )
         pm_map, g_pm = aligned_map(pm.coefficients, pm.rotations)
         fsc["projection_matching"] = fsc_of(pm_map)[1]
