@@ -1061,7 +1061,11 @@ class RidgeReconstruction:
 
     ``μ = ridge · r[0]``, with ``r[0] = s⁴ P G(0)`` the diagonal of ``HᵀH`` (the kernel's
     centre), so ``ridge`` does not depend on the number of particles or the data scale.
-    Warm-started from the previous coefficients.
+    Warm-started from the previous coefficients. Defaults (ours; the thesis uses TV-ADMM): on the
+    24³ pseudo-particle of :mod:`~cryowedge.spa.refine_experiment` (P = 200, true orientations)
+    the FSC-0.5 frequency after 1, 3 and 6 calls changed by at most 0.005 cycles/px over
+    ``ridge`` = 0.005 … 0.3 at SNR 3.6 and −0.6 dB (0.279 / 0.274 / 0.275 at 3.6 dB, 0.05):
+    the early-stopped CG does most of the regularising.
 
     Attributes
     ----------
