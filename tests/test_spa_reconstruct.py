@@ -155,6 +155,15 @@ def test_tv_beats_least_squares_against_the_truth(small):
     assert res_tv < res_ls
 
 
+def test_reconstruct_spa_method_defaults(small):
+    _, problem = small
+    ilf = reconstruct_spa(problem=problem, method="ilf", lam=10.0, n_iter=20)
+    assert ilf.result.n_iter == 20 and float(ilf.coefficients.min()) >= 0.0  # positivity on
+    cg = reconstruct_spa(problem=problem, lam=10.0, n_iter=5)
+    assert cg.result.n_iter == 5 and float(cg.coefficients.min()) < 0.0  # off by default
+    assert cg.result.history["normal_applications"][-1] == 5 * 7
+
+
 def test_lambda_sweep_builds_one_kernel(monkeypatch, small):
     sim, _ = small
     calls = []

@@ -841,7 +841,6 @@ def _solve(
             problem, lam=lam, n_admm=30 if n_iter is None else n_iter, n_cg=n_cg, **kwargs
         )
     if method == "ilf":
-        kwargs.setdefault("positivity", True)
         return ilf_admm(problem, lam=lam, n_iter=200 if n_iter is None else n_iter, **kwargs)
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
 
@@ -855,7 +854,7 @@ def reconstruct_spa(
     scale: int = 1,
     n_iter: int | None = None,
     n_cg: int = 7,
-    positivity: bool = False,
+    positivity: bool | None = None,
     rho: float | None = None,
     x0: Any = None,
     callback: Callback | None = None,
@@ -883,9 +882,8 @@ def reconstruct_spa(
         Outer iterations (default 30 for ADMM-CG, 200 for ILF).
     n_cg : int
         CG steps per ADMM iteration (ADMM-CG).
-    positivity : bool
-        ``c ≥ 0`` (ADMM-CG; ILF always uses it unless ``positivity=False`` is passed with
-        ``method="ilf"``).
+    positivity : bool, optional
+        ``c ≥ 0``; default: off for ADMM-CG (thesis Alg. 2), on for ILF (thesis eq. 4.42).
     rho, x0, callback
         Solver options.
     blob, ctf, dtype, device
@@ -903,8 +901,7 @@ def reconstruct_spa(
             raise ValueError("pass a particle stack or a problem from build_problem.")
         problem = build_problem(stack, scale=scale, blob=blob, ctf=ctf, dtype=dtype, device=device)
     kw = dict(solver_kwargs, rho=rho, x0=x0, callback=callback)
-    if method == "admm_cg" or positivity:
-        kw["positivity"] = positivity
+    kw["positivity"] = (method == "ilf") if positivity is None else bool(positivity)
     result = _solve(problem, method, lam, n_iter=n_iter, n_cg=n_cg, **kw)
     return SpaReconstruction(
         volume=problem.volume(result.x),
@@ -1171,7 +1168,7 @@ def half_map_reconstruction(
 
 # ---------------------------------------------------------------------------- experiments
 def compare_ilf_admm_cg(
-    problem: SpaProblem,
+    problem: SpaProblem | ParticleStack,
     *,
     lam: float,
     rho: float | None = None,
@@ -1184,10 +1181,11 @@ def compare_ilf_admm_cg(
     """Objective against wall time and iteration: ILF-ADMM vs ADMM-CG_K (thesis Fig. 4.16).
 
     All runs solve the same problem (same λ, ρ, positivity, start 0) for ``n_iter``
-    iterations (thesis: 200; ADMM-CG with 1 and 3 CG steps). ``recompute_residual`` gives
-    ADMM-CG the thesis's cost of ``K + 1`` applications of ``T`` per iteration (see
-    :func:`admm_cg`); by default it needs ``K``. The majorant's power iteration is counted in
-    ILF's time.
+    iterations (thesis: 200; ADMM-CG with 1 and 3 CG steps). ``problem`` may be a particle
+    stack (its problem is then built with the defaults of :func:`build_problem`).
+    ``recompute_residual`` gives ADMM-CG the thesis's cost of ``K + 1`` applications of ``T``
+    per iteration (see :func:`admm_cg`); by default it needs ``K``. The majorant's power
+    iteration is counted in ILF's time.
 
     Returns
     -------
@@ -1196,6 +1194,8 @@ def compare_ilf_admm_cg(
         ``time_s`` (algorithm time, objective evaluation excluded), ``objective`` and
         ``normal_applications``.
     """
+    if isinstance(problem, ParticleStack):
+        problem = build_problem(problem)
     runs: dict[str, SolverResult] = {
         "ilf": ilf_admm(
             problem, lam=lam, rho=rho, n_iter=n_iter, positivity=positivity, majorant=majorant
