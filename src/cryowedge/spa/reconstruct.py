@@ -1301,6 +1301,11 @@ def angular_error_experiment(
     if any(not (math.isfinite(v) and v >= 0) for v in variances):
         raise ValueError(f"variances_deg2 must be >= 0 deg², got {variances}.")
     scales = [check_scale(s) for s in scales]
+    if n_classes is not None and (simulation_kwargs or {}).get("ctf"):
+        raise ValueError(
+            "class averaging with a CTF is not simulated; drop ctf from simulation_kwargs or "
+            "pass n_classes=None."
+        )
     sim = simulate_spa(
         density,
         box_size=box_size,
