@@ -347,3 +347,23 @@ def save_json(path: Path | str, payload: Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(payload, indent=1, default=float))
+
+
+def reconstruct_copies_sirt(op: CRMOperator, b: torch.Tensor, *, n_iter: int = 120, relaxation: float = 1.0) -> torch.Tensor:
+    """Each copy reconstructed alone by SIRT, in the particle frame: ``(N, nz, ny, nx)``.
+
+    :func:`cryowedge.crm.baselines.reconstruct_copies` with :func:`~cryowedge.solvers.sirt`
+    in place of SART (same frame handling: folded copies directly in the particle frame,
+    rotated ones rotated back by ``R_iᵀ`` with :class:`~cryowedge.operators.Rotation3D`).
+    """
+    from cryowedge.operators.rotation import Rotation3D
+    from cryowedge.solvers.algebraic import sirt
+
+    out = torch.empty((op.n_copies, *op.volume_shape), dtype=b.dtype)
+    for i in range(op.n_copies):
+        rec = sirt(op.copy_projector(i, cache=False), b[i], n_iter=n_iter, relaxation=relaxation).x
+        rot = op.copy_rotation(i)
+        if rot is not None:
+            rec = Rotation3D(op.volume_shape, rot.matrices_xyz[0].T).forward(rec)
+        out[i] = rec
+    return out
