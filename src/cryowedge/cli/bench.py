@@ -11,6 +11,8 @@ Examples::
     cryowedge bench dewedge                   # dewedge epoch/refine vs a reference-like pipeline
     cryowedge bench crm                       # CRM-SART vs N SART reconstructions (N = 49, 200²)
     cryowedge bench crm --quick --scaling 3,5 # a check in seconds
+    cryowedge bench inr                       # coordinate network: s per epoch, to convergence
+    cryowedge bench inr --batches 128,64,32,16 --epochs 60  # + memory/time by slice batch
 """
 
 from __future__ import annotations
@@ -167,6 +169,45 @@ def crm(
                            report=typer.echo)
         bench_crm(n_copies, size, n_iter, relaxation, dataset=dataset, device=device,
                   repeats=repeats, plan_cache_gb=plan_cache_gb or None, report=typer.echo)
+
+
+@bench_app.command("inr")
+def inr(
+    shape: tuple[int, int, int] = typer.Option((32, 128, 128), help="hollow spheres Z Y X"),
+    epochs: int = typer.Option(120, help="epochs of the fit"),
+    width: int = typer.Option(64, help="features per hidden layer"),
+    n_frequencies: int = typer.Option(64, help="Fourier features"),
+    slice_batch: int = typer.Option(16, help="y-slices per optimiser step"),
+    lam_c: float = typer.Option(0.0, "--lam-c", help="Crowther/wedge penalty weight"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto"),
+    score_every: int = typer.Option(5, help="score the epoch's volume every N epochs"),
+    batches: str = typer.Option("", help="also the memory/time table over these slice batches "
+                                "(e.g. 128,64,32,16), each in a fresh interpreter"),
+    baselines: bool = typer.Option(True, help="also time and score FBP and TV-ADMM"),
+    quick: bool = typer.Option(False, help="16x32x32, 4 epochs, width 16: a check in seconds"),
+) -> None:
+    """Coordinate-network fit: seconds per epoch and to convergence on the results table's
+    setting; last line `inr_epoch_seconds: N`."""
+    from cryowedge.inr.bench import QUICK, bench_inr, slice_batch_tradeoff
+
+    with user_errors():
+        n_spheres = 12
+        if quick:
+            shape, n_spheres = tuple(QUICK["shape"]), int(QUICK["n_spheres"])
+            epochs, width = int(QUICK["epochs"]), int(QUICK["width"])
+            n_frequencies, slice_batch = int(QUICK["n_frequencies"]), int(QUICK["slice_batch"])
+            score_every = 1
+        if batches.strip():
+            sizes = [int(v) for v in batches.split(",") if v.strip()]
+            slice_batch_tradeoff(sizes, tuple(shape), epochs=epochs, n_spheres=n_spheres,
+                                 threads=threads, device=device, report=typer.echo,
+                                 config={"width": width, "n_frequencies": n_frequencies,
+                                         "lam_c": lam_c})
+        bench_inr(tuple(shape), epochs=epochs, n_spheres=n_spheres, width=width,
+                  n_frequencies=n_frequencies, slice_batch=slice_batch, lam_c=lam_c,
+                  threads=threads, device=device, score_every=score_every, baselines=baselines,
+                  report=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

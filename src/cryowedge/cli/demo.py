@@ -9,7 +9,8 @@ The reconstructions are the ``demo`` presets of the registered methods
 (:mod:`cryowedge.config.registry`), or the ``methods:`` of ``--config``; then a small dewedge
 panel (a tiny self-supervised U-Net fitted on the even/odd halves, about 15 s; ``dewedge:``
 of ``--config`` sets it, ``dewedge: null`` skips it), and a CRM panel (CRM vs AVG on a tiny 2D
-problem, seconds; ``crm: null`` skips it).
+problem, seconds; ``crm: null`` skips it), and an INR panel (a small coordinate network
+fitted to the central rows, seconds; ``inr: null`` skips it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def demo(
     if result.get("crm_metrics"):
         console.print("CRM panel (crm_demo.png, 2D, inside the support):")
         console.print(metrics_table_markdown(result["crm_metrics"]))
+    if result.get("inr_metrics"):
+        console.print("INR panel (inr_demo.png, the central rows):")
+        console.print(metrics_table_markdown(result["inr_metrics"], normalize="affine"))
     console.print(f"wrote {len(result['files'])} files to {out}/ in {result['seconds']:.1f} s "
                   "(orthoslices.png, fsc.png, metrics.md, *.mrc)")
 

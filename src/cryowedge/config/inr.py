@@ -12,10 +12,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from cryowedge.config.models import ReconstructConfig, cli
+from cryowedge.config.models import BaseConfig, ReconstructConfig, cli
 from cryowedge.config.registry import register_method
 
-__all__ = ["InrConfig"]
+__all__ = ["DemoInrConfig", "InrConfig"]
 
 
 @register_method(
@@ -146,3 +146,41 @@ class InrConfig(ReconstructConfig):
             "n_frequencies": self.n_frequencies,
             "omega0": self.omega0,
         }
+
+
+class DemoInrConfig(BaseConfig):
+    """The INR panel of ``cryowedge demo``: a small coordinate network fitted to the central
+    ``rows`` y-slices of the demo's tilt series (the tilt axis is ``y``, so those rows are a
+    problem of their own), next to FBP of the same rows (``inr_demo.png``, ``inr_demo.md``).
+
+    A CPU-sized fit in seconds: an MLP of ``width`` features on ``n_frequencies`` Gaussian
+    Fourier features at ``encoding_scale`` cycles/voxel, ``epochs`` passes in batches of
+    ``slice_batch`` rows (docs/inr.md; the full-size defaults are :class:`InrConfig`'s).
+    """
+
+    rows: int = Field(16, ge=1, description="central y-slices fitted")
+    width: int = Field(32, ge=1, description="features per hidden layer")
+    n_frequencies: int = Field(32, ge=1, description="Fourier features")
+    encoding_scale: float = Field(0.05, gt=0, allow_inf_nan=False,
+                                  description="Fourier-feature scale σ, cycles per voxel")
+    slice_batch: int = Field(4, ge=1, description="y-slices per optimiser step")
+    epochs: int = Field(40, ge=1, description="passes over the rows")
+    lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="AdamW learning rate")
+    lam_c: float = Field(0.0, ge=0, allow_inf_nan=False,
+                         description="Crowther/wedge penalty weight (0: off)")
+    filter_name: str = Field("hann", description="filter of the FBP shown next to it")
+    seed: int = Field(0, description="random seed of the fit")
+
+    @model_validator(mode="after")
+    def _batch_within_rows(self) -> DemoInrConfig:
+        if self.slice_batch > self.rows:
+            raise ValueError(f"inr.slice_batch {self.slice_batch} is larger than inr.rows "
+                             f"{self.rows}; use slice_batch <= {self.rows}.")
+        return self
+
+    def inr_config(self, thickness: int) -> InrConfig:
+        """The :class:`InrConfig` of the panel's fit (on the CPU)."""
+        return InrConfig(width=self.width, n_frequencies=self.n_frequencies,
+                         encoding_scale=self.encoding_scale, slice_batch=self.slice_batch,
+                         epochs=self.epochs, lr=self.lr, lam_c=self.lam_c, seed=self.seed,
+                         thickness=thickness, device="cpu")

@@ -761,6 +761,11 @@ class DemoConfig(BaseConfig):
         default_factory=lambda: DemoCrmConfig(),
         description="the CRM panel (CRM vs AVG on a tiny 2D problem, seconds); null: no panel",
     )
+    inr: DemoInrConfig | None = Field(
+        default_factory=lambda: DemoInrConfig(),
+        description="the INR panel (a small coordinate network on the central rows, seconds); "
+        "null: no panel",
+    )
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -870,7 +875,9 @@ class StetConfig(BaseConfig):
 # The coordinate-network method registers itself from its own module (issue 12).
 import cryowedge.config.inr  # noqa: E402,F401
 
-# The demo's CRM panel settings live with the CRM configuration (issue 11).
+# The demo's CRM panel settings live with the CRM configuration (issue 11), the INR
+# panel's with the INR configuration (issue 12).
 from cryowedge.config.crm import DemoCrmConfig  # noqa: E402
+from cryowedge.config.inr import DemoInrConfig  # noqa: E402
 
 DemoConfig.model_rebuild()

@@ -352,10 +352,14 @@ def bench_inr(
     from cryowedge.inr import fit_inr
     from cryowedge.utils.device import resolve_device
 
+    box = tuple(int(s) for s in shape)
+    if not 1 <= slice_batch <= box[1]:
+        raise ValueError(f"slice_batch {slice_batch} does not fit the volume's {box[1]} "
+                         f"y-slices; use 1 … {box[1]}.")
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    case = spheres_case(shape, n_spheres=n_spheres)
+    case = spheres_case(box, n_spheres=n_spheres)
     cfg = table_config(epochs=epochs, width=width, n_frequencies=n_frequencies,
                        slice_batch=slice_batch, lam_c=lam_c, device=str(dev))
     report(f"case: {case.description}")

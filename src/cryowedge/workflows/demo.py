@@ -130,6 +130,13 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
         from cryowedge.workflows.crm import CRM_DEMO_FILES
 
         outputs += [out / name for name in CRM_DEMO_FILES]
+    if cfg.inr is not None:
+        from cryowedge.workflows.inr import INR_DEMO_FILES
+
+        if cfg.inr.rows > sim_cfg.shape[1]:
+            raise ValueError(f"inr.rows {cfg.inr.rows} is larger than the demo's "
+                             f"{sim_cfg.shape[1]} y-slices; use rows <= {sim_cfg.shape[1]}.")
+        outputs += [out / name for name in INR_DEMO_FILES]
     check_outputs(outputs, inputs=[config_path], overwrite=overwrite, n_bytes=n_bytes)
     if overwrite:
         keep_backups(outputs)
@@ -164,6 +171,18 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
         panel_result = crm_demo_panel(out, cfg.crm)
         files.update(panel_result["files"])
         crm_rows = panel_result["metrics"]
+    inr_rows = None
+    if cfg.inr is not None:  # a small network on the central rows (inr_demo.png, inr_demo.md)
+        from cryowedge.workflows.inr import inr_demo_panel
+
+        def inr_part(step: str, fraction: float) -> None:
+            report_progress(progress, step, 0.745 + 0.005 * fraction)
+
+        inr_result = inr_demo_panel(sim.tilt_series, sim.geometry, truth, cfg.inr, out,
+                                    pixel_size_angstrom=px,
+                                    progress=inr_part if progress else None)
+        files.update(inr_result["files"])
+        inr_rows = inr_result["metrics"]
     report_progress(progress, "metrics + figures", 0.75)
     rows = evaluate_arrays(volumes, truth, pixel_size_angstrom=px,
                            tilt_range_deg=sim.geometry.tilt_range_deg, output_dir=out)
@@ -176,4 +195,5 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
     files["run"] = write_run_record(out, "demo", cfg.model_dump(mode="json"),
                                     {k: str(v) for k, v in files.items()})
     report_progress(progress, "done", 1.0)
-    return {"metrics": rows, "files": files, "seconds": seconds, "crm_metrics": crm_rows}
+    return {"metrics": rows, "files": files, "seconds": seconds, "crm_metrics": crm_rows,
+            "inr_metrics": inr_rows}
