@@ -21,7 +21,7 @@ def group_soft_threshold(v: torch.Tensor, threshold: float, dim: int = 0) -> tor
     Each group ``v_n`` (e.g. the 3-vector gradient of one voxel) becomes
     ``(1 − threshold/‖v_n‖₂)₊ · v_n``; groups of zero norm stay zero.
     """
-    magnitude = torch.linalg.vector_norm(v, dim=dim, keepdim=True)
+    magnitude = _group_norm(v, dim, keepdim=True)
     scale = torch.clamp(1.0 - threshold / magnitude.clamp_min(torch.finfo(v.dtype).tiny), min=0.0)
     return v * scale
 
@@ -33,4 +33,10 @@ def project_nonnegative(v: torch.Tensor) -> torch.Tensor:
 
 def l21_norm(v: torch.Tensor, dim: int = 0) -> float:
     """``‖v‖₂,₁ = Σ_n ‖v_n‖₂`` with groups along ``dim`` (isotropic TV of a gradient)."""
-    return float(torch.linalg.vector_norm(v, dim=dim).sum())
+    return float(_group_norm(v, dim).sum())
+
+
+def _group_norm(v: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """``‖v_n‖₂`` along ``dim`` as sqrt(Σ v²): ~10× faster on CPU than
+    ``torch.linalg.vector_norm(dim=...)`` for a short reduced axis (3 gradient components)."""
+    return torch.sum(v * v, dim=dim, keepdim=keepdim).sqrt_()
