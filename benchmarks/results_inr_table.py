@@ -125,25 +125,26 @@ def _figures(volumes: dict[str, np.ndarray], truth: np.ndarray, out: Path) -> li
                                  for k, v in volumes.items()}}
     names = list(panel)
     nz, _, nx = truth.shape
-    fig, axes = plt.subplots(2, len(names), figsize=(2.0 * len(names), 1.0 + 2.0 * (nz / nx + 1)),
-                             squeeze=False, gridspec_kw={"height_ratios": [nz / nx, 1]})
+    fig, axes = plt.subplots(len(names), 2, figsize=(6.4, 0.4 + 1.05 * len(names)),
+                             squeeze=False, gridspec_kw={"width_ratios": [4.0, 1.0]})
     ref_spec = _spectrum_xz(truth)
     lo_s, hi_s = np.percentile(ref_spec, 5), ref_spec.max()
-    for col, name in enumerate(names):
-        ax = axes[0, col]
+    for row, name in enumerate(names):
+        ax = axes[row, 0]
         ax.imshow(panel[name][:, y, :], cmap="gray", vmin=0, vmax=1, origin="lower",
                   interpolation="nearest")
-        ax.set_title(name, fontsize=8)
-        ax = axes[1, col]
+        ax.set_ylabel(name, fontsize=8)
+        ax = axes[row, 1]
         ax.imshow(_spectrum_xz(panel[name]), cmap="magma", vmin=lo_s, vmax=hi_s,
-                  origin="lower", interpolation="nearest", aspect=nx / nz)
-        for a in axes[:, col]:
+                  origin="lower", interpolation="nearest", aspect="equal",
+                  extent=(-0.5, 0.5, -0.5, 0.5))
+        for a in axes[row]:
             a.set_xticks([])
             a.set_yticks([])
-    axes[0, 0].set_ylabel(f"XZ, y={y}", fontsize=8)
-    axes[1, 0].set_ylabel("log power, kz vs kx", fontsize=8)
-    fig.suptitle("hollow spheres ±60°: XZ slice (grey 0…1 after affine calibration) and "
-                 "its y-averaged spectrum (missing wedge: top and bottom)", fontsize=8)
+    axes[0, 0].set_title(f"XZ slice y = {y} (grey 0…1 after affine calibration)", fontsize=8)
+    axes[0, 1].set_title("log power (kx →, kz ↑)", fontsize=8)
+    fig.suptitle("hollow spheres ±60°, no noise; the missing wedge is the top and bottom of "
+                 "each spectrum", fontsize=8)
     paths = [save_png(fig, out / "inr_table_xz.png")]
     fig, ax = plt.subplots(figsize=(5.0, 3.2))
     for name, v in volumes.items():
