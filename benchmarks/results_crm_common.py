@@ -123,6 +123,7 @@ def make_2d(
     orientation: str | None = None,
     stain: str | None = None,
     frame: str | None = None,
+    noise_domain: str = "projection",
 ) -> Problem2D:
     """The paper's 2D data set ``dataset`` with ``n_copies`` copies (module notes).
 
@@ -135,7 +136,14 @@ def make_2d(
     ``θ + φ``) or ``"copy"`` (stain projected at ``θ``, particle at ``θ + φ``, as the
     project's simulator). ``size`` rescales the image side (support radius and phantom
     scale with it); ``None`` is the paper's (320 Shepp–Logan, 200 ribosome).
+    ``noise_domain`` (with ``snr``, paper convention only): ``"projection"`` adds white noise to
+    each copy's projections (the paper's text, ``σ² = var(clean sub-tilt-series) / snr``);
+    ``"image"`` adds it to each stained image before projection (the authors' simulator code,
+    ``σ² = var(stained image) / snr``), which keeps the data in the range of the model
+    (the noise becomes part of the copy) and is far milder after the line integrals.
     """
+    if noise_domain not in ("projection", "image"):
+        raise ValueError(f"noise_domain must be 'projection' or 'image', got {noise_domain!r}.")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}.")
     if convention not in CONVENTIONS:
@@ -191,6 +199,13 @@ def make_2d(
         stains = np.stack(
             [_authors_noise_stain(image.astype(np.float64), outside, gen) for _ in range(n_copies)]
         )
+    image_noise = snr is not None and noise_domain == "image"
+    if image_noise:
+        if frame != "particle":
+            raise ValueError("noise_domain='image' needs frame='particle'.")
+        for i in range(n_copies):
+            stained = truth + stains[i]
+            stains[i] = stains[i] + gen.normal(0.0, float(stained.std()) / np.sqrt(snr), stained.shape)
     if frame == "particle":
         clean = np.stack(
             [_project_slice(truth + stains[i], angles + phi[i], side) for i in range(n_copies)]
@@ -206,7 +221,7 @@ def make_2d(
         )
     clean = clean[:, :, None, :]
     proj, sigma = clean.astype(np.float32), None
-    if snr is not None:
+    if snr is not None and not image_noise:
         n, t = clean.shape[:2]
         noisy, sigma = add_gaussian_noise(clean.reshape(n, t, side), snr=snr, rng=gen, per_image=True)
         proj = noisy.reshape(clean.shape).astype(np.float32)
@@ -229,6 +244,7 @@ def make_2d(
             "orientation": orientation,
             "stain": stain,
             "frame": frame,
+            "noise_domain": noise_domain if snr is not None else None,
             "stains": stains.astype(np.float32),
         },
     )

@@ -5,7 +5,9 @@ settings; the paper does not restate them for Fig. 7), N = 3 … 49, several see
 the authors' set-up (benchmarks/results_crm_common.py, ``convention="paper"``); the ribosome
 slice at the paper's 200², the Shepp–Logan phantom at 200² by default (support radius and
 phantom scaled by 200/320; ``--full`` runs the paper's 320², which needs about 5.4 GB for the
-N = 49 CRM plans). ``--conventions paper project`` adds the project's simulator.
+N = 49 CRM plans). ``--conventions paper project`` adds the project's simulator. ``--sirt``
+adds CRM-SIRT (:func:`~cryowedge.crm.solvers.crm_sirt` defaults, 120 iterations, λ 1) and
+M-AVG of per-copy SIRT reconstructions with the same settings.
 
 Writes a table (stdout, JSON) and a PNG like the paper's Fig. 7 (PSNR / SSIM / PCC against N
 for both data sets). The last line is the key figure: PSNR at the smallest and largest N.
@@ -31,10 +33,15 @@ from results_crm_common import (  # noqa: E402
     make_2d,
     mean_std,
     print_config,
+    reconstruct_copies_sirt,
     run_methods,
     save_json,
     score_2d,
 )
+
+from cryowedge.crm.baselines import masked_fourier_average  # noqa: E402
+from cryowedge.crm.operator import CRMOperator  # noqa: E402
+from cryowedge.crm.solvers import crm_sirt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("pcc", "PCC", 4))
@@ -48,11 +55,12 @@ def plot(results: dict, ns: list[int], path: Path, title: str) -> None:
 
     keys = [k for k in results if k.count("/") == 1]
     fig, axes = plt.subplots(len(keys), 3, figsize=(12, 3.3 * len(keys)), squeeze=False)
-    colours = {"AVG": "tab:blue", "M-AVG": "tab:orange", "CRM": "tab:green"}
+    colours = {"AVG": "tab:blue", "M-AVG": "tab:orange", "CRM": "tab:green", "M-AVG (SIRT)": "tab:brown",
+               "CRM-SIRT": "tab:purple"}
     for r, key in enumerate(keys):
         for c, (m, label, _) in enumerate(METRICS):
             ax = axes[r, c]
-            for meth in METHODS:
+            for meth in [k for k in colours if k in results[key][str(ns[0])]]:
                 mean = [mean_std([s[m] for s in results[key][str(n)][meth]])[0] for n in ns]
                 std = [mean_std([s[m] for s in results[key][str(n)][meth]])[1] for n in ns]
                 ax.errorbar(ns, mean, yerr=std, marker="o", ms=3, capsize=2, label=meth, color=colours[meth])
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--relaxation", type=float, default=0.2)
     ap.add_argument("--full", action="store_true", help="Shepp–Logan at the paper's 320²")
     ap.add_argument("--plan-cache-gb", type=float, default=6.0)
+    ap.add_argument("--sirt", action="store_true", help="add CRM-SIRT and M-AVG of per-copy SIRT")
     ap.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "crm_copies.png"))
     ap.add_argument("--out", default=str(ROOT / "bench_out" / "crm" / "copies.json"))
     args = ap.parse_args(argv)
@@ -101,26 +110,37 @@ def main(argv: list[str] | None = None) -> None:
     )
     t_start = time.perf_counter()
     results: dict = {"config": vars(args)}
+    methods = list(METHODS) + (["M-AVG (SIRT)", "CRM-SIRT"] if args.sirt else [])
     for conv in args.conventions:
         for ds in args.datasets:
             key = f"{conv}/{ds}"
             results[key] = {}
             for n in args.copies:
-                per: dict[str, list] = {m: [] for m in METHODS}
-                secs: dict[str, list] = {m: [] for m in METHODS}
+                per: dict[str, list] = {m: [] for m in methods}
+                secs: dict[str, list] = {m: [] for m in methods}
                 for seed in range(args.seeds):
                     prob = make_2d(ds, n, seed=seed, convention=conv, size=sizes[ds])
                     imgs, sec, _ = run_methods(
                         prob.data, n_iter=args.n_iter, relaxation=args.relaxation,
                         plan_cache_bytes=int(args.plan_cache_gb * 2**30),
                     )
-                    for m in METHODS:
+                    if args.sirt:
+                        op = CRMOperator.from_data(prob.data)
+                        b = torch.from_numpy(np.ascontiguousarray(prob.data.projections, dtype=np.float32))
+                        t0 = time.perf_counter()
+                        imgs["CRM-SIRT"] = op.particle(crm_sirt(op, b).x).numpy()
+                        sec["CRM-SIRT"] = time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        copies = reconstruct_copies_sirt(op, b, n_iter=120, relaxation=1.0)
+                        imgs["M-AVG (SIRT)"] = masked_fourier_average(op, b, copies=copies).numpy()
+                        sec["M-AVG (SIRT)"] = time.perf_counter() - t0
+                    for m in methods:
                         per[m].append(score_2d(imgs[m], prob.data.truth, prob.data.support))
                         secs[m].append(sec[m])
                 results[key][str(n)] = per
                 results[key][f"seconds/{n}"] = secs
                 print(
-                    f"{key} N={n}: " + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in METHODS)
+                    f"{key} N={n}: " + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in methods)
                     + f"  (CRM {mean_std(secs['CRM'])[0]:.1f} s, AVG pipeline {mean_std(secs['AVG'])[0]:.1f} s)",
                     flush=True,
                 )
@@ -129,13 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         for ds in args.datasets:
             key = f"{conv}/{ds}"
             print(f"### {key} (mean ± std over {args.seeds} seeds)\n")
-            print("| N | " + " | ".join(f"{m} PSNR" for m in METHODS) + " | "
-                  + " | ".join(f"{m} SSIM" for m in METHODS) + " | " + " | ".join(f"{m} PCC" for m in METHODS) + " |")
-            print("| ---: |" + " ---: |" * 9)
+            print("| N | " + " | ".join(f"{m} PSNR" for m in methods) + " | "
+                  + " | ".join(f"{m} SSIM" for m in methods) + " | " + " | ".join(f"{m} PCC" for m in methods) + " |")
+            print("| ---: |" + " ---: |" * (3 * len(methods)))
             for n in args.copies:
                 cells = []
                 for m, _, dg in METRICS:
-                    cells += [fmt([s[m] for s in results[key][str(n)][meth]], dg) for meth in METHODS]
+                    cells += [fmt([s[m] for s in results[key][str(n)][meth]], dg) for meth in methods]
                 print(f"| {n} | " + " | ".join(cells) + " |")
             print()
     if args.figure:
