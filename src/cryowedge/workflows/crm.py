@@ -86,6 +86,7 @@ __all__ = [
     "CrmDataset",
     "CrmOutputs",
     "CrmSolution",
+    "apply_support",
     "baseline_maps",
     "compare_dataset",
     "crm_demo_panel",
