@@ -59,10 +59,19 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     t_sim = time.perf_counter() - t0
     op = CRMOperator.from_data(data)
     b = torch.from_numpy(np.ascontiguousarray(data.projections, dtype=np.float32))
-    out: dict = {"seconds": {"simulate": t_sim}, "support_radius_px": float((3 * data.support.sum() / (4 * np.pi)) ** (1 / 3))}
+    out: dict = {
+        "seconds": {"simulate": t_sim},
+        "support_radius_px": float((3 * data.support.sum() / (4 * np.pi)) ** (1 / 3)),
+    }
     t0 = time.perf_counter()
-    res = crm_sart(op, b, n_iter=args.n_iter, relaxation=args.relaxation, particle="mean",
-                   plan_cache_bytes=int(args.plan_cache_gb * 2**30))
+    res = crm_sart(
+        op,
+        b,
+        n_iter=args.n_iter,
+        relaxation=args.relaxation,
+        particle="mean",
+        plan_cache_bytes=int(args.plan_cache_gb * 2**30),
+    )
     out["seconds"]["CRM"] = time.perf_counter() - t0
     maps = {"CRM": op.particle(res.x).numpy()}
     t0 = time.perf_counter()
@@ -83,10 +92,15 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
     out["metrics"] = {}
     out["fsc"] = {}
     for k in [m for m in ORDER if m in maps]:
-        out["metrics"][k] = compare_volumes(maps[k], truth, pixel_size_angstrom=args.pixel, mask=s, normalize="affine")
+        out["metrics"][k] = compare_volumes(
+            maps[k], truth, pixel_size_angstrom=args.pixel, mask=s, normalize="affine"
+        )
         xn = normalize_intensity(maps[k], truth, "affine", mask=s)
         f = fourier_shell_correlation(xn, truth, mask=s)
-        out["fsc"][k] = {"freq": f.frequency_cycles_per_pixel.tolist(), "fsc": f.correlation.tolist()}
+        out["fsc"][k] = {
+            "freq": f.frequency_cycles_per_pixel.tolist(),
+            "fsc": f.correlation.tolist(),
+        }
     out["maps"] = maps  # dropped before saving
     out["truth"] = truth
     return out
@@ -100,10 +114,19 @@ def plot(per_seed: list[dict], args: argparse.Namespace, path: Path) -> None:
 
     first = per_seed[0]
     shown = [k for k in ("M-AVG", "CRM", "M-AVG (SIRT)", "CRM-SIRT") if k in first["maps"]]
-    fig, axes = plt.subplots(1, 2 + len(shown), figsize=(3.2 * (2 + len(shown)) + 1.5, 3.4),
-                             gridspec_kw={"width_ratios": [1.6] + [1] * (1 + len(shown))})
-    colours = {"AVG": "tab:blue", "M-AVG": "tab:orange", "CRM": "tab:green", "M-AVG (SIRT)": "tab:brown",
-               "CRM-SIRT": "tab:purple"}
+    fig, axes = plt.subplots(
+        1,
+        2 + len(shown),
+        figsize=(3.2 * (2 + len(shown)) + 1.5, 3.4),
+        gridspec_kw={"width_ratios": [1.6] + [1] * (1 + len(shown))},
+    )
+    colours = {
+        "AVG": "tab:blue",
+        "M-AVG": "tab:orange",
+        "CRM": "tab:green",
+        "M-AVG (SIRT)": "tab:brown",
+        "CRM-SIRT": "tab:purple",
+    }
     ax = axes[0]
     for k in first["fsc"]:
         freq = np.asarray(first["fsc"][k]["freq"])
@@ -120,13 +143,19 @@ def plot(per_seed: list[dict], args: argparse.Namespace, path: Path) -> None:
     c = truth.shape[1] // 2
     panels = [("truth", truth)] + [(k, first["maps"][k]) for k in shown]
     for j, (title, vol) in enumerate(panels, start=1):
-        img = vol[:, c, :] if title == "truth" else normalize_intensity(vol, truth, "affine", mask=truth != 0)[:, c, :]
+        img = (
+            vol[:, c, :]
+            if title == "truth"
+            else normalize_intensity(vol, truth, "affine", mask=truth != 0)[:, c, :]
+        )
         axes[j].imshow(img, cmap="gray", vmin=truth.min(), vmax=truth.max())
         axes[j].set_title(f"{title}: central x–z slice" if j == 1 else title, fontsize=9)
         axes[j].set_axis_off()
     fig.suptitle(
         f"CRM 3D: {args.n_copies} copies of 1A5T, {args.box}³ at {args.pixel:g} Å, ±50° at 5°, SNR {args.snr:g}, "
-        f"SART {args.n_iter} it, λ {args.relaxation}", fontsize=10)
+        f"SART {args.n_iter} it, λ {args.relaxation}",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -143,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-iter", type=int, default=40)
     ap.add_argument("--relaxation", type=float, default=0.2)
     ap.add_argument("--plan-cache-gb", type=float, default=6.0)
-    ap.add_argument("--no-sirt", action="store_true", help="skip CRM-SIRT and M-AVG of per-copy SIRT")
+    ap.add_argument(
+        "--no-sirt", action="store_true", help="skip CRM-SIRT and M-AVG of per-copy SIRT"
+    )
     ap.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "crm_3d_fsc.png"))
     ap.add_argument("--out", default=str(ROOT / "bench_out" / "crm" / "3d.json"))
     args = ap.parse_args(argv)
@@ -157,10 +188,14 @@ def main(argv: list[str] | None = None) -> None:
             "box": f"{args.box}³ at {args.pixel:g} Å/voxel",
             "surroundings": "crowded-cell piece per copy (membrane, texture, 4 small particles)",
             "tilt": "±50° at 5° (21 views), tilt axis y",
-            "noise": f"Gaussian, SNR {args.snr:g} per copy (variance ratio)" if args.snr > 0 else "none",
+            "noise": f"Gaussian, SNR {args.snr:g} per copy (variance ratio)"
+            if args.snr > 0
+            else "none",
             "SART": f"{args.n_iter} iterations, λ {args.relaxation}, zeros start, random view order (all methods)",
             "CRM output": "particle='mean'",
-            "SIRT variants": "off" if args.no_sirt else "CRM-SIRT (crm_sirt defaults) and M-AVG of per-copy SIRT: 120 iterations, λ 1",
+            "SIRT variants": "off"
+            if args.no_sirt
+            else "CRM-SIRT (crm_sirt defaults) and M-AVG of per-copy SIRT: 120 iterations, λ 1",
             "scoring": "support sphere on both maps, affine normalisation, FSC 'stays below' rule",
         },
     )
@@ -170,24 +205,32 @@ def main(argv: list[str] | None = None) -> None:
         r = run_seed(seed, args)
         per_seed.append(r)
         print(
-            f"seed {seed}: " + " | ".join(
+            f"seed {seed}: "
+            + " | ".join(
                 f"{k} FSC0.5 {r['metrics'][k]['fsc05_angstrom']:.1f} Å, 0.143 {r['metrics'][k]['fsc0143_angstrom']:.1f} Å, "
                 f"PSNR {r['metrics'][k]['psnr']:.2f}"
                 for k in r["metrics"]
             )
-            + " | seconds " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()),
+            + " | seconds "
+            + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()),
             flush=True,
         )
-    print(f"\n### 3D, {args.n_copies} copies, SNR {args.snr:g} (mean ± std over {args.seeds} seeds)\n")
+    print(
+        f"\n### 3D, {args.n_copies} copies, SNR {args.snr:g} (mean ± std over {args.seeds} seeds)\n"
+    )
     print("| method | FSC 0.5 (Å) | FSC 0.143 (Å) | PSNR (dB) | SSIM | Pearson |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for k in per_seed[0]["metrics"]:
         v = [r["metrics"][k] for r in per_seed]
-        print(f"| {k} | {fmt([x['fsc05_angstrom'] for x in v], 1)} | {fmt([x['fsc0143_angstrom'] for x in v], 1)} | "
-              f"{fmt([x['psnr'] for x in v])} | {fmt([x['ssim'] for x in v], 3)} | {fmt([x['pearson'] for x in v], 3)} |")
-    print(f"\nNyquist: {2 * args.pixel:g} Å. Mean seconds per seed: CRM "
-          f"{mean_std([r['seconds']['CRM'] for r in per_seed])[0]:.0f}, per-copy SART (AVG and M-AVG) "
-          f"{mean_std([r['seconds']['copies'] for r in per_seed])[0]:.0f}")
+        print(
+            f"| {k} | {fmt([x['fsc05_angstrom'] for x in v], 1)} | {fmt([x['fsc0143_angstrom'] for x in v], 1)} | "
+            f"{fmt([x['psnr'] for x in v])} | {fmt([x['ssim'] for x in v], 3)} | {fmt([x['pearson'] for x in v], 3)} |"
+        )
+    print(
+        f"\nNyquist: {2 * args.pixel:g} Å. Mean seconds per seed: CRM "
+        f"{mean_std([r['seconds']['CRM'] for r in per_seed])[0]:.0f}, per-copy SART (AVG and M-AVG) "
+        f"{mean_std([r['seconds']['copies'] for r in per_seed])[0]:.0f}"
+    )
     if args.figure:
         plot(per_seed, args, Path(args.figure))
         print(f"figure: {args.figure}")
@@ -196,10 +239,14 @@ def main(argv: list[str] | None = None) -> None:
         r.pop("truth")
     save_json(args.out, {"config": vars(args), "seeds": per_seed})
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
-    print("fsc_vs_truth_angstrom (0.5 / 0.143): " + "; ".join(
-        f"{k} {mean_std([r['metrics'][k]['fsc05_angstrom'] for r in per_seed])[0]:.1f} / "
-        f"{mean_std([r['metrics'][k]['fsc0143_angstrom'] for r in per_seed])[0]:.1f}"
-        for k in per_seed[0]["metrics"]))
+    print(
+        "fsc_vs_truth_angstrom (0.5 / 0.143): "
+        + "; ".join(
+            f"{k} {mean_std([r['metrics'][k]['fsc05_angstrom'] for r in per_seed])[0]:.1f} / "
+            f"{mean_std([r['metrics'][k]['fsc0143_angstrom'] for r in per_seed])[0]:.1f}"
+            for k in per_seed[0]["metrics"]
+        )
+    )
 
 
 if __name__ == "__main__":

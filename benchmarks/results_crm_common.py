@@ -1,4 +1,4 @@
-"""Shared pieces of the CRM results scripts (benchmarks/results_crm_*.py, docs/results.md, issue 11).
+"""Shared pieces of the CRM results scripts (benchmarks/results_crm_*.py, issue 11).
 
 Han et al. (../shared/seeds/000_…) report 2D experiments on a Shepp–Logan phantom (320²) and a
 ribosome slice (200², support radius 65). Two ways of making their data are offered here:
@@ -20,7 +20,7 @@ ribosome slice (200², support radius 65). Two ways of making their data are off
   ``"blocks"``; the authors' block code is not published);
 * noise, when asked for, on the projections (the paper's §4.2.3 wording) with the project's
   definition ``SNR = var(clean) / σ²`` per copy (variance ratio; the authors' C++ used
-  ``σ = std / 10^(SNR/10)``, i.e. SNR in dB, on the image).
+  ``σ = std / 10^(SNR/10)``, a variance ratio of ``10^(SNR/5)``, on the image).
 
 ``convention="project"``: :func:`~cryowedge.crm.simulate.simulate_shepp_logan_2d` /
 :func:`~cryowedge.crm.simulate.simulate_ribosome_2d` with their defaults: one orientation drawn
@@ -77,7 +77,9 @@ from cryowedge.simulate.noise import add_gaussian_noise
 
 DATASETS = ("shepp-logan", "ribosome")
 CONVENTIONS = ("paper", "project")
-RIBOSOME_MAP = Path(__file__).resolve().parents[2] / "shared" / "data" / "aspire_70S_ribosome_65.mrc"
+RIBOSOME_MAP = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "aspire_70S_ribosome_65.mrc"
+)
 #: Paper geometry per data set: image side, support radius (px).
 GEOMETRY = {"shepp-logan": (320, 96.0), "ribosome": (200, 65.0)}
 METHODS = ("AVG", "M-AVG", "CRM")
@@ -91,7 +93,9 @@ def paper_orientations(n: int, gen: np.random.Generator) -> np.ndarray:
     return np.mod(offset + m * 360.0 / n, 360.0) - 180.0
 
 
-def _authors_noise_stain(particle: np.ndarray, outside: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+def _authors_noise_stain(
+    particle: np.ndarray, outside: np.ndarray, gen: np.random.Generator
+) -> np.ndarray:
     """The authors' ribosome stain: N(mean, std of the slice), σ 0.8 px smoothing, outside S."""
     avg, dev = float(particle.mean()), float(particle.std())
     white = gen.normal(avg, dev, particle.shape) * outside
@@ -174,7 +178,11 @@ def make_2d(
     orientation = orientation or "even"
     stain = stain or "authors"
     frame = frame or "particle"
-    phi = paper_orientations(n_copies, gen) if orientation == "even" else copy_orientations_2d(n_copies, gen)
+    phi = (
+        paper_orientations(n_copies, gen)
+        if orientation == "even"
+        else copy_orientations_2d(n_copies, gen)
+    )
     if dataset == "shepp-logan":
         image = shepp_logan_particle(side, int(round(200 * side / side0)))
         background = "blocks"
@@ -205,7 +213,9 @@ def make_2d(
             raise ValueError("noise_domain='image' needs frame='particle'.")
         for i in range(n_copies):
             stained = truth + stains[i]
-            stains[i] = stains[i] + gen.normal(0.0, float(stained.std()) / np.sqrt(snr), stained.shape)
+            stains[i] = stains[i] + gen.normal(
+                0.0, float(stained.std()) / np.sqrt(snr), stained.shape
+            )
     if frame == "particle":
         clean = np.stack(
             [_project_slice(truth + stains[i], angles + phi[i], side) for i in range(n_copies)]
@@ -223,7 +233,9 @@ def make_2d(
     proj, sigma = clean.astype(np.float32), None
     if snr is not None and not image_noise:
         n, t = clean.shape[:2]
-        noisy, sigma = add_gaussian_noise(clean.reshape(n, t, side), snr=snr, rng=gen, per_image=True)
+        noisy, sigma = add_gaussian_noise(
+            clean.reshape(n, t, side), snr=snr, rng=gen, per_image=True
+        )
         proj = noisy.reshape(clean.shape).astype(np.float32)
     data = CRMData(
         projections=proj,
@@ -365,7 +377,9 @@ def save_json(path: Path | str, payload: Any) -> None:
     p.write_text(json.dumps(payload, indent=1, default=float))
 
 
-def reconstruct_copies_sirt(op: CRMOperator, b: torch.Tensor, *, n_iter: int = 120, relaxation: float = 1.0) -> torch.Tensor:
+def reconstruct_copies_sirt(
+    op: CRMOperator, b: torch.Tensor, *, n_iter: int = 120, relaxation: float = 1.0
+) -> torch.Tensor:
     """Each copy reconstructed alone by SIRT, in the particle frame: ``(N, nz, ny, nx)``.
 
     :func:`cryowedge.crm.baselines.reconstruct_copies` with :func:`~cryowedge.solvers.sirt`

@@ -60,18 +60,34 @@ def run(dataset: str, args: argparse.Namespace, size: int | None) -> dict:
     b = torch.from_numpy(np.ascontiguousarray(data.projections, dtype=np.float32))
     n_pix = b.numel()
     checkpoints = set(args.checkpoints)
-    out: dict = {"crm_rms": [], "sart_rms": [], "crm_psnr_all": [], "crm_psnr": {}, "avg_psnr": {}, "mavg_psnr": {}}
+    out: dict = {
+        "crm_rms": [],
+        "sart_rms": [],
+        "crm_psnr_all": [],
+        "crm_psnr": {},
+        "avg_psnr": {},
+        "mavg_psnr": {},
+    }
 
     def crm_cb(info):
         r = op.forward(info.x) - b
         out["crm_rms"].append(float(torch.sqrt(torch.sum(r * r) / n_pix)))
-        out["crm_psnr_all"].append(score_2d(op.particle(info.x).numpy(), data.truth, data.support)["psnr"])
+        out["crm_psnr_all"].append(
+            score_2d(op.particle(info.x).numpy(), data.truth, data.support)["psnr"]
+        )
         if info.iteration in checkpoints:
             out["crm_psnr"][info.iteration] = out["crm_psnr_all"][-1]
 
     t0 = time.perf_counter()
-    crm_sart(op, b, n_iter=args.n_iter, relaxation=args.relaxation, particle="last", callback=crm_cb,
-             plan_cache_bytes=int(args.plan_cache_gb * 2**30))
+    crm_sart(
+        op,
+        b,
+        n_iter=args.n_iter,
+        relaxation=args.relaxation,
+        particle="last",
+        callback=crm_cb,
+        plan_cache_bytes=int(args.plan_cache_gb * 2**30),
+    )
     out["crm_seconds"] = time.perf_counter() - t0
 
     sq = np.zeros(args.n_iter)
@@ -90,7 +106,9 @@ def run(dataset: str, args: argparse.Namespace, size: int | None) -> dict:
     out["sart_seconds"] = time.perf_counter() - t0
     out["sart_rms"] = [float(np.sqrt(v / n_pix)) for v in sq]
     for k in sorted(checkpoints):
-        out["avg_psnr"][k] = score_2d(simple_average(op, b, copies=snaps[k]).numpy(), data.truth, data.support)["psnr"]
+        out["avg_psnr"][k] = score_2d(
+            simple_average(op, b, copies=snaps[k]).numpy(), data.truth, data.support
+        )["psnr"]
         out["mavg_psnr"][k] = score_2d(
             masked_fourier_average(op, b, copies=snaps[k]).numpy(), data.truth, data.support
         )["psnr"]
@@ -163,27 +181,41 @@ def main(argv: list[str] | None = None) -> None:
         print("| ---: | ---: | ---: | ---: | ---: | ---: |")
         for k in args.checkpoints:
             if k <= args.n_iter:
-                print(f"| {k} | {r['sart_rms'][k - 1]:.4g} | {r['crm_rms'][k - 1]:.4g} | "
-                      f"{r['avg_psnr'][k]:.2f} | {r['mavg_psnr'][k]:.2f} | {r['crm_psnr'][k]:.2f} |")
+                print(
+                    f"| {k} | {r['sart_rms'][k - 1]:.4g} | {r['crm_rms'][k - 1]:.4g} | "
+                    f"{r['avg_psnr'][k]:.2f} | {r['mavg_psnr'][k]:.2f} | {r['crm_psnr'][k]:.2f} |"
+                )
         steps = ", ".join(
             f"it {k}: CRM {rms_step(r['crm_rms'], k):.2f} %, SART {rms_step(r['sart_rms'], k):.2f} %"
-            for k in (10, 20, 40, args.n_iter) if 2 <= k <= args.n_iter
+            for k in (10, 20, 40, args.n_iter)
+            if 2 <= k <= args.n_iter
         )
-        print(f"\nRMS decrease per iteration ({steps}). CRM particle PSNR within 0.5 dB of its "
-              f"iteration-{args.n_iter} value from iteration {r['crm_settle']} on. Time CRM "
-              f"{r['crm_seconds']:.0f} s, separate {r['sart_seconds']:.0f} s (incl. the per-iteration "
-              "reprojection and scoring)", flush=True)
+        print(
+            f"\nRMS decrease per iteration ({steps}). CRM particle PSNR within 0.5 dB of its "
+            f"iteration-{args.n_iter} value from iteration {r['crm_settle']} on. Time CRM "
+            f"{r['crm_seconds']:.0f} s, separate {r['sart_seconds']:.0f} s (incl. the per-iteration "
+            "reprojection and scoring)",
+            flush=True,
+        )
     if args.figure:
-        plot(results, args.datasets, Path(args.figure),
-             f"CRM Fig. 11: N = {args.n_copies}, ±50° at 3°, λ {args.relaxation}, noise-free")
+        plot(
+            results,
+            args.datasets,
+            Path(args.figure),
+            f"CRM Fig. 11: N = {args.n_copies}, ±50° at 3°, λ {args.relaxation}, noise-free",
+        )
         print(f"figure: {args.figure}")
     save_json(args.out, results)
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
-    print("convergence: " + "; ".join(
-        f"{ds} CRM PSNR within 0.5 dB of final from iteration {results[ds]['crm_settle']}; RMS at 20/"
-        f"{args.n_iter} CRM {results[ds]['crm_rms'][min(19, args.n_iter - 1)]:.3g}/{results[ds]['crm_rms'][-1]:.3g}, "
-        f"separate SART {results[ds]['sart_rms'][min(19, args.n_iter - 1)]:.3g}/{results[ds]['sart_rms'][-1]:.3g}"
-        for ds in args.datasets))
+    print(
+        "convergence: "
+        + "; ".join(
+            f"{ds} CRM PSNR within 0.5 dB of final from iteration {results[ds]['crm_settle']}; RMS at 20/"
+            f"{args.n_iter} CRM {results[ds]['crm_rms'][min(19, args.n_iter - 1)]:.3g}/{results[ds]['crm_rms'][-1]:.3g}, "
+            f"separate SART {results[ds]['sart_rms'][min(19, args.n_iter - 1)]:.3g}/{results[ds]['sart_rms'][-1]:.3g}"
+            for ds in args.datasets
+        )
+    )
 
 
 if __name__ == "__main__":

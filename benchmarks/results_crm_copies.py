@@ -55,15 +55,22 @@ def plot(results: dict, ns: list[int], path: Path, title: str) -> None:
 
     keys = [k for k in results if k.count("/") == 1]
     fig, axes = plt.subplots(len(keys), 3, figsize=(12, 3.3 * len(keys)), squeeze=False)
-    colours = {"AVG": "tab:blue", "M-AVG": "tab:orange", "CRM": "tab:green", "M-AVG (SIRT)": "tab:brown",
-               "CRM-SIRT": "tab:purple"}
+    colours = {
+        "AVG": "tab:blue",
+        "M-AVG": "tab:orange",
+        "CRM": "tab:green",
+        "M-AVG (SIRT)": "tab:brown",
+        "CRM-SIRT": "tab:purple",
+    }
     for r, key in enumerate(keys):
         for c, (m, label, _) in enumerate(METRICS):
             ax = axes[r, c]
             for meth in [k for k in colours if k in results[key][str(ns[0])]]:
                 mean = [mean_std([s[m] for s in results[key][str(n)][meth]])[0] for n in ns]
                 std = [mean_std([s[m] for s in results[key][str(n)][meth]])[1] for n in ns]
-                ax.errorbar(ns, mean, yerr=std, marker="o", ms=3, capsize=2, label=meth, color=colours[meth])
+                ax.errorbar(
+                    ns, mean, yerr=std, marker="o", ms=3, capsize=2, label=meth, color=colours[meth]
+                )
             ax.set_xlabel("number of copies N")
             ax.set_ylabel(label)
             ax.set_title(f"{key}: {label}", fontsize=9)
@@ -121,12 +128,16 @@ def main(argv: list[str] | None = None) -> None:
                 for seed in range(args.seeds):
                     prob = make_2d(ds, n, seed=seed, convention=conv, size=sizes[ds])
                     imgs, sec, _ = run_methods(
-                        prob.data, n_iter=args.n_iter, relaxation=args.relaxation,
+                        prob.data,
+                        n_iter=args.n_iter,
+                        relaxation=args.relaxation,
                         plan_cache_bytes=int(args.plan_cache_gb * 2**30),
                     )
                     if args.sirt:
                         op = CRMOperator.from_data(prob.data)
-                        b = torch.from_numpy(np.ascontiguousarray(prob.data.projections, dtype=np.float32))
+                        b = torch.from_numpy(
+                            np.ascontiguousarray(prob.data.projections, dtype=np.float32)
+                        )
                         t0 = time.perf_counter()
                         imgs["CRM-SIRT"] = op.particle(crm_sirt(op, b).x).numpy()
                         sec["CRM-SIRT"] = time.perf_counter() - t0
@@ -140,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[key][str(n)] = per
                 results[key][f"seconds/{n}"] = secs
                 print(
-                    f"{key} N={n}: " + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in methods)
+                    f"{key} N={n}: "
+                    + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in methods)
                     + f"  (CRM {mean_std(secs['CRM'])[0]:.1f} s, AVG pipeline {mean_std(secs['AVG'])[0]:.1f} s)",
                     flush=True,
                 )
@@ -149,18 +161,31 @@ def main(argv: list[str] | None = None) -> None:
         for ds in args.datasets:
             key = f"{conv}/{ds}"
             print(f"### {key} (mean ± std over {args.seeds} seeds)\n")
-            print("| N | " + " | ".join(f"{m} PSNR" for m in methods) + " | "
-                  + " | ".join(f"{m} SSIM" for m in methods) + " | " + " | ".join(f"{m} PCC" for m in methods) + " |")
+            print(
+                "| N | "
+                + " | ".join(f"{m} PSNR" for m in methods)
+                + " | "
+                + " | ".join(f"{m} SSIM" for m in methods)
+                + " | "
+                + " | ".join(f"{m} PCC" for m in methods)
+                + " |"
+            )
             print("| ---: |" + " ---: |" * (3 * len(methods)))
             for n in args.copies:
                 cells = []
                 for m, _, dg in METRICS:
-                    cells += [fmt([s[m] for s in results[key][str(n)][meth]], dg) for meth in methods]
+                    cells += [
+                        fmt([s[m] for s in results[key][str(n)][meth]], dg) for meth in methods
+                    ]
                 print(f"| {n} | " + " | ".join(cells) + " |")
             print()
     if args.figure:
-        plot(results, args.copies, Path(args.figure),
-             f"CRM Fig. 7: ±50° at 3°, SART {args.n_iter} it, λ {args.relaxation}, {args.seeds} seeds, noise-free")
+        plot(
+            results,
+            args.copies,
+            Path(args.figure),
+            f"CRM Fig. 7: ±50° at 3°, SART {args.n_iter} it, λ {args.relaxation}, {args.seeds} seeds, noise-free",
+        )
         print(f"figure: {args.figure}")
     save_json(args.out, results)
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
@@ -170,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     for ds in args.datasets:
         r = results[f"{conv}/{ds}"]
         parts.append(
-            f"{ds} " + " ".join(
+            f"{ds} "
+            + " ".join(
                 f"{m} {mean_std([s['psnr'] for s in r[n0][m]])[0]:.2f}->{mean_std([s['psnr'] for s in r[n1][m]])[0]:.2f}"
                 for m in METHODS
             )

@@ -44,7 +44,13 @@ def time_one(data, args: argparse.Namespace) -> dict[str, float]:
     b = torch.from_numpy(np.ascontiguousarray(data.projections, dtype=np.float32))
     op = CRMOperator.from_data(data)
     t0 = time.perf_counter()
-    crm_sart(op, b, n_iter=args.n_iter, relaxation=args.relaxation, plan_cache_bytes=int(args.plan_cache_gb * 2**30))
+    crm_sart(
+        op,
+        b,
+        n_iter=args.n_iter,
+        relaxation=args.relaxation,
+        plan_cache_bytes=int(args.plan_cache_gb * 2**30),
+    )
     t_crm = time.perf_counter() - t0
     op = CRMOperator.from_data(data)
     t0 = time.perf_counter()
@@ -71,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         "results_crm_cost",
         {
             "2D": f"ribosome set-up at {args.size}², ±50° at 3° (34 views), N {args.copies}",
-            "3D": f"1A5T copies in {args.box}³, ±50° at 5°, N {args.copies_3d}" if args.three_d else "off",
+            "3D": f"1A5T copies in {args.box}³, ±50° at 5°, N {args.copies_3d}"
+            if args.three_d
+            else "off",
             "SART": f"{args.n_iter} iterations, λ {args.relaxation}, float32, one thread",
             "load average before": os.getloadavg(),
         },
@@ -82,24 +90,41 @@ def main(argv: list[str] | None = None) -> None:
         prob = make_2d("ribosome", n, seed=0, size=args.size)
         r = time_one(prob.data, args)
         rows.append({"kind": "2D", "n": n, **r})
-        print(f"2D {args.size}² N={n}: CRM {r['crm_s']:.1f} s, AVG pipeline {r['avg_s']:.1f} s", flush=True)
+        print(
+            f"2D {args.size}² N={n}: CRM {r['crm_s']:.1f} s, AVG pipeline {r['avg_s']:.1f} s",
+            flush=True,
+        )
     if args.three_d:
         for n in args.copies_3d:
-            sim = simulate_crm_3d(n, box_size=args.box, pixel_size_angstrom=3.0 * 48 / args.box, snr=1.0, rng=0)
+            sim = simulate_crm_3d(
+                n, box_size=args.box, pixel_size_angstrom=3.0 * 48 / args.box, snr=1.0, rng=0
+            )
             r = time_one(sim.data, args)
             rows.append({"kind": f"3D {args.box}³", "n": n, **r})
-            print(f"3D {args.box}³ N={n}: CRM {r['crm_s']:.1f} s, AVG pipeline {r['avg_s']:.1f} s", flush=True)
-    print("\n| problem | N | CRM-SART (s) | per copy (s) | AVG pipeline (s) | per copy (s) | CRM / AVG |")
+            print(
+                f"3D {args.box}³ N={n}: CRM {r['crm_s']:.1f} s, AVG pipeline {r['avg_s']:.1f} s",
+                flush=True,
+            )
+    print(
+        "\n| problem | N | CRM-SART (s) | per copy (s) | AVG pipeline (s) | per copy (s) | CRM / AVG |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         kind = r["kind"] if r["kind"] != "2D" else f"2D {args.size}²"
-        print(f"| {kind} | {r['n']} | {r['crm_s']:.1f} | {r['crm_s'] / r['n']:.3f} | {r['avg_s']:.1f} | "
-              f"{r['avg_s'] / r['n']:.3f} | {r['crm_s'] / r['avg_s']:.2f} |")
+        print(
+            f"| {kind} | {r['n']} | {r['crm_s']:.1f} | {r['crm_s'] / r['n']:.3f} | {r['avg_s']:.1f} | "
+            f"{r['avg_s'] / r['n']:.3f} | {r['crm_s'] / r['avg_s']:.2f} |"
+        )
     print(f"\nload average after: {os.getloadavg()}")
     save_json(args.out, {"config": vars(args), "rows": rows})
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
-    print("crm_cost_per_copy: " + "; ".join(
-        f"{r['kind']} N={r['n']} {r['crm_s'] / r['n']:.3f} s/copy ({r['crm_s'] / r['avg_s']:.2f}x AVG)" for r in rows))
+    print(
+        "crm_cost_per_copy: "
+        + "; ".join(
+            f"{r['kind']} N={r['n']} {r['crm_s'] / r['n']:.3f} s/copy ({r['crm_s'] / r['avg_s']:.2f}x AVG)"
+            for r in rows
+        )
+    )
 
 
 if __name__ == "__main__":

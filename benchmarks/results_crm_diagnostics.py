@@ -86,10 +86,14 @@ def frame_check() -> str:
 
 
 def converged_check(seeds: int) -> list[str]:
-    lines = ["| seed | CRM it 20 | CRM it 80 | CRM it 320 | M-AVG it 20 | M-AVG it 80 | M-AVG it 320 |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| seed | CRM it 20 | CRM it 80 | CRM it 320 | M-AVG it 20 | M-AVG it 80 | M-AVG it 320 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for seed in range(seeds):
-        prob = make_2d("ribosome", 3, seed=seed, orientation="even", stain="project", frame="particle")
+        prob = make_2d(
+            "ribosome", 3, seed=seed, orientation="even", stain="project", frame="particle"
+        )
         op = CRMOperator.from_data(prob.data)
         trace = {}
 
@@ -102,8 +106,10 @@ def converged_check(seeds: int) -> list[str]:
         for it in (20, 80, 320):
             imgs, _, _ = run_methods(prob.data, n_iter=it)
             mavg[it] = score_2d(imgs["M-AVG"], prob.data.truth, prob.data.support)["psnr"]
-        lines.append(f"| {seed} | {trace[20]:.2f} | {trace[80]:.2f} | {trace[320]:.2f} | "
-                     f"{mavg[20]:.2f} | {mavg[80]:.2f} | {mavg[320]:.2f} |")
+        lines.append(
+            f"| {seed} | {trace[20]:.2f} | {trace[80]:.2f} | {trace[320]:.2f} | "
+            f"{mavg[20]:.2f} | {mavg[80]:.2f} | {mavg[320]:.2f} |"
+        )
     return lines
 
 
@@ -115,16 +121,28 @@ def band_check() -> list[str]:
     n = t.shape[0]
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.fftfreq(n), indexing="ij"))
     bands = [(0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.75)]
-    lines = ["| method | PSNR | " + " | ".join(f"{lo}–{hi}" for lo, hi in bands) + " | total error energy |",
-             "| --- | ---: |" + " ---: |" * (len(bands) + 1)]
+    lines = [
+        "| method | PSNR | "
+        + " | ".join(f"{lo}–{hi}" for lo, hi in bands)
+        + " | total error energy |",
+        "| --- | ---: |" + " ---: |" * (len(bands) + 1),
+    ]
     truth_e = np.abs(np.fft.fft2(t)) ** 2
-    lines.append("| truth (signal) | – | " + " | ".join(
-        f"{truth_e[(f >= lo) & (f < hi)].sum() / truth_e.sum():.3f}" for lo, hi in bands) + " | – |")
+    lines.append(
+        "| truth (signal) | – | "
+        + " | ".join(
+            f"{truth_e[(f >= lo) & (f < hi)].sum() / truth_e.sum():.3f}" for lo, hi in bands
+        )
+        + " | – |"
+    )
     for k in ("M-AVG", "CRM"):
         x = normalize_intensity(imgs[k][:, 0, :], t, "affine", mask=m) * m
         e = np.abs(np.fft.fft2(x - t * m)) ** 2
-        lines.append(f"| {k} | {score_2d(imgs[k], prob.data.truth, prob.data.support)['psnr']:.2f} | " + " | ".join(
-            f"{e[(f >= lo) & (f < hi)].sum() / e.sum():.2f}" for lo, hi in bands) + f" | {e.sum():.3g} |")
+        lines.append(
+            f"| {k} | {score_2d(imgs[k], prob.data.truth, prob.data.support)['psnr']:.2f} | "
+            + " | ".join(f"{e[(f >= lo) & (f < hi)].sum() / e.sum():.2f}" for lo, hi in bands)
+            + f" | {e.sum():.3g} |"
+        )
     return lines
 
 
@@ -165,7 +183,8 @@ def noise_check() -> list[str]:
     crm_sart(op, b, n_iter=40, particle="mean", callback=cb)
     crm_sirt(op, b, n_iter=200, callback=cb2)
     return [
-        "CRM-SART (λ 0.2, particle='mean'): " + ", ".join(f"it {k}: {v:.2f}" for k, v in sart_trace.items()),
+        "CRM-SART (λ 0.2, particle='mean'): "
+        + ", ".join(f"it {k}: {v:.2f}" for k, v in sart_trace.items()),
         "CRM-SIRT (λ 1): " + ", ".join(f"it {k}: {v:.2f}" for k, v in sirt_trace.items()),
     ]
 
@@ -186,13 +205,17 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     print("\n## 1. Folded background frame (project simulator)\n")
     print(frame_check())
-    print("\n## 2. Authors' geometry, project's strong stain, N = 3: run to 320 iterations (PSNR dB)\n")
+    print(
+        "\n## 2. Authors' geometry, project's strong stain, N = 3: run to 320 iterations (PSNR dB)\n"
+    )
     conv = converged_check(args.seeds)
     print("\n".join(conv))
     print("\n## 3. Error energy by band (cycles/pixel), authors' ribosome set-up, N = 11, seed 0\n")
     bands = band_check()
     print("\n".join(bands))
-    print("\n## 4. Slice of EMD-5170 (100³) in place of the 65³ ribosome, authors' set-up (PSNR dB)\n")
+    print(
+        "\n## 4. Slice of EMD-5170 (100³) in place of the 65³ ribosome, authors' set-up (PSNR dB)\n"
+    )
     print("\n".join(other_map_check(args.seeds)))
     print("\n## 5. SNR 1, N = 11, seed 0: the particle's PSNR over the iterations\n")
     noise = noise_check()
@@ -200,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwall time {time.perf_counter() - t0:.0f} s")
     crm_hi = float(bands[-1].split("|")[-3])
     mavg_hi = float(bands[-2].split("|")[-3])
-    print(f"diagnostics: share of error energy above 0.2 cycles/px at N = 11, CRM {crm_hi:.2f} vs M-AVG {mavg_hi:.2f}")
+    print(
+        f"diagnostics: share of error energy above 0.2 cycles/px at N = 11, CRM {crm_hi:.2f} vs M-AVG {mavg_hi:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ built from per-copy SIRT reconstructions with the same defaults ("M-AVG (SIRT)")
 ``--no-sirt`` skips both.
 
 SNR: the project's definition ``SNR = var(clean) / σ²`` per copy (a variance ratio); with
-``--snr-db`` the values are read as decibels (``10^(SNR/10)``), the authors' C++ convention
-(``σ = std / 10^(SNR/10)``), which is milder: SNR 1 dB = ratio 1.26, 5 dB = 3.16, 10 dB = 10.
+``--snr-authors`` the values follow the authors' C++ (``σ = std / 10^(SNR/10)``, i.e. a
+variance ratio of ``10^(SNR/5)``), which is much milder: their SNR 1, 5, 10 are variance ratios
+1.58, 10 and 100.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/results_crm_noise.py`` (about 8 minutes on one core).
 The last line is the key figure: CRM − M-AVG PSNR per SNR at the largest N.
@@ -58,14 +59,27 @@ def plot(results: dict, snrs: list[float], ns: list[int], path: Path, title: str
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     styles = {"M-AVG": "--", "CRM": "-", "AVG": ":", "CRM-SIRT": "-.", "M-AVG (SIRT)": (0, (1, 3))}
-    colours = dict(zip(snrs, ("tab:red", "tab:orange", "tab:green", "tab:blue")))
+    colours = dict(zip(snrs, ("tab:red", "tab:orange", "tab:green", "tab:blue"), strict=False))
     for c, (m, label, _) in enumerate(METRICS):
         ax = axes[c]
         for snr in snrs:
-            for meth in [m for m in ("M-AVG", "CRM", "M-AVG (SIRT)", "CRM-SIRT") if m in results[str(snr)][str(ns[0])]]:
+            for meth in [
+                m
+                for m in ("M-AVG", "CRM", "M-AVG (SIRT)", "CRM-SIRT")
+                if m in results[str(snr)][str(ns[0])]
+            ]:
                 vals = [mean_std([s[m] for s in results[str(snr)][str(n)][meth]]) for n in ns]
-                ax.errorbar(ns, [v[0] for v in vals], yerr=[v[1] for v in vals], ls=styles[meth], marker="o",
-                            ms=3, capsize=2, color=colours[snr], label=f"{meth} SNR {snr:g}")
+                ax.errorbar(
+                    ns,
+                    [v[0] for v in vals],
+                    yerr=[v[1] for v in vals],
+                    ls=styles[meth],
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    color=colours[snr],
+                    label=f"{meth} SNR {snr:g}",
+                )
         ax.set_xticks(ns)
         ax.set_xlabel("number of copies N")
         ax.set_ylabel(label)
@@ -82,9 +96,17 @@ def plot(results: dict, snrs: list[float], ns: list[int], path: Path, title: str
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--snrs", type=float, nargs="+", default=[1.0, 5.0, 10.0])
-    ap.add_argument("--snr-db", action="store_true", help="read --snrs as decibels (authors' C++)")
-    ap.add_argument("--noise-domain", choices=["projection", "image"], default="projection",
-                    help="noise on the projections (paper text) or on the stained images (authors' code)")
+    ap.add_argument(
+        "--snr-authors",
+        action="store_true",
+        help="read --snrs as the authors' C++ does: σ = std / 10^(SNR/10)",
+    )
+    ap.add_argument(
+        "--noise-domain",
+        choices=["projection", "image"],
+        default="projection",
+        help="noise on the projections (paper text) or on the stained images (authors' code)",
+    )
     ap.add_argument("--copies", type=int, nargs="+", default=[3, 11, 49])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--no-sirt", action="store_true", help="skip CRM-SIRT")
@@ -101,24 +123,31 @@ def main(argv: list[str] | None = None) -> None:
 
         saved = json.loads(Path(args.replot).read_text())
         cfg = saved["config"]
-        plot(saved, cfg["snrs"], cfg["copies"], Path(args.figure),
-             f"CRM Fig. 10: ribosome, ±50° at 3°, SART {cfg['n_iter']} it, λ {cfg['relaxation']}, "
-             f"SNR {'dB' if cfg['snr_db'] else 'variance ratio'} on the {cfg.get('noise_domain', 'projection')}s, "
-             f"{cfg['seeds']} seeds")
+        plot(
+            saved,
+            cfg["snrs"],
+            cfg["copies"],
+            Path(args.figure),
+            f"CRM Fig. 10: ribosome, ±50° at 3°, SART {cfg['n_iter']} it, λ {cfg['relaxation']}, "
+            f"SNR {'authors σ = std/10^(SNR/10)' if cfg['snr_authors'] else 'variance ratio'} on the {cfg.get('noise_domain', 'projection')}s, "
+            f"{cfg['seeds']} seeds",
+        )
         print(f"figure: {args.figure}")
         return
     print_config(
         "results_crm_noise",
         {
             "data set": "ribosome 200², support r 65, authors' set-up",
-            "SNR": f"{args.snrs} ({'dB, authors' if args.snr_db else 'variance ratio per copy, project'})",
+            "SNR": f"{args.snrs} ({'authors: σ = std / 10^(SNR/10)' if args.snr_authors else 'variance ratio per copy, project'})",
             "noise on": args.noise_domain,
             "copies N": args.copies,
             "seeds": args.seeds,
             "tilt": "±50° at 3°",
             "SART": f"{args.n_iter} iterations, λ {args.relaxation}, zeros start, random view order",
             "CRM output": "particle='mean'",
-            "SIRT variants": "off" if args.no_sirt else "CRM-SIRT (crm_sirt defaults) and M-AVG of per-copy SIRT: 120 iterations, λ 1, zeros start",
+            "SIRT variants": "off"
+            if args.no_sirt
+            else "CRM-SIRT (crm_sirt defaults) and M-AVG of per-copy SIRT: 120 iterations, λ 1, zeros start",
             "metrics": "affine-normalised, inside the support",
         },
     )
@@ -126,51 +155,76 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"config": vars(args)}
     methods = list(METHODS) + ([] if args.no_sirt else ["M-AVG (SIRT)", "CRM-SIRT"])
     for snr in args.snrs:
-        ratio = 10 ** (snr / 10) if args.snr_db else snr
+        ratio = 10 ** (snr / 5) if args.snr_authors else snr
         results[str(snr)] = {}
         for n in args.copies:
             per: dict[str, list] = {m: [] for m in methods}
             for seed in range(args.seeds):
                 prob = make_2d("ribosome", n, seed=seed, snr=ratio, noise_domain=args.noise_domain)
-                imgs, _, _ = run_methods(prob.data, n_iter=args.n_iter, relaxation=args.relaxation,
-                                         plan_cache_bytes=int(args.plan_cache_gb * 2**30))
+                imgs, _, _ = run_methods(
+                    prob.data,
+                    n_iter=args.n_iter,
+                    relaxation=args.relaxation,
+                    plan_cache_bytes=int(args.plan_cache_gb * 2**30),
+                )
                 if not args.no_sirt:
                     op = CRMOperator.from_data(prob.data)
-                    b = torch.from_numpy(np.ascontiguousarray(prob.data.projections, dtype=np.float32))
+                    b = torch.from_numpy(
+                        np.ascontiguousarray(prob.data.projections, dtype=np.float32)
+                    )
                     imgs["CRM-SIRT"] = op.particle(crm_sirt(op, b).x).numpy()
                     copies = reconstruct_copies_sirt(op, b, n_iter=120, relaxation=1.0)
                     imgs["M-AVG (SIRT)"] = masked_fourier_average(op, b, copies=copies).numpy()
                 for m in methods:
                     per[m].append(score_2d(imgs[m], prob.data.truth, prob.data.support))
             results[str(snr)][str(n)] = per
-            print(f"SNR {snr:g} N={n}: " + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in methods),
-                  flush=True)
+            print(
+                f"SNR {snr:g} N={n}: "
+                + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in methods),
+                flush=True,
+            )
     print()
     print(f"### ribosome, noisy projections (mean ± std over {args.seeds} seeds)\n")
-    print("| SNR | N | " + " | ".join(f"{m} PSNR" for m in methods) + " | CRM − M-AVG | "
-          + " | ".join(f"{m} SSIM" for m in methods) + " | " + " | ".join(f"{m} PCC" for m in methods) + " |")
+    print(
+        "| SNR | N | "
+        + " | ".join(f"{m} PSNR" for m in methods)
+        + " | CRM − M-AVG | "
+        + " | ".join(f"{m} SSIM" for m in methods)
+        + " | "
+        + " | ".join(f"{m} PCC" for m in methods)
+        + " |"
+    )
     print("| ---: | ---: |" + " ---: |" * (3 * len(methods) + 1))
     for snr in args.snrs:
         for n in args.copies:
             r = results[str(snr)][str(n)]
-            diff = [c["psnr"] - a["psnr"] for c, a in zip(r["CRM"], r["M-AVG"])]
+            diff = [c["psnr"] - a["psnr"] for c, a in zip(r["CRM"], r["M-AVG"], strict=True)]
             cells = [fmt([s["psnr"] for s in r[m]]) for m in methods] + [fmt(diff)]
             for m, _, dg in METRICS[1:]:
                 cells += [fmt([s[m] for s in r[meth]], dg) for meth in methods]
             print(f"| {snr:g} | {n} | " + " | ".join(cells) + " |")
     print()
     if args.figure:
-        plot(results, args.snrs, args.copies, Path(args.figure),
-             f"CRM Fig. 10: ribosome, ±50° at 3°, SART {args.n_iter} it, λ {args.relaxation}, "
-             f"SNR {'dB' if args.snr_db else 'variance ratio'} on the {args.noise_domain}s, {args.seeds} seeds")
+        plot(
+            results,
+            args.snrs,
+            args.copies,
+            Path(args.figure),
+            f"CRM Fig. 10: ribosome, ±50° at 3°, SART {args.n_iter} it, λ {args.relaxation}, "
+            f"SNR {'authors σ = std/10^(SNR/10)' if args.snr_authors else 'variance ratio'} on the {args.noise_domain}s, "
+            f"{args.seeds} seeds",
+        )
         print(f"figure: {args.figure}")
     save_json(args.out, results)
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
     nl = str(args.copies[-1])
     print(
-        f"noise_psnr_N{nl} (M-AVG / CRM-SART" + ("" if args.no_sirt else " / M-AVG (SIRT) / CRM-SIRT") + "): "
+        f"noise_psnr_N{nl} (M-AVG / CRM-SART"
+        + ("" if args.no_sirt else " / M-AVG (SIRT) / CRM-SIRT")
+        + "): "
         + "; ".join(
-            f"SNR {snr:g} " + " / ".join(
+            f"SNR {snr:g} "
+            + " / ".join(
                 f"{mean_std([s['psnr'] for s in results[str(snr)][nl][m]])[0]:.2f}"
                 for m in ["M-AVG", "CRM"] + ([] if args.no_sirt else ["M-AVG (SIRT)", "CRM-SIRT"])
             )

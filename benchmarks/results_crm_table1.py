@@ -54,28 +54,54 @@ PAPER = {  # Table 1 of the paper, PSNR (dB) AVG / M-AVG / CRM
 ABLATION = [
     ("project simulator, folded operator (default)", {"convention": "project"}, None),
     ("project simulator, fold=False", {"convention": "project"}, False),
-    ("stain frame -> particle (authors)", {"orientation": "sector", "stain": "project", "frame": "particle"}, None),
-    ("  + even spacing (authors)", {"orientation": "even", "stain": "project", "frame": "particle"}, None),
-    ("stain -> authors' weak noise, sector spacing", {"orientation": "sector", "stain": "authors", "frame": "particle"}, None),
-    ("authors' stain + even spacing, copy frame", {"orientation": "even", "stain": "authors", "frame": "copy"}, None),
+    (
+        "stain frame -> particle (authors)",
+        {"orientation": "sector", "stain": "project", "frame": "particle"},
+        None,
+    ),
+    (
+        "  + even spacing (authors)",
+        {"orientation": "even", "stain": "project", "frame": "particle"},
+        None,
+    ),
+    (
+        "stain -> authors' weak noise, sector spacing",
+        {"orientation": "sector", "stain": "authors", "frame": "particle"},
+        None,
+    ),
+    (
+        "authors' stain + even spacing, copy frame",
+        {"orientation": "even", "stain": "authors", "frame": "copy"},
+        None,
+    ),
     ("  same, fold=False", {"orientation": "even", "stain": "authors", "frame": "copy"}, False),
     ("authors' set-up (paper convention)", {}, None),
 ]
 
 
-def evaluate(dataset: str, seeds: list[int], args: argparse.Namespace, *, fold=None, with_last=True, **kw):
+def evaluate(
+    dataset: str, seeds: list[int], args: argparse.Namespace, *, fold=None, with_last=True, **kw
+):
     """Scores per method over seeds: ``{method: [score dict per seed]}`` and coverage."""
     scores: dict[str, list[dict[str, float]]] = {}
     coverage = []
     seconds: dict[str, list[float]] = {}
     for seed in seeds:
         prob = make_2d(dataset, args.n_copies, seed=seed, **kw)
-        coverage.append(union_coverage_deg(prob.orientations_deg, prob.data.copies[0].tilt_angles_deg))
-        imgs, sec, _ = run_methods(prob.data, n_iter=args.n_iter, relaxation=args.relaxation, fold=fold)
+        coverage.append(
+            union_coverage_deg(prob.orientations_deg, prob.data.copies[0].tilt_angles_deg)
+        )
+        imgs, sec, _ = run_methods(
+            prob.data, n_iter=args.n_iter, relaxation=args.relaxation, fold=fold
+        )
         if with_last:
             last, _, _ = run_methods(
-                prob.data, n_iter=args.n_iter, relaxation=args.relaxation, fold=fold,
-                crm_particle="last", baselines=False,
+                prob.data,
+                n_iter=args.n_iter,
+                relaxation=args.relaxation,
+                fold=fold,
+                crm_particle="last",
+                baselines=False,
             )
             imgs["CRM (last)"] = last["CRM"]
         for k, v in imgs.items():
@@ -102,7 +128,7 @@ def table(scores: dict[str, list[dict[str, float]]], order: list[str]) -> list[s
 
 
 def paired(scores, a: str, b: str, key: str = "psnr") -> tuple[list[float], int]:
-    d = [x[key] - y[key] for x, y in zip(scores[a], scores[b])]
+    d = [x[key] - y[key] for x, y in zip(scores[a], scores[b], strict=True)]
     return d, int(sum(v > 0 for v in d))
 
 
@@ -212,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
             f"CRM − M-AVG PCC: {fmt(paired(sc, 'CRM', 'M-AVG', 'pcc')[0], 4)}; "
             f"M-AVG − AVG PSNR: {fmt(d_avg)} dB ({wins_avg}/{len(d_avg)}). "
             f"Paper (AVG / M-AVG / CRM): {PAPER[ds][0]} / {PAPER[ds][1]} / {PAPER[ds][2]} dB. "
-            f"Mean seconds per seed: " + ", ".join(f"{k} {mean_std(v)[0]:.1f}" for k, v in sec.items()) + "\n"
+            f"Mean seconds per seed: "
+            + ", ".join(f"{k} {mean_std(v)[0]:.1f}" for k, v in sec.items())
+            + "\n"
         )
         result[f"paper/{ds}"] = {"scores": sc, "coverage": cov, "seconds": sec}
         key[ds] = {k: mean_std([s["psnr"] for s in sc[k]])[0] for k in METHODS}
@@ -221,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         pseeds = list(range(args.project_seeds))
         for ds in DATASETS:
             for fold in (None, False):
-                sc, cov, _ = evaluate(ds, pseeds, args, fold=fold, with_last=False, convention="project")
+                sc, cov, _ = evaluate(
+                    ds, pseeds, args, fold=fold, with_last=False, convention="project"
+                )
                 d, wins = paired(sc, "CRM", "M-AVG")
                 label = "folded operator (default)" if fold is None else "fold=False"
                 print(f"### {ds}, {label} (union coverage {min(cov):.0f}–{max(cov):.0f}°)\n")
@@ -233,7 +263,9 @@ def main(argv: list[str] | None = None) -> None:
         print("| data | AVG | M-AVG | CRM | CRM − M-AVG (wins) |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for label, kw, fold in ABLATION:
-            sc, cov, _ = evaluate("ribosome", list(range(args.project_seeds)), args, fold=fold, with_last=False, **kw)
+            sc, cov, _ = evaluate(
+                "ribosome", list(range(args.project_seeds)), args, fold=fold, with_last=False, **kw
+            )
             d, wins = paired(sc, "CRM", "M-AVG")
             row = " | ".join(fmt([s["psnr"] for s in sc[k]]) for k in METHODS)
             print(f"| {label} | {row} | {fmt(d)} ({wins}/{len(d)}) |")

@@ -49,8 +49,16 @@ def plot(results: dict, ranges: list[float], datasets: list[str], path: Path, ti
             ax = axes[r, c]
             for meth in METHODS:
                 vals = [mean_std([s[m] for s in results[ds][str(a)][meth]]) for a in ranges]
-                ax.errorbar(ranges, [v[0] for v in vals], yerr=[v[1] for v in vals], marker="o", ms=3,
-                            capsize=2, label=meth, color=colours[meth])
+                ax.errorbar(
+                    ranges,
+                    [v[0] for v in vals],
+                    yerr=[v[1] for v in vals],
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    label=meth,
+                    color=colours[meth],
+                )
             ax.set_xlabel("tilt range ± (degrees)")
             ax.set_ylabel(label)
             ax.set_title(f"{ds}: {label}", fontsize=9)
@@ -102,18 +110,30 @@ def main(argv: list[str] | None = None) -> None:
         for rng in args.ranges:
             per: dict[str, list] = {m: [] for m in METHODS}
             for seed in range(args.seeds):
-                prob = make_2d(ds, args.n_copies, seed=seed, range_deg=rng, step_deg=args.step, size=sizes[ds])
+                prob = make_2d(
+                    ds, args.n_copies, seed=seed, range_deg=rng, step_deg=args.step, size=sizes[ds]
+                )
                 imgs, _, _ = run_methods(prob.data, n_iter=args.n_iter, relaxation=args.relaxation)
                 for m in METHODS:
                     per[m].append(score_2d(imgs[m], prob.data.truth, prob.data.support))
             results[ds][str(rng)] = per
-            print(f"{ds} ±{rng:g}°: " + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in METHODS),
-                  flush=True)
+            print(
+                f"{ds} ±{rng:g}°: "
+                + " | ".join(f"{m} {fmt([s['psnr'] for s in per[m]])}" for m in METHODS),
+                flush=True,
+            )
     print()
     for ds in args.datasets:
         print(f"### {ds}, N = {args.n_copies} (mean ± std over {args.seeds} seeds)\n")
-        print("| range | " + " | ".join(f"{m} PSNR" for m in METHODS) + " | "
-              + " | ".join(f"{m} SSIM" for m in METHODS) + " | " + " | ".join(f"{m} PCC" for m in METHODS) + " |")
+        print(
+            "| range | "
+            + " | ".join(f"{m} PSNR" for m in METHODS)
+            + " | "
+            + " | ".join(f"{m} SSIM" for m in METHODS)
+            + " | "
+            + " | ".join(f"{m} PCC" for m in METHODS)
+            + " |"
+        )
         print("| ---: |" + " ---: |" * 9)
         for rng in args.ranges:
             cells = []
@@ -122,9 +142,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| ±{rng:g}° | " + " | ".join(cells) + " |")
         print()
     if args.figure:
-        plot(results, args.ranges, args.datasets, Path(args.figure),
-             f"CRM Fig. 9: N = {args.n_copies}, {args.step:g}° steps, SART {args.n_iter} it, λ {args.relaxation}, "
-             f"{args.seeds} seeds, noise-free")
+        plot(
+            results,
+            args.ranges,
+            args.datasets,
+            Path(args.figure),
+            f"CRM Fig. 9: N = {args.n_copies}, {args.step:g}° steps, SART {args.n_iter} it, λ {args.relaxation}, "
+            f"{args.seeds} seeds, noise-free",
+        )
         print(f"figure: {args.figure}")
     save_json(args.out, results)
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
@@ -132,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"tilt_range_psnr_pm{args.ranges[0]:g}_to_pm{args.ranges[-1]:g}: "
         + "; ".join(
-            f"{ds} " + " ".join(
+            f"{ds} "
+            + " ".join(
                 f"{m} {mean_std([s['psnr'] for s in results[ds][a0][m]])[0]:.2f}->"
                 f"{mean_std([s['psnr'] for s in results[ds][a1][m]])[0]:.2f}"
                 for m in METHODS
