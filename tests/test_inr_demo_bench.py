@@ -40,7 +40,7 @@ def test_inr_panel_beats_fbp_ramlak_on_the_central_rows(tmp_path, one_thread):
     # measured (seeds 0-4, 8 rows, 40 epochs): Pearson CC with the truth's rows, FBP ram-lak
     # 0.23-0.38, INR 0.43-0.61 (at least 0.09 above); seed 0: 0.329 -> 0.559, inside the
     # wedge 0.303 -> 0.501
-    panel = DemoInrConfig(rows=8, filter_name="ram-lak")
+    panel = DemoInrConfig(rows=8, epochs=40, filter_name="ram-lak")
     result = run_demo(tmp_path / "demo", _small_demo(panel))
     rows = result["inr_metrics"]
     assert set(rows) == {"fbp (ram-lak)", "inr"}

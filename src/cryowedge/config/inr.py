@@ -164,7 +164,7 @@ class DemoInrConfig(BaseConfig):
     encoding_scale: float = Field(0.05, gt=0, allow_inf_nan=False,
                                   description="Fourier-feature scale σ, cycles per voxel")
     slice_batch: int = Field(4, ge=1, description="y-slices per optimiser step")
-    epochs: int = Field(40, ge=1, description="passes over the rows")
+    epochs: int = Field(80, ge=1, description="passes over the rows")
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="AdamW learning rate")
     lam_c: float = Field(0.0, ge=0, allow_inf_nan=False,
                          description="Crowther/wedge penalty weight (0: off)")
