@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from cryowedge._version import __version__
-from cryowedge.cli import bench, crm, demo, dewedge, evaluate, reconstruct, simulate, stet
+from cryowedge.cli import bench, crm, demo, dewedge, evaluate, reconstruct, simulate, spa, stet
 from cryowedge.cli._common import setup_logging
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ def _root(
     setup_logging(verbose)
 
 
-for module in (simulate, reconstruct, evaluate, dewedge, crm, bench, demo, stet):
+for module in (simulate, reconstruct, evaluate, dewedge, crm, spa, bench, demo, stet):
     module.register(app)
 
 
