@@ -3,17 +3,31 @@
 Examples::
 
     cryowedge spa simulate sim/ --box 32 --n-particles 500 --snr 1
-    cryowedge spa reconstruct sim/particles.star -o rec/
-    cryowedge spa refine sim/particles.star -o ref/
+    cryowedge spa reconstruct sim/particles.star -o rec/ --reference sim/truth.mrc
+    cryowedge spa reconstruct P.star -o rec/ --lambda 10 --scales 4,2,1 --ctf wiener
+    cryowedge spa refine sim/particles.star -o ref/ --true-star sim/particles_true_poses.star
 
-Skeleton: the commands are filled in by :mod:`cryowedge.workflows.spa` (docs/spa.md).
-Other modules add their sub-commands (``spa orient``, ``spa cryogan``) with one line each in
-:func:`register`.
+Every field of :class:`~cryowedge.config.spa.SpaSimulateConfig` (``simulate``),
+:class:`~cryowedge.config.spa.SpaReconstructConfig` (``reconstruct``) or
+:class:`~cryowedge.config.spa.SpaRefineConfig` (``refine``) is an option generated from the
+model; options given on the command line override a ``--config`` YAML file, and the resolved
+configuration is saved as ``<out>/spa.yaml``. Bad input (a STAR file without defocus columns
+when a CTF correction is asked for, particles of different sizes, a reference that is not a
+cube of the particle box, λ < 0, missing files) is one line and exit code 2, before any
+solving. Other modules add their sub-commands (``spa orient``, ``spa cryogan``) with one line
+each in :func:`register`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from cryowedge.cli._common import console, progress_bar, user_errors
+from cryowedge.cli._options import ConfigCommand, ConfigOption, changes_for, config_options
+from cryowedge.config.spa import SpaReconstructConfig, SpaRefineConfig, SpaSimulateConfig
 
 spa_app = typer.Typer(
     help="Single-particle reconstruction: simulate a particle set, reconstruct a map with "
@@ -21,8 +35,156 @@ spa_app = typer.Typer(
     no_args_is_help=True,
 )
 
+_OVERWRITE_HELP = "replace earlier outputs (the old files are kept as <name>~)"
+_STAR_HELP = ("RELION particle STAR file (3.0 or 3.1+) with rlnAngleRot/Tilt/Psi; the MRCS "
+              "stack(s) it names are read relative to its folder (or --image-root)")
+
+
+def simulate_options() -> list[ConfigOption]:
+    return config_options(SpaSimulateConfig)
+
+
+def reconstruct_options() -> list[ConfigOption]:
+    return config_options(SpaReconstructConfig)
+
+
+def refine_options() -> list[ConfigOption]:
+    return config_options(SpaRefineConfig)
+
+
+def _config(model: type, path: Path | None, options: list[ConfigOption],
+            given: dict[str, Any]) -> Any:
+    """The YAML file (or the defaults), then the options given, validated as one model."""
+    base = model.from_yaml(path) if path else model()
+    return base.updated(**changes_for(options, given))
+
+
+def _report(result: Any, out: Path) -> None:
+    m = result.metrics
+    parts = []
+    if "half_fsc0143_angstrom" in m:
+        parts.append(f"half-map FSC: {m['half_fsc0143_angstrom']:.2f} Å at 0.143, "
+                     f"{m['half_fsc05_angstrom']:.2f} Å at 0.5")
+    if "reference_fsc05_angstrom" in m:
+        parts.append(f"vs reference: {m['reference_fsc05_angstrom']:.2f} Å at 0.5, "
+                     f"Pearson {m['reference_pearson']:.3f}")
+    if "mean_angle_error_after_deg" in m:
+        parts.append(f"angle error {m['mean_angle_error_before_deg']:.2f}° → "
+                     f"{m['mean_angle_error_after_deg']:.2f}° (mean)")
+    for line in parts:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {len(result.files)} files to {out}/ in {result.seconds:.1f} s "
+                  f"({', '.join(sorted(p.name for p in result.files.values()))})",
+                  markup=False, soft_wrap=True)
+
+
+def _interrupted(out: Path) -> None:
+    console.print(f"[bold yellow]interrupted; {out} may hold a partial set of outputs.[/]",
+                  soft_wrap=True)
+    raise typer.Exit(code=130)
+
+
+# ----------------------------------------------------------------------------- simulate
+def _simulate(
+    output_dir: Path = typer.Argument(..., help="output directory (particles.star, .mrcs, "
+                                      "truth.mrc)"),
+    config: Path | None = typer.Option(None, help="YAML file with SpaSimulateConfig fields"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Simulate particle images of a density (CTF, noise, angular error) as RELION STAR + MRCS."""
+    from cryowedge.workflows.spa import simulate_particles
+
+    try:
+        with user_errors():
+            cfg = _config(SpaSimulateConfig, config, simulate_options(), given)
+            with progress_bar("spa simulate") as progress:
+                result = simulate_particles(output_dir, cfg, overwrite=overwrite,
+                                            progress=progress, config_path=config)
+    except KeyboardInterrupt:
+        _interrupted(output_dir)
+    m = result.metrics
+    console.print(f"{m['particles']} particles of {m['box_px']} px at "
+                  f"{m['pixel_size_angstrom']:.3g} Å from {m['density']}, SNR {m['snr']}, "
+                  f"CTF {'on' if m['ctf'] else 'off'}", markup=False, soft_wrap=True)
+    _report(result, output_dir)
+
+
+# ----------------------------------------------------------------------------- reconstruct
+def _reconstruct(
+    star: Path = typer.Argument(..., help=_STAR_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory"),
+    reference: Path | None = typer.Option(
+        None, help="known map (MRC, a cube of the particle box) to score the map against"),
+    pixel_size: float | None = typer.Option(None, help="override the pixel size (Å)"),
+    image_root: Path | None = typer.Option(
+        None, help="folder the stack paths of the STAR file are relative to [default: its "
+        "folder]"),
+    config: Path | None = typer.Option(None, help="YAML file with SpaReconstructConfig fields"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Map, half maps and FSC (0.143 / 0.5, Å) from a STAR file + particle stack."""
+    from cryowedge.workflows.spa import reconstruct_particles
+
+    try:
+        with user_errors():
+            cfg = _config(SpaReconstructConfig, config, reconstruct_options(), given)
+            with progress_bar(f"spa reconstruct ({cfg.method})") as progress:
+                result = reconstruct_particles(
+                    star, out, config=cfg, reference=reference, pixel_size_angstrom=pixel_size,
+                    image_root=image_root, overwrite=overwrite, progress=progress,
+                    config_path=config)
+    except KeyboardInterrupt:
+        _interrupted(out)
+    _report(result, out)
+
+
+# ----------------------------------------------------------------------------- refine
+def _refine(
+    star: Path = typer.Argument(..., help=_STAR_HELP + "; its angles and shifts are the start"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory"),
+    reference: Path | None = typer.Option(
+        None, help="known map (MRC, a cube of the particle box) to score the map against"),
+    true_star: Path | None = typer.Option(
+        None, help="STAR file with the true poses of the same particles (simulations): "
+        "orientation errors before and after"),
+    pixel_size: float | None = typer.Option(None, help="override the pixel size (Å)"),
+    image_root: Path | None = typer.Option(
+        None, help="folder the stack paths of the STAR file are relative to [default: its "
+        "folder]"),
+    config: Path | None = typer.Option(None, help="YAML file with SpaRefineConfig fields"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Joint angular refinement from the STAR file's poses → refined STAR, map, half maps, FSC."""
+    from cryowedge.workflows.spa import refine_particles
+
+    try:
+        with user_errors():
+            cfg = _config(SpaRefineConfig, config, refine_options(), given)
+            with progress_bar("spa refine") as progress:
+                result = refine_particles(
+                    star, out, config=cfg, reference=reference, true_star=true_star,
+                    pixel_size_angstrom=pixel_size, image_root=image_root, overwrite=overwrite,
+                    progress=progress, config_path=config)
+    except KeyboardInterrupt:
+        _interrupted(out)
+    _report(result, out)
+
+
+simulate = ConfigCommand(_simulate, simulate_options, name="simulate")
+reconstruct = ConfigCommand(_reconstruct, reconstruct_options, name="reconstruct")
+refine = ConfigCommand(_refine, refine_options, name="refine")
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``spa`` group (and the sub-commands of other modules) to ``app``."""
+    spa_app.command(name="simulate")(simulate)
+    spa_app.command(name="reconstruct")(reconstruct)
+    spa_app.command(name="refine")(refine)
     # other modules' sub-commands: one line each, e.g. ``spa_orient.register(spa_app)``
     app.add_typer(spa_app, name="spa")
