@@ -420,14 +420,18 @@ def run_batch(
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise PermissionError(f"output folder {out} is not writable.")
-    if method != "dewedge":
-        check_memory(list(zip(items, configs, strict=True)), batch.memory_limit_bytes)
+    pairs = list(zip(items, configs, strict=True)) if method != "dewedge" else []
+    local = client is None and not batch.scheduler
+    if pairs and local:  # before the cluster starts
+        check_memory(pairs, batch.memory_limit_bytes)
     runner = _Runner(method, out, batch, progress, on_result, hook)
     t0 = time.perf_counter()
     try:
         with open_client(batch, client) as (client, info):
             runner.cluster = info
             runner.memory_limit = info.get("memory_limit_bytes")
+            if pairs and not local and runner.memory_limit:
+                check_memory(pairs, runner.memory_limit)
             if on_dashboard is not None:
                 on_dashboard(info.get("dashboard"))
             if info.get("dashboard"):

@@ -9,6 +9,7 @@ import typer
 
 from cryowedge._version import __version__
 from cryowedge.cli import bench, crm, demo, dewedge, evaluate, reconstruct, simulate, spa, stet
+from cryowedge.cli import batch as _batch_cli
 from cryowedge.cli._common import setup_logging
 
 app = typer.Typer(
@@ -34,7 +35,8 @@ def _root(
     setup_logging(verbose)
 
 
-for module in (simulate, reconstruct, evaluate, dewedge, crm, spa, bench, demo, stet):
+for module in (simulate, reconstruct, evaluate, dewedge, crm, spa, bench, demo, stet,
+               _batch_cli):
     module.register(app)
 
 
