@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from cryowedge.crm import CRMCopy, CRMData, sphere_support
 from cryowedge.crm.operator import (
@@ -56,18 +57,23 @@ def _blob(n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- adjointness
-def test_adjoint_folded_2d():
-    op = _op_2d(13, [0.0, 35.0, 80.0])
-    assert op.folded and op.background_frame == "particle"
+@pytest.mark.parametrize("frame", ["copy", "particle"])
+def test_adjoint_folded_2d(frame):
+    op = _op_2d(13, [0.0, 35.0, 80.0], background_frame=frame)
+    assert op.folded and op.background_frame == frame
+    assert op.shared_projector  # a disc support: one combined slice matrix per copy
+    if frame == "copy":  # its particle columns at θ + φ, its background columns at θ
+        assert not np.array_equal(op.particle_angles_deg[1], op.effective_angles_deg[1])
     assert _dot_test(op) < 1e-12
 
 
 def test_adjoint_2d_with_wrapped_angles_even_size():
     # φ = 130° puts most views beyond +90°: wrapped by −180° with the detector reversed
-    op = _op_2d(12, [0.0, 130.0, -150.0], chunk_copies=2)
-    assert fold_angles(op.effective_angles_deg[1])[1].any()
-    assert len(op.chunks) == 2
-    assert _dot_test(op) < 1e-12
+    for frame in ("copy", "particle"):
+        op = _op_2d(12, [0.0, 130.0, -150.0], chunk_copies=2, background_frame=frame)
+        assert fold_angles(op.particle_angles_deg[1])[1].any()
+        assert len(op.chunks) == 2
+        assert _dot_test(op) < 1e-12
 
 
 def test_adjoint_3d_rotated_in_chunks():
@@ -137,10 +143,11 @@ def test_fold_sign_matches_wedge_mask():
 
 
 # ----------------------------------------------------------------------------- explicit matrices
-@pytest.mark.parametrize("case", ["folded2d", "folded3d", "rotated3d"])
+@pytest.mark.parametrize("case", ["folded2d", "folded2d-particle", "folded3d", "rotated3d"])
 def test_matrix_row_form_and_parts_agree_with_forward(case):
-    if case == "folded2d":
-        op = _op_2d(9, [0.0, 50.0, 140.0])
+    if case.startswith("folded2d"):
+        frame = "particle" if case.endswith("particle") else "copy"
+        op = _op_2d(9, [0.0, 50.0, 140.0], background_frame=frame)
     elif case == "folded3d":  # rotations about the tilt axis, a ball support that changes along y
         op = CRMOperator(
             [CRMCopy([-40.0, 0.0, 40.0], rotation_about_y(p)) for p in (0.0, 100.0)],
@@ -158,7 +165,7 @@ def test_matrix_row_form_and_parts_agree_with_forward(case):
     from_rows = torch.from_numpy(rows.matrix @ rows.to_columns(x).numpy())
     torch.testing.assert_close(from_rows, rows.data_to_rows(op.forward(x)), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(rows.from_columns(rows.to_columns(x)), x)
-    if case == "folded2d":  # the 2D row form is the slice matrix (batch = the y slices)
+    if case.startswith("folded2d"):  # the 2D row form is the slice matrix (batch = the y slices)
         assert rows.matrix.shape[1] == (op.n_copies + 1) * 81
     for i in range(op.n_copies):
         xi = torch.zeros_like(x)
@@ -166,6 +173,26 @@ def test_matrix_row_form_and_parts_agree_with_forward(case):
         both = op.particle_part(i)(x[0]) + op.background_part(i)(x[1 + i])
         torch.testing.assert_close(both, op.forward(xi)[i], rtol=1e-12, atol=1e-12)
         assert _dot_test(op.particle_part(i)) < 1e-12 and _dot_test(op.background_part(i)) < 1e-12
+
+
+def test_copy_frame_background_holds_a_box_filling_stain_exactly():
+    """A stain filling the copy's square box, projected at the microscope angles θ (as a real
+    sub-tilt-series and simulate_crm_2d draw it), is B_i g_i with the copy-frame background;
+    its rotated-back copy on the particle-frame grid loses the corners (issue 11 finding)."""
+    n, phi = 17, 40.0
+    angles = np.arange(-50.0, 51.0, 10.0)
+    support = sphere_support((n, 1, n), 4.0)
+    stain = np.random.default_rng(0).uniform(0.2, 1.0, (n, n)) * ~support[:, 0, :]
+    measured = (build_projection_matrix(angles, n, n, n) @ stain.ravel()).reshape(-1, 1, n)
+    op = CRMOperator([CRMCopy(angles, rotation_about_y(phi))], support)
+    assert op.background_frame == "copy" and op.folded
+    got = op.background_part(0)(torch.from_numpy(stain[:, None, :]))
+    np.testing.assert_allclose(got.numpy(), measured, atol=1e-12)
+    # the particle-frame grid holds only the stain rotated back (cubic splines), with error
+    back = ndimage.rotate(stain, -phi, reshape=False, order=3, mode="constant")
+    pf = CRMOperator([CRMCopy(angles, rotation_about_y(phi))], support, background_frame="particle")
+    rel = float((pf.background_part(0)(torch.from_numpy(back[:, None, :])) - got).norm() / got.norm())
+    assert rel > 0.05, rel
 
 
 def _plain_kaczmarz(a: np.ndarray, b: np.ndarray, sweeps: int, lam: float) -> np.ndarray:
@@ -194,11 +221,17 @@ def _stacked_eq8(op: CRMOperator) -> np.ndarray:
     return a
 
 
-@pytest.mark.parametrize("case", ["folded2d", "rotated3d"])
+@pytest.mark.parametrize("case", ["folded2d", "folded2d-particle", "rotated3d"])
 def test_sparse_kaczmarz_equals_plain_kaczmarz_on_stacked_matrix(case):
     op = (
-        _op_2d(8, [0.0, 70.0, 125.0], angles=[-45.0, -15.0, 15.0, 45.0], radius=3.0)
-        if case == "folded2d"
+        _op_2d(
+            8,
+            [0.0, 70.0, 125.0],
+            angles=[-45.0, -15.0, 15.0, 45.0],
+            radius=3.0,
+            background_frame="particle" if case.endswith("particle") else "copy",
+        )
+        if case.startswith("folded2d")
         else _op_3d((4, 3, 5), n_copies=2, angles=[-30.0, 30.0])
     )
     gen = torch.Generator().manual_seed(3)

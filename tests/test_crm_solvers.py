@@ -55,11 +55,14 @@ def _err(op: CRMOperator, particle: torch.Tensor, truth: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------- CRM-SART
 @pytest.mark.parametrize("order", ["sequential", "random"])
 def test_crm_sart_with_one_copy_is_sart(order):
-    """With N = 1 and no rotation to interpolate, CRM-SART is SART on f = S h + (1 − S) g."""
+    """With N = 1 and one shared projector (particle-frame background), CRM-SART is SART on
+    f = S h + (1 − S) g."""
     op = CRMOperator(
         [CRMCopy(np.arange(-50.0, 51.0, 10.0), rotation_about_y(130.0))],
         sphere_support((16, 1, 16), 5),
+        background_frame="particle",
     )
+    assert op.shared_projector
     b = torch.rand(op.range_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     crm = crm_sart(op, b, n_iter=4, order=order, seed=3)
     ref = sart(op.copy_projector(0), b[0], n_iter=4, order=order, seed=3, relaxation=0.2)
@@ -68,15 +71,19 @@ def test_crm_sart_with_one_copy_is_sart(order):
     torch.testing.assert_close(op.particle(crm.x), crm.x[0])  # h stays on the support
 
 
+@pytest.mark.parametrize("case", ["rotated3d", "folded2d-copy-frame"])
 @pytest.mark.parametrize("block", ["view", "copy"])
-def test_crm_sart_rotated_is_block_sart_on_the_explicit_system(block):
-    """A 3D copy (trilinear R_i): the per-view update equals SART on the matrix [D_i, B_i]."""
-    shape = (8, 7, 9)
-    op = CRMOperator(
-        [CRMCopy([-50.0, -30.0, -10.0, 10.0, 30.0, 50.0], random_rotations(1, 3)[0])],
-        sphere_support(shape, 3),
-    )
-    assert not op.folded
+def test_crm_sart_rotated_is_block_sart_on_the_explicit_system(block, case):
+    """A 3D copy (trilinear R_i), or a 2D copy with its background in the copy frame (particle
+    at θ + φ, background at θ): the per-view update equals SART on the matrix [D_i, B_i]."""
+    angles = [-50.0, -30.0, -10.0, 10.0, 30.0, 50.0]
+    if case == "rotated3d":
+        shape = (8, 7, 9)
+        op = CRMOperator([CRMCopy(angles, random_rotations(1, 3)[0])], sphere_support(shape, 3))
+        assert not op.folded
+    else:
+        op = CRMOperator([CRMCopy(angles, rotation_about_y(130.0))], sphere_support((12, 1, 12), 4))
+        assert op.folded and op.shared_projector and op.background_frame == "copy"
     b = torch.rand(op.range_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     crm = crm_sart(op, b, n_iter=3, order="random", seed=2, block=block)
     d, bg = op.copy_matrices(0)
@@ -181,10 +188,12 @@ def test_masked_average_equals_simple_average_with_full_tilt_range():
 
 
 def test_reconstruct_copies_rotated_back_into_the_particle_frame():
-    """A 2D problem solved through Rotation3D (fold=False) gives the folded per-copy results."""
+    """A 2D problem solved through Rotation3D (fold=False) gives the folded per-copy results
+    (a particle-frame reconstruction at θ + φ)."""
     op, b, truth = _toy(phis=(0.0, 50.0, 140.0))
     rotated = CRMOperator(op.copies, op.support, fold=False)
-    folded_rec = reconstruct_copies(op, b, n_iter=10)
+    folded = CRMOperator(op.copies, op.support, background_frame="particle")
+    folded_rec = reconstruct_copies(folded, b, n_iter=10)
     rotated_rec = reconstruct_copies(rotated, b, n_iter=10)
     s = torch.from_numpy(op.support).to(folded_rec)
     for i in (1, 2):

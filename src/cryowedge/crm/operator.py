@@ -11,11 +11,11 @@ the exact transpose, so every solver of :mod:`cryowedge.solvers` runs on it unch
 are operators of their own, and :meth:`CRMOperator.matrix` / :func:`averaging_matrix` give the
 explicit sparse matrices of eq. 8 and eq. 7 (Theorem 1).
 
-Two ways to apply a copy's orientation ``R_i``
----------------------------------------------
-* **Folded** (default whenever every ``R_i`` is a rotation about the tilt axis ``y``, which
-  includes the identity and every 2D problem): projecting an object rotated about ``y`` by
-  ``φ`` at tilt ``θ`` is exactly projecting the unrotated object at ``θ + φ``
+Two ways to apply a copy's orientation ``R_i``, two frames for its background ``g_i``
+------------------------------------------------------------------------------------
+* **Folded particle** (default whenever every ``R_i`` is a rotation about the tilt axis ``y``,
+  which includes the identity and every 2D problem): projecting an object rotated about ``y``
+  by ``φ`` at tilt ``θ`` is exactly projecting the unrotated object at ``θ + φ``
   (:func:`y_rotation_deg` gives ``φ``). So ``P_i R_i`` is the projector of the *effective*
   angles ``θ_ij + φ_i``, with no interpolation. Angles beyond ±90° are wrapped by ∓180°,
   which reverses the detector ``x`` about the centre pixel ``nx // 2`` (``u → −u``). For
@@ -23,17 +23,25 @@ Two ways to apply a copy's orientation ``R_i``
   (column 0 mirrors onto column ``nx``, off the detector), so those copies are projected onto
   a detector one column wider (``nx + 1``, odd, same centre pixel), reversed exactly there,
   and cropped back to ``nx``: the result equals the linear-interpolation projector at the
-  unwrapped angle (tested). In this mode the backgrounds ``g_i`` are stored in the
-  **particle frame** (the copy's background rotated back by ``R_iᵀ``) and ``S_i = S``:
-  a background is a free unknown, so its frame is a choice of coordinates, and this choice
-  keeps every copy free of interpolation.
-* **Rotated** (any other rotation, or ``fold=False``): ``R_i`` is the foundation's
-  trilinear :class:`~cryowedge.operators.Rotation3D` (applied in batches of copies),
-  the backgrounds live in the **copy frame**, and ``S_i`` is the support carried into the copy
-  frame (``S`` itself for a centred ball, otherwise the rotated mask thresholded at ½). The
+  unwrapped angle (tested).
+* **Rotated particle** (any other rotation, or ``fold=False``): ``R_i`` is the foundation's
+  trilinear :class:`~cryowedge.operators.Rotation3D` (applied in batches of copies). The
   explicit matrices (:meth:`CRMOperator.matrix`, :meth:`CRMOperator.particle_matrix`, the 3D
   ``row_form()``, CRM-SART's per-view blocks) use the sparse matrix of the same trilinear
   plan, equal to :class:`Rotation3D` to rounding (tested).
+* **Backgrounds in the copy frame** (``background_frame="copy"``, the default): ``g_i`` lives
+  on the copy's own box and is projected at the copy's microscope angles ``θ_ij`` by the plain
+  tilt projector, and ``S_i`` is the support carried into the copy frame (``S`` itself for a
+  centred ball, otherwise the rotated mask thresholded at ½). A real sub-tilt-series, and
+  :func:`~cryowedge.crm.simulate.simulate_crm_2d`'s default stain, fill the copy's square
+  box; this frame holds such a background exactly. With a folded particle the copy's rows are
+  ``[P(θ + φ) S, P(θ)(1 − S_i)]``: two plain projectors, still no interpolation.
+* **Backgrounds in the particle frame** (``background_frame="particle"``, folded only): ``g_i``
+  is stored rotated back by ``R_iᵀ`` on the particle-frame grid, ``S_i = S``, and particle and
+  background share the one projector at ``θ + φ`` (the authors' simulator draws its stains
+  this way). A copy-frame stain that fills the box does *not* fit this grid (the rotated
+  box's corners fall off it; docs/results.md, issue 11), so this frame is for data made in it
+  (:attr:`CRMData.background_frame`).
 
 Projection
 ----------
@@ -58,7 +66,7 @@ import scipy.sparse as sp
 import torch
 from numpy.typing import ArrayLike
 
-from cryowedge.crm.problem import CRMCopy, CRMData
+from cryowedge.crm.problem import BACKGROUND_FRAMES, CRMCopy, CRMData
 from cryowedge.geometry.rotations import xyz_to_zyx_matrix
 from cryowedge.geometry.tilt import TiltGeometry
 from cryowedge.operators._interp import trilinear_plan
@@ -383,9 +391,14 @@ class CRMOperator(LinearOperator):
         ``(nz, ny, nx)`` 0/1 mask of the particle in the particle frame (a 2D ``(nz, nx)`` mask
         is read as ``(nz, 1, nx)``); it fixes the volume shape; the detector is ``(ny, nx)``.
     fold
-        ``None`` (default): fold the orientations into the tilt angles when every copy is a
-        rotation about ``y`` (module notes), else rotate. ``True`` demands folding (error if a
-        copy is not a rotation about ``y``); ``False`` always uses :class:`Rotation3D`.
+        ``None`` (default): fold the orientations into the particle's projection angles when
+        every copy is a rotation about ``y`` (module notes), else rotate. ``True`` demands
+        folding (error if a copy is not a rotation about ``y``); ``False`` always uses
+        :class:`Rotation3D`.
+    background_frame
+        ``"copy"`` (default; ``None`` means it): each background on its copy's own box,
+        projected at the copy's microscope angles. ``"particle"``: on the particle-frame grid,
+        through the particle's folded projector (needs folding; module notes).
     chunk_copies
         Copies per block product (default: as many as keep a chunk's dense block under
         2²⁴ elements and its sparse matrix under 2²⁵ entries).
@@ -396,8 +409,8 @@ class CRMOperator(LinearOperator):
     Notes
     -----
     Domain ``(N + 1, nz, ny, nx)``: slot 0 is the particle ``h`` (particle frame; only ``S·h``
-    enters), slots ``1..N`` the backgrounds (particle frame when folded, copy frame when
-    rotated; only ``(1 − S_i)·g_i`` enters). Range ``(N, n_tilts, ny, nx)``. Extra leading
+    enters), slots ``1..N`` the backgrounds (in ``background_frame``; only ``(1 − S_i)·g_i``
+    enters). Range ``(N, n_tilts, ny, nx)``. Extra leading
     dimensions are batch dimensions. Any float dtype and device; the sparse matrices are
     built on first use per dtype/device. ``forward``/``adjoint`` are exact transposes.
     """
@@ -408,9 +421,15 @@ class CRMOperator(LinearOperator):
         support: ArrayLike,
         *,
         fold: bool | None = None,
+        background_frame: str | None = None,
         chunk_copies: int | None = None,
         cache_bytes: int | None = None,
     ) -> None:
+        frame = "copy" if background_frame is None else background_frame
+        if frame not in BACKGROUND_FRAMES:
+            raise ValueError(
+                f"background_frame must be one of {BACKGROUND_FRAMES}, got {background_frame!r}."
+            )
         copies = list(copies)
         if not copies:
             raise ValueError("CRM needs at least one copy; got an empty list of copies.")
@@ -463,10 +482,22 @@ class CRMOperator(LinearOperator):
                 f"fold=True needs rotations about y; copies {bad[:5]} are general rotations."
             )
         self.folded = all_y if fold is None else bool(fold)
-        if self.folded:
-            self.effective_angles_deg = [
-                c.tilt_angles_deg + p for c, p in zip(copies, phis, strict=True)
-            ]
+        if frame == "particle" and not self.folded:
+            raise ValueError(
+                "background_frame='particle' needs the folded operator (every copy a rotation "
+                "about y, fold not False); use background_frame='copy' for general rotations."
+            )
+        self.background_frame = frame
+        #: Per copy, the ``(n_tilts,)`` angles (degrees) at which ``S·h`` is projected:
+        #: ``θ + φ`` when folded, the microscope's ``θ`` when rotated (``R_i`` comes first).
+        self.particle_angles_deg = [
+            c.tilt_angles_deg + p if self.folded else c.tilt_angles_deg.copy()
+            for c, p in zip(copies, phis, strict=True)
+        ]
+        if frame == "particle":
+            #: Per copy, the angles of its projector :meth:`slice_matrix` / :meth:`copy_projector`
+            #: (the background's): ``θ + φ`` for particle-frame backgrounds, else ``θ``.
+            self.effective_angles_deg = self.particle_angles_deg
             self.copy_supports: list[np.ndarray] = [mask] * self.n_copies
         else:
             self.effective_angles_deg = [c.tilt_angles_deg.copy() for c in copies]
@@ -475,7 +506,17 @@ class CRMOperator(LinearOperator):
                 mask if (c.is_identity or ball) else self._carry(mask, c.rotation_xyz)
                 for c in copies
             ]
-        self.background_frame = "particle" if self.folded else "copy"
+        #: Whether every copy's rows are one slice matrix ``C_i`` (:meth:`combined_slice_matrix`)
+        #: applied to ``S h + (1 − S) g_i`` on one grid: folded, ``S_i = S``, and either the same
+        #: angles for both (particle-frame backgrounds, identity copies) or a support constant
+        #: along ``y`` (then ``C_i = P(θ + φ) S + P(θ)(1 − S)``, column by column).
+        constant_y = bool(np.all(mask == mask[:, :1, :]))
+        self.shared_projector = self.folded and all(
+            s is mask and (constant_y or np.array_equal(pa, ea))
+            for s, pa, ea in zip(
+                self.copy_supports, self.particle_angles_deg, self.effective_angles_deg, strict=True
+            )
+        )
 
         v_slice = nz * nx
         nnz_copy = 2 * self.n_tilts * v_slice
@@ -499,10 +540,11 @@ class CRMOperator(LinearOperator):
         self._tensors: dict[Any, torch.Tensor] = {}
         self._warned_cache = False
         logger.debug(
-            "CRMOperator: %d copies, volume %s, %s, %d chunk(s) of <= %d",
+            "CRMOperator: %d copies, volume %s, %s, %s-frame backgrounds, %d chunk(s) of <= %d",
             self.n_copies,
             self.volume_shape,
             "folded" if self.folded else "rotated",
+            self.background_frame,
             len(self.chunks),
             chunk,
         )
@@ -510,9 +552,11 @@ class CRMOperator(LinearOperator):
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_data(cls, data: CRMData, **kwargs: Any) -> CRMOperator:
-        """The operator of a :class:`~cryowedge.crm.problem.CRMData` (copies and support)."""
+        """The operator of a :class:`~cryowedge.crm.problem.CRMData` (copies, support, and its
+        ``background_frame`` unless given)."""
         if not isinstance(data, CRMData):
             raise TypeError(f"data must be a CRMData, got {type(data).__name__}.")
+        kwargs.setdefault("background_frame", data.background_frame)
         return cls(data.copies, data.support, **kwargs)
 
     # ------------------------------------------------------------------ helpers
@@ -550,12 +594,66 @@ class CRMOperator(LinearOperator):
 
         return host.get(("slice", int(i)), build)
 
+    def particle_slice_matrix(self, i: int, *, cache: bool = True) -> sp.csr_matrix:
+        """Copy ``i``'s ``(n_tilts·nx, nz·nx)`` slice matrix of the particle, ``P(θ + φ)``.
+
+        Folded operators only (rotated ones apply ``R_i`` first; :meth:`particle_matrix`).
+        The same as :meth:`slice_matrix` when the background shares the particle's projector.
+        """
+        if not self.folded:
+            raise ValueError("particle_slice_matrix needs a folded operator; use particle_matrix.")
+        if np.array_equal(self.particle_angles_deg[i], self.effective_angles_deg[i]):
+            return self.slice_matrix(i, cache=cache)
+        nz, _, nx = self.volume_shape
+        host = self._cache("cpu")
+
+        def build() -> tuple[sp.csr_matrix, int]:
+            m = _slice_matrix(self.particle_angles_deg[i], nz, nx)
+            return m, (_csr_bytes(m) if cache else host.max_bytes + 1)
+
+        return host.get(("particle-slice", int(i)), build)
+
+    def combined_slice_matrix(self, i: int, *, cache: bool = True) -> sp.csr_matrix:
+        """Copy ``i``'s rows on ``S h + (1 − S) g_i`` as one ``(n_tilts·nx, nz·nx)`` slice matrix.
+
+        ``C_i = P(θ + φ)·diag(S) + P(θ)·diag(1 − S)``: the particle's columns from its folded
+        projector, the background's from the copy's own; with particle-frame backgrounds (or an
+        identity copy) both are the same and ``C_i`` is :meth:`slice_matrix`. Needs
+        :attr:`shared_projector`. A SART sweep with ``C_i`` is a SART sweep on ``[D_i, B_i]``
+        (the two act on disjoint columns).
+        """
+        if not self.shared_projector:
+            raise ValueError("combined_slice_matrix needs shared_projector (module notes).")
+        if np.array_equal(self.particle_angles_deg[i], self.effective_angles_deg[i]):
+            return self.slice_matrix(i, cache=cache)
+        host = self._cache("cpu")
+
+        def build() -> tuple[sp.csr_matrix, int]:
+            s = self.support[:, 0, :].ravel().astype(np.float64)
+            m = (
+                self.particle_slice_matrix(i, cache=False) @ sp.diags(s)
+                + self.slice_matrix(i, cache=False) @ sp.diags(1.0 - s)
+            ).tocsr()
+            m.eliminate_zeros()
+            return m, (_csr_bytes(m) if cache else host.max_bytes + 1)
+
+        return host.get(("combined-slice", int(i)), build)
+
     def _chunk_matrices(
-        self, c: int, dtype: torch.dtype, device: torch.device
+        self, c: int, dtype: torch.dtype, device: torch.device, *, kind: str = "slice"
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block-diagonal torch CSR of chunk ``c``'s slice matrices and its transpose: ``kind``
+        ``"slice"`` (:meth:`slice_matrix`), ``"particle"`` (:meth:`particle_slice_matrix`) or
+        ``"combined"`` (:meth:`combined_slice_matrix`)."""
+        get = {
+            "slice": self.slice_matrix,
+            "particle": self.particle_slice_matrix,
+            "combined": self.combined_slice_matrix,
+        }[kind]
+
         def build() -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
             nonlocal before
-            slices = [self.slice_matrix(int(i), cache=False) for i in self.chunks[c]]
+            slices = [get(int(i), cache=False) for i in self.chunks[c]]
             before = cache.evictions  # uncached slice builds (same host cache) are no eviction
             block = sp.block_diag(slices, format="csr")
             a = to_torch_csr(block, dtype=dtype, device=device)
@@ -565,7 +663,7 @@ class CRMOperator(LinearOperator):
 
         cache = self._cache(device)
         before = cache.evictions
-        out = cache.get(("chunk", c, dtype, str(device)), build)
+        out = cache.get(("chunk", c, kind, dtype, str(device)), build)
         if cache.evictions > before and not self._warned_cache:
             self._warned_cache = True
             logger.warning(
@@ -598,7 +696,7 @@ class CRMOperator(LinearOperator):
             s = self._tensors[key] = torch.from_numpy(self.support).to(
                 device=ref.device, dtype=ref.dtype
             )
-        if self.folded or all(self.copy_supports[int(i)] is self.support for i in idx):
+        if all(self.copy_supports[int(i)] is self.support for i in idx):
             return s, (1.0 - s).expand(len(idx), *self.volume_shape)
         bg = np.stack([~self.copy_supports[int(i)] for i in idx])
         return s, torch.from_numpy(bg).to(device=ref.device, dtype=ref.dtype)
@@ -633,18 +731,25 @@ class CRMOperator(LinearOperator):
         for batch in range(flat.shape[0]):
             xb = flat[batch]
             for c, idx in enumerate(self.chunks):
-                a, _ = self._chunk_matrices(c, x.dtype, x.device)
+                kind = "combined" if self.shared_projector else "slice"
+                a, _ = self._chunk_matrices(c, x.dtype, x.device, kind=kind)
                 s, bg = self._masks(idx, x)
                 sh = xb[0] * s
                 g = xb[1 + int(idx[0]) : 2 + int(idx[-1])]
+                rows = slice(int(idx[0]), int(idx[-1]) + 1)
+                if self.folded and not self.shared_projector:  # [P(θ+φ) S, P(θ)(1 − S_i)]
+                    ap, _ = self._chunk_matrices(c, x.dtype, x.device, kind="particle")
+                    part = sh.expand(len(idx), *self.volume_shape)
+                    out[batch, rows] = _project(a, bg * g, self.n_tilts) + _project(
+                        ap, part, self.n_tilts
+                    )
+                    continue
                 part = (
                     sh.expand(len(idx), *self.volume_shape)
                     if self.folded
                     else self._rotate_particle(c, sh)
                 )
-                out[batch, int(idx[0]) : int(idx[-1]) + 1] = _project(
-                    a, part + bg * g, self.n_tilts
-                )
+                out[batch, rows] = _project(a, part + bg * g, self.n_tilts)
         return out.reshape(*lead, *self.range_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -656,10 +761,18 @@ class CRMOperator(LinearOperator):
         nz = self.volume_shape[0]
         for batch in range(flat.shape[0]):
             for c, idx in enumerate(self.chunks):
-                _, at = self._chunk_matrices(c, y.dtype, y.device)
+                kind = "combined" if self.shared_projector else "slice"
+                _, at = self._chunk_matrices(c, y.dtype, y.device, kind=kind)
                 s, bg = self._masks(idx, y)
-                v = _backproject(at, flat[batch, int(idx[0]) : int(idx[-1]) + 1], nz)
-                particle = v.sum(dim=0) if self.folded else self._rotate_particle_adjoint(c, v)
+                yc = flat[batch, int(idx[0]) : int(idx[-1]) + 1]
+                v = _backproject(at, yc, nz)
+                if self.shared_projector:
+                    particle = v.sum(dim=0)
+                elif self.folded:
+                    _, atp = self._chunk_matrices(c, y.dtype, y.device, kind="particle")
+                    particle = _backproject(atp, yc, nz).sum(dim=0)
+                else:
+                    particle = self._rotate_particle_adjoint(c, v)
                 out[batch, 0].add_(particle * s)
                 out[batch, 1 + int(idx[0]) : 2 + int(idx[-1])] = v * bg
         return out.reshape(*lead, *self.domain_shape)
@@ -673,10 +786,12 @@ class CRMOperator(LinearOperator):
         )
 
     def copy_projector(self, i: int, *, cache: bool = True) -> CopyProjector:
-        """``P_i``: copy ``i``'s projector on volumes in its own frame.
+        """``P_i``: copy ``i``'s projector on volumes in its background's frame.
 
-        Folded: the particle frame (``P_i R_i`` exactly, effective angles); rotated: the copy
-        frame (the copy's own tilt angles). ``cache=False`` leaves its matrix out of the
+        Particle-frame backgrounds: the particle frame (``P_i R_i`` exactly, effective angles
+        ``θ + φ``); copy-frame backgrounds: the copy frame (the copy's own tilt angles; a
+        copy reconstructed with it is brought to the particle frame by
+        :meth:`copy_rotation`'s inverse). ``cache=False`` leaves its matrix out of the
         operator's cache (for a one-off use such as a per-copy reconstruction).
         """
         i = self._check_copy(i)
@@ -687,19 +802,28 @@ class CRMOperator(LinearOperator):
         )
 
     def copy_rotation(self, i: int) -> Rotation3D | None:
-        """``R_i`` as a :class:`Rotation3D` (``None`` when folded or the identity)."""
+        """``R_i`` as a :class:`Rotation3D`: from the particle frame to the frame of
+        :meth:`copy_projector` (``None`` for particle-frame backgrounds or the identity)."""
         i = self._check_copy(i)
-        if self.folded or self.copies[i].is_identity:
+        if self.background_frame == "particle" or self.copies[i].is_identity:
             return None
         return Rotation3D(self.volume_shape, self.copies[i].rotation_xyz)
 
     def particle_part(self, i: int) -> LinearOperator:
         """``D_i = P_i R_i S``: ``(nz, ny, nx)`` particle → ``(n_tilts, ny, nx)``."""
         i = self._check_copy(i)
-        op: LinearOperator = self.copy_projector(i)
-        rot = self.copy_rotation(i)
-        if rot is not None:
-            op = op @ rot
+        op: LinearOperator
+        if self.folded:  # P(θ + φ), no interpolation
+            op = CopyProjector(
+                self.particle_angles_deg[i],
+                self.volume_shape,
+                matrix=self.particle_slice_matrix(i),
+            )
+        else:
+            op = self.copy_projector(i)
+            rot = self.copy_rotation(i)
+            if rot is not None:
+                op = op @ rot
         return op @ MaskOperator(self.support)
 
     def background_part(self, i: int) -> LinearOperator:
@@ -730,7 +854,10 @@ class CRMOperator(LinearOperator):
         """
         i = self._check_copy(i)
         nz, ny, nx = self.volume_shape
-        p = _expand_over_y(self.slice_matrix(i, cache=cache), self.n_tilts, nz, ny, nx)
+        m = self.particle_slice_matrix(i, cache=cache) if self.folded else self.slice_matrix(
+            i, cache=cache
+        )
+        p = _expand_over_y(m, self.n_tilts, nz, ny, nx)
         sup = np.flatnonzero(self.support.ravel())
         if not (self.folded or self.copies[i].is_identity):
             right = _rotation_matrix(self.volume_shape, self.copies[i].rotation_xyz)[:, sup]
@@ -782,7 +909,7 @@ class CRMOperator(LinearOperator):
         return sp.bmat(blocks, format="csr")
 
     def _slice_crm_matrix(self) -> sp.csr_matrix:
-        """Slice CRM matrix ``(N·n_t·nx, (N + 1)·nz·nx)`` (folded, ``S`` constant along ``y``)."""
+        """Slice CRM matrix ``(N·n_t·nx, (N + 1)·nz·nx)`` (folded, supports constant along ``y``)."""
         nz, _, nx = self.volume_shape
         s = self.support[:, 0, :].ravel().astype(np.float64)
         blocks = []
@@ -791,8 +918,9 @@ class CRMOperator(LinearOperator):
             row: list[Any] = [
                 sp.csr_matrix((m.shape[0], nz * nx)) for _ in range(self.n_copies + 1)
             ]
-            row[0] = m @ sp.diags(s)
-            row[1 + i] = m @ sp.diags(1.0 - s)
+            row[0] = self.particle_slice_matrix(i) @ sp.diags(s)
+            bg = 1.0 - self.copy_supports[i][:, 0, :].ravel().astype(np.float64)
+            row[1 + i] = m @ sp.diags(bg)
             blocks.append(row)
         out = sp.bmat(blocks, format="csr")
         out.eliminate_zeros()
@@ -809,7 +937,9 @@ class CRMOperator(LinearOperator):
         :meth:`matrix` with one batch column.
         """
         nz, ny, nx = self.volume_shape
-        constant_y = bool(np.all(self.support == self.support[:, :1, :]))
+        constant_y = all(
+            bool(np.all(m == m[:, :1, :])) for m in [self.support, *self.copy_supports]
+        )
         n = self.n_copies
         if self.folded and constant_y:
             mat = self._slice_crm_matrix()
@@ -831,7 +961,8 @@ class CRMOperator(LinearOperator):
     def __repr__(self) -> str:
         return (
             f"CRMOperator(n_copies={self.n_copies}, n_tilts={self.n_tilts}, "
-            f"volume_shape={self.volume_shape}, {'folded' if self.folded else 'rotated'})"
+            f"volume_shape={self.volume_shape}, {'folded' if self.folded else 'rotated'}, "
+            f"background_frame={self.background_frame!r})"
         )
 
 

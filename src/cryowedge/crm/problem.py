@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["CRMCopy", "CRMData", "sphere_support"]
+__all__ = ["BACKGROUND_FRAMES", "CRMCopy", "CRMData", "sphere_support"]
+
+#: Frames a copy's background may be given in (:class:`CRMData`, ``CRMOperator``).
+BACKGROUND_FRAMES = ("copy", "particle")
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,14 @@ class CRMData:
         Voxel size in Å (the MRC outputs keep it).
     truth
         Optional ``(nz, ny, nx)`` ground-truth particle (simulations), for scoring only.
+    names
+        Optional ``N`` copy names.
+    background_frame
+        Where each copy's surroundings ``g_i`` live: ``"copy"`` (default: they fill the copy's
+        own box, as in a real sub-tilt-series or :func:`~cryowedge.crm.simulate.simulate_crm_2d`'s
+        default) or ``"particle"`` (drawn in the particle frame, as the authors' simulator does;
+        then a 2D/about-``y`` problem keeps them on the particle-frame grid). The operator
+        built by ``CRMOperator.from_data`` follows it (:mod:`cryowedge.crm.operator` notes).
     """
 
     projections: np.ndarray
@@ -124,6 +135,7 @@ class CRMData:
     pixel_size_angstrom: float = 1.0
     truth: np.ndarray | None = None
     names: list[str] = field(default_factory=list)
+    background_frame: str = "copy"
 
     def __post_init__(self) -> None:
         if isinstance(self.projections, (list, tuple)):  # one array per copy: same size needed
@@ -177,6 +189,10 @@ class CRMData:
             raise ValueError(f"pixel_size_angstrom must be > 0, got {self.pixel_size_angstrom!r}.")
         if self.names and len(self.names) != n_copies:
             raise ValueError(f"{len(self.names)} names for {n_copies} copies.")
+        if self.background_frame not in BACKGROUND_FRAMES:
+            raise ValueError(
+                f"background_frame must be one of {BACKGROUND_FRAMES}, got {self.background_frame!r}."
+            )
 
     @property
     def n_copies(self) -> int:
@@ -200,4 +216,5 @@ class CRMData:
             pixel_size_angstrom=self.pixel_size_angstrom,
             truth=self.truth,
             names=[self.names[i] for i in idx] if self.names else [],
+            background_frame=self.background_frame,
         )

@@ -34,6 +34,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from cryowedge._validation import check_choice
@@ -133,26 +134,37 @@ class _Plans:
         plan: dict[str, Any] = {"rot": rot, "bg": bg}
         size = 0
         if self.block == "copy":
-            proj = op.copy_projector(i)
-            part = self.s if rot is None else rot.forward(self.s)
-            plan["proj"] = proj
-            plan["w_inv"] = safe_reciprocal(proj.forward(part + bg)).mul_(self.relaxation)
-            colsum = proj.adjoint(torch.ones(proj.range_shape, dtype=dtype, device=dev))
-            vd = colsum if rot is None else rot.adjoint(colsum)
-            plan["vd_inv"] = safe_reciprocal(vd * self.s)
-            plan["vb_inv"] = safe_reciprocal(colsum * bg)
-            size = 3 * int(np.prod(op.volume_shape)) * elt + 2 * proj.matrix.nnz * (elt + 4)
+            proj = op.copy_projector(i)  # B_i = proj · (1 − S_i); D_i = dpart (mask inside)
+            dpart = op.particle_part(i)
+            plan["proj"], plan["dpart"] = proj, dpart
+            ones = torch.ones(proj.range_shape, dtype=dtype, device=dev)
+            rowsum = dpart.forward(torch.ones_like(bg)) + proj.forward(bg)
+            plan["w_inv"] = safe_reciprocal(rowsum).mul_(self.relaxation)
+            plan["vd_inv"] = safe_reciprocal(dpart.adjoint(ones) * self.s)
+            plan["vb_inv"] = safe_reciprocal(proj.adjoint(ones) * bg)
+            size = 3 * int(np.prod(op.volume_shape)) * elt + 4 * proj.matrix.nnz * (elt + 4)
             return plan, size
-        m = op.slice_matrix(i, cache=False)
-        if not op.folded:
+        m = (
+            op.combined_slice_matrix(i, cache=False)
+            if op.shared_projector
+            else op.slice_matrix(i, cache=False)
+        )
+        bg_slice = None
+        if not op.shared_projector:
             # D_i = P_i R_i S on the support voxels (rows (t, y, u)); bg as columns (nz·nx, ny)
             d_all = op.particle_matrix(i, support_columns=True, cache=False)
             bg_cols = bg.permute(0, 2, 1).reshape(nz * nx, ny).contiguous()
             plan["bg_cols"] = bg_cols
             size += nz * nx * ny * elt
+            mask = op.copy_supports[i]
+            if np.all(mask == mask[:, :1, :]):  # B_i's columns on S_i are zero for every y: drop
+                bg_slice = sp.diags((~mask[:, 0, :]).ravel().astype(np.float64))
         views = []
         for t in range(op.n_tilts):
             sub = m[t * nx : (t + 1) * nx]
+            if bg_slice is not None:
+                sub = (sub @ bg_slice).tocsr()
+                sub.eliminate_zeros()
             a = to_torch_csr(sub, dtype=dtype, device=dev)
             at = to_torch_csr(sub.T.tocsr(), dtype=dtype, device=dev)
             rowsum = torch.as_tensor(np.asarray(sub.sum(axis=1)).ravel(), dtype=dtype, device=dev)
@@ -160,7 +172,7 @@ class _Plans:
             view: dict[str, Any] = {"a": a, "at": at}
             size += 2 * sub.nnz * (elt + 4) + (sub.shape[0] + sub.shape[1]) * elt
             view["v_inv"] = safe_reciprocal(colsum)[:, None]  # (nz·nx, 1)
-            if op.folded:
+            if op.shared_projector:
                 view["w_inv"] = safe_reciprocal(rowsum).mul_(self.relaxation)[:, None]  # (nx, 1)
             else:
                 d = d_all[t * ny * nx : (t + 1) * ny * nx]
@@ -236,14 +248,12 @@ def _update_copy_block(
     positivity: bool,
 ) -> float:
     """One simultaneous update over all views of a copy (eq. 23 as printed), in place."""
-    rot, bg, proj = plan["rot"], plan["bg"], plan["proj"]
-    part = h * s if rot is None else rot.forward(h * s)
-    residual = b_i - proj.forward(part + bg * g)
+    bg, proj, dpart = plan["bg"], plan["proj"], plan["dpart"]
+    residual = b_i - dpart.forward(h) - proj.forward(bg * g)
     sq = float(torch.sum(residual * residual))
-    bp = proj.adjoint(residual.mul_(plan["w_inv"]))
-    g.addcmul_(bp, plan["vb_inv"])
-    dh = (bp if rot is None else rot.adjoint(bp)).mul_(plan["vd_inv"])
-    h.add_(dh)
+    residual.mul_(plan["w_inv"])
+    g.addcmul_(proj.adjoint(residual), plan["vb_inv"])
+    h.add_(dpart.adjoint(residual).mul_(plan["vd_inv"]))
     if positivity:
         h.clamp_(min=0.0)
         g.clamp_(min=0.0)
@@ -276,12 +286,17 @@ def crm_sart(
     on the system ``D_i h + B_i g_i = b_i``: per view ``s``,
     ``[h; g_i] ← [h; g_i] + λ V_s⁻¹ [D_i; B_i]_sᵀ W_s⁻¹ (b_s − D_i,s h − B_i,s g_i)`` with ``W_s``,
     ``V_s`` the row and column sums of the view's rows of ``[D_i, B_i]`` (the normalisation of
-    :func:`~cryowedge.solvers.sart`). When the problem is folded (rotations about ``y``), this is
-    exactly a SART sweep of the copy's particle-frame projector on ``f_i = S h + (1 − S) g_i``
-    (so with one copy it equals :func:`~cryowedge.solvers.sart`). Otherwise each view's block
-    of ``D_i = P_i R_i S`` is an explicit sparse matrix, built once per copy from the trilinear
-    plan of :class:`~cryowedge.operators.Rotation3D` (so the sweep interpolates nothing per
-    view, and equals SART on the explicit ``[D_i, B_i]``).
+    :func:`~cryowedge.solvers.sart`). When the copy's rows are one slice matrix ``C_i`` on
+    ``f_i = S h + (1 − S) g_i`` (``operator.shared_projector``: folded problems with ``S_i = S``,
+    e.g. every 2D problem with a disc support, in either background frame; see
+    :meth:`CRMOperator.combined_slice_matrix`), this is exactly a SART sweep of ``C_i`` on
+    ``f_i`` (so with one copy and particle-frame backgrounds it equals
+    :func:`~cryowedge.solvers.sart` on the copy's projector).
+    Otherwise each view's block of ``D_i = P_i R_i S`` is an explicit sparse matrix, built once
+    per copy (folded: the projector at ``θ + φ`` on the support columns; rotated: composed with
+    the trilinear plan of :class:`~cryowedge.operators.Rotation3D`), and ``B_i``'s is the
+    copy's projector at ``θ`` on the columns off ``S_i``; the sweep equals SART on the explicit
+    ``[D_i, B_i]`` and interpolates nothing per view.
 
     Parameters
     ----------
@@ -354,7 +369,7 @@ def crm_sart(
             visit = rng.permutation(op.n_tilts) if order == "random" else np.arange(op.n_tilts)
             if block == "copy":
                 sq += _update_copy_block(plan, s, h, g, b[i], positivity)
-            elif op.folded:
+            elif op.shared_projector:
                 f = (h + g).permute(0, 2, 1).reshape(nz * nx, ny).contiguous()  # h on S, g off S
                 sq += _sweep_folded(plan, f, rows[i], visit, positivity)
                 vol = f.reshape(nz, nx, ny).permute(0, 2, 1)
