@@ -425,6 +425,7 @@ def run_batch(
     if pairs and local:  # before the cluster starts
         check_memory(pairs, batch.memory_limit_bytes)
     runner = _Runner(method, out, batch, progress, on_result, hook)
+    runner.external = not local
     t0 = time.perf_counter()
     try:
         with open_client(batch, client) as (client, info):
@@ -440,7 +441,7 @@ def run_batch(
                 results = runner.dewedge(client, items, configs)
             else:
                 results = runner.stage(client, "reconstruct", items, configs)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a local cluster is closed by now (its workers are gone)
         report = runner.interrupted(items, time.perf_counter() - t0)
         raise BatchInterrupted(report) from None
     report = BatchReport(method, out, results, time.perf_counter() - t0, runner.cluster)
@@ -468,6 +469,9 @@ class _Runner:
         self.progress, self.on_result, self.hook = progress, on_result, hook
         self.cluster: dict[str, Any] = {}
         self.memory_limit: int | None = None  # per worker, bytes, as the cluster reports it
+        self.external = False  # a cluster this run did not start (its workers live on)
+        self.client: Any = None
+        self.futures: list[Any] = []
         self.results: dict[str, ItemResult] = {}
         self.started: list[tuple[str, str]] = []  # (name, stage) submitted and not finished
         self.total = 0
@@ -510,6 +514,7 @@ class _Runner:
                                    pure=False, retries=0)
             futures[future] = item
             self.started.append((item.name, stage))
+        self.client, self.futures = client, list(futures)
         for future in as_completed(list(futures), loop=client.loop):
             item = futures[future]
             result = self._result_of(future, item, stage)
@@ -567,10 +572,21 @@ class _Runner:
         return [failed.get(it.name) or by_name[it.name] for it in items]
 
     def interrupted(self, items: Sequence[BatchItem], wall: float) -> BatchReport:
-        """After Ctrl-C (the cluster is closed): remove unfinished items' files, report."""
+        """After Ctrl-C: cancel what is queued, remove unfinished items' files, report.
+
+        A local cluster is already closed (its workers are gone), so every unfinished item's
+        files go. On a cluster this run did not start, an item already running cannot be
+        stopped: it is left to finish (its files appear complete and atomically) or to clean
+        up after itself, and only items that had not started are cleaned here."""
+        if self.external and self.client is not None and self.futures:
+            with contextlib.suppress(Exception):
+                self.client.cancel(self.futures)
         for name, stage in list(self.started):
+            running = self.outdir / f".{name}.{stage}.batch-running"
+            if self.external and running.exists():
+                continue
             remove_item_files(self.outdir, name, stage)
-            (self.outdir / f".{name}.{stage}.batch-running").unlink(missing_ok=True)
+            running.unlink(missing_ok=True)
         final = "dewedge-refine" if self.method == "dewedge" else "reconstruct"
         results = []
         for item in items:
