@@ -1,0 +1,56 @@
+"""Learned orientation recovery (thesis ch. 5, research/thesis.md §7): quaternions, a Siamese
+distance network, recovery of all orientations from pairwise distances, O(4) evaluation."""
+
+from cryowedge.spa.orient.quaternions import (
+    as_unit_quaternions,
+    canonical_quaternions,
+    matrix_to_quaternion,
+    pairwise_quaternion_distances,
+    quaternion_conjugate,
+    quaternion_distance,
+    quaternion_distance_torch,
+    quaternion_multiply,
+    quaternion_to_matrix,
+    random_orthogonal4,
+    uniform_quaternions,
+)
+from cryowedge.spa.orient.recover import (
+    Alignment,
+    DistanceOracle,
+    EmbeddingOracle,
+    MatrixOracle,
+    RecoveryResult,
+    align_quaternions,
+    aligned_errors_deg,
+    aligned_rotations,
+    apply_alignment,
+    noisy_distance_matrix,
+    printed_alignment_objective,
+    recover_orientations,
+)
+
+__all__ = [
+    "as_unit_quaternions",
+    "canonical_quaternions",
+    "matrix_to_quaternion",
+    "pairwise_quaternion_distances",
+    "quaternion_conjugate",
+    "quaternion_distance",
+    "quaternion_distance_torch",
+    "quaternion_multiply",
+    "quaternion_to_matrix",
+    "random_orthogonal4",
+    "uniform_quaternions",
+    "Alignment",
+    "DistanceOracle",
+    "EmbeddingOracle",
+    "MatrixOracle",
+    "RecoveryResult",
+    "align_quaternions",
+    "aligned_errors_deg",
+    "aligned_rotations",
+    "apply_alignment",
+    "noisy_distance_matrix",
+    "printed_alignment_objective",
+    "recover_orientations",
+]
