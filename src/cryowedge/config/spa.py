@@ -234,7 +234,11 @@ class SpaReconstructConfig(BaseConfig):
         False,
         description="dense matter is bright in the images (RELION extraction); sets the CTF sign",
     )
-    normalize: bool = Field(True, description="divide the images by their standard deviation")
+    bin: int = Field(
+        1, ge=1,
+        description="downsample the images by this factor (Fourier cropping to box // bin) "
+        "before reconstructing; the map's voxel is bin × the pixel size",
+    )
     half_maps: bool = Field(True, description="also reconstruct two half sets and their FSC")
     half_split_seed: int = Field(
         0, description="seed of the random half split when the STAR file has no rlnRandomSubset"

@@ -56,6 +56,7 @@ __all__ = [
     "reconstruct_particles",
     "reconstruct_stack",
     "refine_particles",
+    "bin_stack",
     "save_config",
     "simulate_particles",
     "soft_sphere_mask",
@@ -132,7 +133,7 @@ def _write_metrics(out: Path, metrics: Mapping[str, Any], title: str) -> tuple[P
         out / "metrics.json",
         json.dumps({k: _json_value(v) for k, v in metrics.items()}, indent=2) + "\n",
     )
-    return Path(md or out / "metrics.md"), Path(js or out / "metrics.json")
+    return md, js
 
 
 def _device(name: str) -> Any:
@@ -282,6 +283,52 @@ def read_reference(path: PathLike | None, box_size: int) -> tuple[np.ndarray, fl
     return vol, px
 
 
+#: Smallest box (pixels) that ``bin`` may leave.
+MIN_BINNED_BOX = 8
+
+
+def bin_stack(stack: Any, factor: int) -> Any:
+    """The stack with its images Fourier-cropped to ``m = n // factor`` pixels.
+
+    The centre pixel ``n // 2`` maps to ``m // 2`` exactly (cropping the spectrum of the
+    image centred at index 0); values are scaled by ``m² / n²`` so that a pixel keeps its
+    mean. Pixel size ``× n / m`` (Å), shifts ``× m / n`` (pixels); angles and CTF parameters
+    (physical units) are unchanged.
+
+    Raises
+    ------
+    ValueError
+        ``factor`` not a whole number >= 1, or a binned box below :data:`MIN_BINNED_BOX`.
+    """
+    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+        raise ValueError(f"bin must be a whole number >= 1, got {factor!r}.")
+    factor = int(factor)
+    if factor == 1:
+        return stack
+    n = stack.image_size
+    m = n // factor
+    if m < MIN_BINNED_BOX:
+        raise ValueError(
+            f"bin {factor} leaves {m}-pixel images of the {n}-pixel particles; at least "
+            f"{MIN_BINNED_BOX} are needed (use bin {max(1, n // MIN_BINNED_BOX)} or less)."
+        )
+    keep = np.fft.fftfreq(m) * m  # integer frequencies of the small grid, FFT order
+    idx = np.where(keep >= 0, keep, keep + n).astype(np.int64)  # their places in the n grid
+    out = np.empty((stack.n_particles, m, m), dtype=np.float32)
+    batch = 256
+    for p0 in range(0, stack.n_particles, batch):
+        imgs = np.asarray(stack.images[p0:p0 + batch], dtype=np.float64)
+        spec = np.fft.fft2(np.fft.ifftshift(imgs, axes=(-2, -1)))
+        small = spec[:, idx][:, :, idx]
+        out[p0:p0 + batch] = (np.fft.fftshift(np.fft.ifft2(small).real, axes=(-2, -1))
+                              * (m * m) / (n * n)).astype(np.float32)
+    return stack.replace(
+        images=out,
+        pixel_size_angstrom=stack.pixel_size_angstrom * n / m,
+        shifts_px=np.asarray(stack.shifts_px) * m / n,
+    )
+
+
 # ============================================================================ reconstruction
 def reconstruct_stack(
     stack: Any,
@@ -374,6 +421,7 @@ def _reconstruct_and_write(
         "particles": stack.n_particles,
         "box_px": n,
         "pixel_size_angstrom": px,
+        "bin": cfg.bin,
         "method": cfg.method,
         "lambda": cfg.tv_lambda,
         "iterations": cfg.iterations,
@@ -495,8 +543,8 @@ def reconstruct_particles(
     _check_input(reference, "reference map")
     _prepare(outputs, [star, reference, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
-    stack = load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
-                           image_root=image_root)
+    stack = bin_stack(load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
+                                     image_root=image_root), cfg.bin)
     ref = read_reference(reference, stack.image_size)
     logger.info("spa reconstruct: %d particles of %d px, %.4g Å", stack.n_particles,
                 stack.image_size, stack.pixel_size_angstrom)
@@ -646,8 +694,9 @@ def refine_particles(
     _check_input(true_star, "true-pose STAR file")
     _prepare(outputs, [star, reference, true_star, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
-    stack = load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
-                           image_root=image_root)
+    original = load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
+                              image_root=image_root)
+    stack = bin_stack(original, cfg.bin)
     ref = read_reference(reference, stack.image_size)
     true_rot = None
     if true_star is not None:
@@ -712,15 +761,19 @@ def refine_particles(
             median_angle_error_before_deg=float(np.median(before)),
             median_angle_error_after_deg=float(np.median(after)),
         )
-    star_path, mrcs_path = write_relion_particles(out / "refined.star", refined, overwrite=True)
+    # the refined poses on the original images (shifts back in original pixels)
+    written = original.replace(
+        rotations=result.rotations,
+        shifts_px=result.shifts_px * original.image_size / stack.image_size,
+    )
+    star_path, mrcs_path = write_relion_particles(out / "refined.star", written, overwrite=True)
     files.update(refined_star=star_path, refined_stack=mrcs_path)
     hist = result.history
     keys = list(hist)
     rows = [",".join(["iteration", *keys])]
     for i in range(result.n_iter):
         rows.append(",".join([str(i + 1), *[f"{hist[k][i]:.6g}" for k in keys]]))
-    files["history"] = write_text_atomic(out / "refine_history.csv", "\n".join(rows) + "\n") \
-        or out / "refine_history.csv"
+    files["history"] = write_text_atomic(out / "refine_history.csv", "\n".join(rows) + "\n")
     md, js = _write_metrics(out, metrics, f"spa refine {Path(star).name}")
     files.update(metrics_md=md, metrics_json=js, config=save_config(cfg, out))
     files["run"] = write_run_record(
