@@ -5,7 +5,10 @@ ribosome slice (200², support radius 65). Two ways of making their data are off
 
 ``convention="paper"`` (default of every script): the authors' simulator as their code does it
 (../shared/research/anchors_tomo.md §3.1, ``run_simulatorb0.sh`` and ``simulator/main.cpp`` of
-``icthrm/CRM``):
+``icthrm/CRM``), built by the library's :func:`cryowedge.crm.simulate.simulate_crm_2d` with
+``orientations="even"``, ``background_frame="particle"`` and (ribosome) ``background="authors"``
+(``cryowedge crm simulate ribosome D --orientations even --background-frame particle
+--background authors``):
 
 * the copies' tilt ranges start at ``φ_m = (o + m·360/N) mod 360 − 180``, ``m = 1..N``, one
   random offset ``o`` per data set: the copies are **evenly spaced** over the circle;
@@ -54,13 +57,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from cryowedge.crm.baselines import masked_fourier_average, reconstruct_copies, simple_average
 from cryowedge.crm.operator import CRMOperator
 from cryowedge.crm.problem import CRMData
 from cryowedge.crm.simulate import (
-    _project_slice,  # independent of the CRM operator on purpose (simulate.py notes)
+    _project_slice,  # noqa: F401  (re-exported for the diagnostics script)
     central_slice_particle,
     copy_orientations_2d,
     paper_tilt_angles,
@@ -72,8 +74,6 @@ from cryowedge.crm.simulate import (
 from cryowedge.crm.solvers import crm_sart
 from cryowedge.metrics.image import pearson_correlation, psnr, ssim
 from cryowedge.metrics.normalize import normalize_intensity
-from cryowedge.operators.tilt_projector import build_projection_matrix
-from cryowedge.simulate.noise import add_gaussian_noise
 
 DATASETS = ("shepp-logan", "ribosome")
 CONVENTIONS = ("paper", "project")
@@ -87,19 +87,8 @@ METHODS = ("AVG", "M-AVG", "CRM")
 
 # ----------------------------------------------------------------------------- data
 def paper_orientations(n: int, gen: np.random.Generator) -> np.ndarray:
-    """``(n,)`` copy angles (degrees): ``(o + m·360/n) mod 360 − 180``, m = 1..n, one offset o."""
-    offset = gen.uniform(0.0, 360.0)
-    m = np.arange(1, n + 1)
-    return np.mod(offset + m * 360.0 / n, 360.0) - 180.0
-
-
-def _authors_noise_stain(
-    particle: np.ndarray, outside: np.ndarray, gen: np.random.Generator
-) -> np.ndarray:
-    """The authors' ribosome stain: N(mean, std of the slice), σ 0.8 px smoothing, outside S."""
-    avg, dev = float(particle.mean()), float(particle.std())
-    white = gen.normal(avg, dev, particle.shape) * outside
-    return ndimage.gaussian_filter(white, 0.8, mode="constant") * outside
+    """``(n,)`` copy angles (degrees), the authors' even spacing (``copy_orientations_2d``)."""
+    return copy_orientations_2d(n, gen, spacing="even")
 
 
 @dataclass
@@ -178,86 +167,40 @@ def make_2d(
     orientation = orientation or "even"
     stain = stain or "authors"
     frame = frame or "particle"
-    phi = (
-        paper_orientations(n_copies, gen)
-        if orientation == "even"
-        else copy_orientations_2d(n_copies, gen)
-    )
     if dataset == "shepp-logan":
         image = shepp_logan_particle(side, int(round(200 * side / side0)))
-        background = "blocks"
+        background = "blocks"  # the authors' block code is not published
     else:
         image = central_slice_particle(RIBOSOME_MAP, side, radius)
-        background = "none" if stain == "authors" else "noise"
-    # simulate_crm_2d gives the truth, the support, the copies and (blocks / project noise)
-    # the stains; its projections are replaced below.
+        background = "authors" if stain == "authors" else "noise"
+    # the authors' set-up is simulate_crm_2d's orientations="even", background_frame="particle",
+    # background="authors" (ribosome); this reproduces the data these scripts built themselves
+    # before those options existed, to float32 rounding
     sim = simulate_crm_2d(
         image,
         n_copies,
         support_radius_px=radius,
         tilt_angles_deg=angles,
-        orientations_deg=phi,
+        orientations=orientation,
         background=background,
+        background_frame=frame,
+        snr=snr,
+        noise_domain=noise_domain if snr is not None else "projection",
         rng=gen,
     )
-    truth = sim.data.truth[:, 0, :].astype(np.float64)
-    outside = ~sim.data.support[:, 0, :]
-    stains = sim.backgrounds[:, :, 0, :].astype(np.float64)
-    if dataset == "ribosome" and stain == "authors":
-        stains = np.stack(
-            [_authors_noise_stain(image.astype(np.float64), outside, gen) for _ in range(n_copies)]
-        )
-    image_noise = snr is not None and noise_domain == "image"
-    if image_noise:
-        if frame != "particle":
-            raise ValueError("noise_domain='image' needs frame='particle'.")
-        for i in range(n_copies):
-            stained = truth + stains[i]
-            stains[i] = stains[i] + gen.normal(
-                0.0, float(stained.std()) / np.sqrt(snr), stained.shape
-            )
-    if frame == "particle":
-        clean = np.stack(
-            [_project_slice(truth + stains[i], angles + phi[i], side) for i in range(n_copies)]
-        )
-    else:
-        a_bg = build_projection_matrix(angles, side, side, side)
-        clean = np.stack(
-            [
-                (a_bg @ stains[i].ravel()).reshape(angles.size, side)
-                + _project_slice(truth, angles + phi[i], side)
-                for i in range(n_copies)
-            ]
-        )
-    clean = clean[:, :, None, :]
-    proj, sigma = clean.astype(np.float32), None
-    if snr is not None and not image_noise:
-        n, t = clean.shape[:2]
-        noisy, sigma = add_gaussian_noise(
-            clean.reshape(n, t, side), snr=snr, rng=gen, per_image=True
-        )
-        proj = noisy.reshape(clean.shape).astype(np.float32)
-    data = CRMData(
-        projections=proj,
-        copies=sim.data.copies,
-        support=sim.data.support,
-        pixel_size_angstrom=1.0,
-        truth=sim.data.truth,
-        names=sim.data.names,
-    )
     return Problem2D(
-        data,
-        phi,
+        sim.data,
+        sim.orientations_deg,
         dataset,
         convention,
         snr,
         {
-            "noise_sigma": sigma,
+            "noise_sigma": sim.noise_sigma,
             "orientation": orientation,
             "stain": stain,
             "frame": frame,
             "noise_domain": noise_domain if snr is not None else None,
-            "stains": stains.astype(np.float32),
+            "stains": sim.backgrounds[:, :, 0, :],
         },
     )
 
@@ -281,6 +224,7 @@ def run_methods(
     n_iter: int = 20,
     relaxation: float = 0.2,
     fold: bool | None = None,
+    background_frame: str | None = None,
     crm_particle: str = "mean",
     callback: Any = None,
     baselines: bool = True,
@@ -293,13 +237,16 @@ def run_methods(
     (``n_iter`` sweeps over its views), CRM-SART visits every copy in each of its ``n_iter``
     outer iterations (so each background gets ``n_iter`` sweeps, the shared particle
     ``N·n_iter``). ``crm_particle``: ``"mean"`` (the authors' output, the mean of the
-    particle over the last iteration's copy visits) or ``"last"``.
+    particle over the last iteration's copy visits) or ``"last"``. ``fold`` and
+    ``background_frame`` go to :class:`CRMOperator` (``None``: its defaults, the background
+    frame the data were made in).
 
     Returns ``(images, seconds, crm_result)``: ``images[name]`` ``(nz, ny, nx)`` particle-frame
     estimates (masked to the support), ``seconds[name]`` the wall time (AVG and M-AVG share
     the per-copy reconstructions; their time is counted for both), and CRM's SolverResult.
     """
-    op = CRMOperator.from_data(data, fold=fold)
+    kw = {} if background_frame is None else {"background_frame": background_frame}
+    op = CRMOperator.from_data(data, fold=fold, **kw)
     b = torch.from_numpy(np.ascontiguousarray(data.projections, dtype=np.float32))
     out: dict[str, np.ndarray] = {}
     sec: dict[str, float] = {}
@@ -383,16 +330,17 @@ def reconstruct_copies_sirt(
     """Each copy reconstructed alone by SIRT, in the particle frame: ``(N, nz, ny, nx)``.
 
     :func:`cryowedge.crm.baselines.reconstruct_copies` with :func:`~cryowedge.solvers.sirt`
-    in place of SART (same frame handling: folded copies directly in the particle frame,
-    rotated ones rotated back by ``R_iᵀ`` with :class:`~cryowedge.operators.Rotation3D`).
+    in place of SART (same frame handling, :meth:`CRMOperator.copy_system`: folded copies
+    directly in the particle frame, rotated ones rotated back by ``R_iᵀ`` with
+    :class:`~cryowedge.operators.Rotation3D`).
     """
     from cryowedge.operators.rotation import Rotation3D
     from cryowedge.solvers.algebraic import sirt
 
     out = torch.empty((op.n_copies, *op.volume_shape), dtype=b.dtype)
     for i in range(op.n_copies):
-        rec = sirt(op.copy_projector(i, cache=False), b[i], n_iter=n_iter, relaxation=relaxation).x
-        rot = op.copy_rotation(i)
+        proj, rot = op.copy_system(i, cache=False)
+        rec = sirt(proj, b[i], n_iter=n_iter, relaxation=relaxation).x
         if rot is not None:
             rec = Rotation3D(op.volume_shape, rot.matrices_xyz[0].T).forward(rec)
         out[i] = rec

@@ -94,7 +94,7 @@ def run(dataset: str, args: argparse.Namespace, size: int | None) -> dict:
     snaps = {k: torch.empty((op.n_copies, *op.volume_shape)) for k in checkpoints}
     t0 = time.perf_counter()
     for i in range(op.n_copies):
-        proj = op.copy_projector(i, cache=False)
+        proj, _ = op.copy_system(i, cache=False)  # folded 2D: particle frame, no rotation
 
         def cb(info, proj=proj, i=i):
             r = proj.forward(info.x) - b[i]

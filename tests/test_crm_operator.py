@@ -191,7 +191,9 @@ def test_copy_frame_background_holds_a_box_filling_stain_exactly():
     # the particle-frame grid holds only the stain rotated back (cubic splines), with error
     back = ndimage.rotate(stain, -phi, reshape=False, order=3, mode="constant")
     pf = CRMOperator([CRMCopy(angles, rotation_about_y(phi))], support, background_frame="particle")
-    rel = float((pf.background_part(0)(torch.from_numpy(back[:, None, :])) - got).norm() / got.norm())
+    rel = float(
+        (pf.background_part(0)(torch.from_numpy(back[:, None, :])) - got).norm() / got.norm()
+    )
     assert rel > 0.05, rel
 
 

@@ -285,3 +285,77 @@ def test_data_agree_with_the_crm_operator():
         ]
     )
     assert rel(particle_part, exact.clean - backgrounds) < 1e-6
+
+
+def test_exact_2d_data_lie_in_the_range_of_the_default_operator():
+    """Copy-frame stains (the default) and particle-frame stains (the authors') are both held
+    exactly by the operator of the data's own background frame: A [truth, g_1..g_N] = clean."""
+    from cryowedge.crm.operator import CRMOperator
+
+    image = _smooth_particle()
+    for frame in ("copy", "particle"):
+        sim = simulate_crm_2d(
+            image, 3, support_radius_px=17, background_frame=frame, rng=2, orientations="even"
+        )
+        assert sim.data.background_frame == frame
+        op = CRMOperator.from_data(sim.data)
+        assert op.background_frame == frame and op.folded
+        x = np.concatenate([sim.truth[None], sim.backgrounds]).astype(np.float64)
+        got = op(torch.from_numpy(x)).numpy()
+        assert np.abs(got - sim.clean).max() < 1e-5 * np.abs(sim.clean).max(), frame
+    # the wrong frame does not hold a box-filling copy-frame stain
+    sim = simulate_crm_2d(image, 3, support_radius_px=17, rng=2)
+    wrong = CRMOperator.from_data(sim.data, background_frame="particle")
+    x = np.concatenate([sim.truth[None], sim.backgrounds]).astype(np.float64)
+    got = wrong(torch.from_numpy(x)).numpy()
+    assert np.linalg.norm(got - sim.clean) > 0.05 * np.linalg.norm(sim.clean)
+
+
+def test_even_orientations_and_the_authors_stain():
+    phi = copy_orientations_2d(7, 3, spacing="even")
+    gaps = np.mod(np.diff(np.sort(phi)), 360.0)
+    np.testing.assert_allclose(gaps, 360.0 / 7, atol=1e-9)
+    assert np.all((phi >= -180.0) & (phi < 180.0))
+    np.testing.assert_array_equal(phi, copy_orientations_2d(7, 3, spacing="even"))
+    with pytest.raises(ValueError, match="spacing"):
+        copy_orientations_2d(3, 0, spacing="random")
+
+    image = _smooth_particle()
+    sim = simulate_crm_2d(image, 4, support_radius_px=17, background="authors", rng=1)
+    bg = sim.backgrounds[:, :, 0, :]
+    inside = sim.data.support[:, 0, :]
+    assert np.all(bg[:, inside] == 0)  # zero on the support
+    # the particle image's mean and std outside, smoothed (σ 0.8 px shrinks the std)
+    out = bg[
+        :, ~inside & (np.abs(np.arange(48) - 24)[:, None] < 20) & (np.abs(np.arange(48) - 24) < 20)
+    ]
+    assert abs(out.mean() - image.mean()) < 0.15 * image.mean()
+    assert 0.2 * image.std() < out.std() < 0.8 * image.std()
+
+
+def test_image_domain_noise_and_bad_combinations():
+    image = _smooth_particle()
+    clean = simulate_crm_2d(image, 2, support_radius_px=17, background_frame="particle", rng=4)
+    noisy = simulate_crm_2d(
+        image,
+        2,
+        support_radius_px=17,
+        background_frame="particle",
+        snr=2.0,
+        noise_domain="image",
+        rng=4,
+    )
+    np.testing.assert_allclose(noisy.backgrounds, clean.backgrounds)  # same stains
+    stained = clean.truth[:, 0, :] + clean.backgrounds[:, :, 0, :]
+    expected = np.array([s.std() for s in stained]) / np.sqrt(2.0)
+    np.testing.assert_allclose(noisy.noise_sigma, expected, rtol=1e-6)
+    diff = noisy.data.projections - clean.data.projections
+    assert np.linalg.norm(diff) > 0.01 * np.linalg.norm(clean.data.projections)
+    with pytest.raises(ValueError, match="background_frame='particle'"):
+        simulate_crm_2d(image, 2, support_radius_px=17, snr=2.0, noise_domain="image")
+    with pytest.raises(ValueError, match="rotation='exact'"):
+        simulate_crm_2d(
+            image, 2, support_radius_px=17, background_frame="particle", rotation="linear"
+        )
+    with pytest.raises(ValueError, match="orientations"):
+        simulate_crm_2d(image, 2, support_radius_px=17, orientations="random")

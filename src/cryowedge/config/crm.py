@@ -293,8 +293,24 @@ class CrmSimulateConfig(BaseConfig):
         json_schema_extra=cli("--pixel-size"),
     )
     background: str | None = Field(
-        None, description="surroundings of each copy: 2D blocks | noise | discs | none "
-        "(default shepp-logan blocks, ribosome noise); 3D cell | none (default cell)"
+        None, description="surroundings of each copy: 2D blocks | noise | discs | authors | "
+        "none (default shepp-logan blocks, ribosome noise; authors = the authors' weak ribosome "
+        "stain, noise of the slice's mean and std smoothed by 0.8 px); 3D cell | none "
+        "(default cell)"
+    )
+    orientations: Literal["sector", "even"] = Field(
+        "sector", description="2D copy angles: one uniform draw per 360/N sector, or evenly "
+        "spaced with one random offset (the authors')"
+    )
+    background_frame: Literal["copy", "particle"] = Field(
+        "copy", description="2D: each stain fills the copy's own box, projected at the "
+        "microscope angles (as real data), or is drawn in the particle frame and projected "
+        "with the particle at the rotated angles (the authors')"
+    )
+    noise_domain: Literal["projection", "image"] = Field(
+        "projection", description="2D: --snr noise on each copy's projections (the paper's "
+        "text) or on its stained image before projection (the authors' code; needs "
+        "--background-frame particle)"
     )
     rotation: Literal["exact", "linear"] = Field(
         "exact", description="apply each copy's rotation exactly (2D: rotated tilt range; 3D: "
@@ -312,8 +328,9 @@ class CrmSimulateConfig(BaseConfig):
     @model_validator(mode="after")
     def _check_kind_options(self) -> CrmSimulateConfig:
         kind = self.kind
+        two_d = kind in ("shepp-logan", "ribosome")
         if self.background is not None:
-            allowed = ("blocks", "noise", "discs", "none") if kind in ("shepp-logan", "ribosome") \
+            allowed = ("blocks", "noise", "discs", "authors", "none") if two_d \
                 else ("cell", "none")
             if self.background not in allowed:
                 raise ValueError(f"background {self.background!r} does not apply to {kind}; "
@@ -324,6 +341,15 @@ class CrmSimulateConfig(BaseConfig):
             raise ValueError("density does not apply to shepp-logan (the phantom is built in).")
         if self.snr is not None and self.clean:
             raise ValueError("give --snr or --clean, not both.")
+        if not two_d:
+            for name, default in (("orientations", "sector"), ("background_frame", "copy"),
+                                  ("noise_domain", "projection")):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name} applies to the 2D data sets (shepp-logan, "
+                                     f"ribosome), not {kind}.")
+        if self.noise_domain == "image" and self.background_frame != "particle":
+            raise ValueError("noise_domain image needs background_frame particle (the noise "
+                             "goes into the stained image, which exists only in that frame).")
         return self
 
     def resolved(self) -> dict[str, Any]:

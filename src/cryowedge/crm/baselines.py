@@ -3,8 +3,10 @@
 Both start from the copies reconstructed one by one (:func:`reconstruct_copies`): each copy's
 sub-tilt-series is reconstructed by the project's :func:`~cryowedge.solvers.sart` (the same λ
 and iteration count as CRM-SART, paper defaults 0.2 and 20) and brought into the particle
-frame. For a folded problem (rotations about ``y``, every 2D problem) the copy is reconstructed
-directly in the particle frame with its effective angles (no interpolation); otherwise it is
+frame (:meth:`CRMOperator.copy_system`). For a folded problem with a support constant along
+``y`` (rotations about ``y``, every 2D problem) the copy is reconstructed with the copy's own
+rows of ``A_CRM``: its inside-support part directly in the particle frame at ``θ + φ``, its
+background in the operator's background frame (no interpolation); otherwise it is
 reconstructed in the copy frame and rotated back by ``R_iᵀ`` (trilinear
 :class:`~cryowedge.operators.Rotation3D`).
 
@@ -69,8 +71,9 @@ def reconstruct_copies(
     b, _ = prepare(op, data, None, device, dtype)
     out = torch.empty((op.n_copies, *op.volume_shape), dtype=b.dtype, device=b.device)
     for i in range(op.n_copies):
+        proj, rot = op.copy_system(i, cache=False)
         rec = sart(
-            op.copy_projector(i, cache=False),
+            proj,
             b[i],
             n_iter=n_iter,
             relaxation=relaxation,
@@ -78,7 +81,6 @@ def reconstruct_copies(
             order=order,
             seed=seed,
         ).x
-        rot = op.copy_rotation(i)
         if rot is not None:  # rotated problem: copy frame → particle frame by R_iᵀ
             rec = Rotation3D(op.volume_shape, rot.matrices_xyz[0].T).forward(rec)
         out[i] = rec

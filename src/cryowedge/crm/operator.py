@@ -801,6 +801,22 @@ class CRMOperator(LinearOperator):
             matrix=self.slice_matrix(i, cache=cache),
         )
 
+    def copy_system(self, i: int, *, cache: bool = True) -> tuple[CopyProjector, Rotation3D | None]:
+        """How copy ``i`` is reconstructed alone (the averaging baselines).
+
+        Returns ``(projector, rotation)``: the projector of the whole copy
+        ``S h_i + (1 − S_i) g_i`` and the rotation that carries its reconstruction into the
+        particle frame (apply its transpose; ``None``: already there). With
+        :attr:`shared_projector` it is :meth:`combined_slice_matrix` (particle columns at
+        ``θ + φ``, background columns at ``θ``; no interpolation, the copy's stain held in its
+        own frame); otherwise :meth:`copy_projector` and :meth:`copy_rotation`.
+        """
+        i = self._check_copy(i)
+        if self.shared_projector:
+            m = self.combined_slice_matrix(i, cache=cache)
+            return CopyProjector(self.effective_angles_deg[i], self.volume_shape, matrix=m), None
+        return self.copy_projector(i, cache=cache), self.copy_rotation(i)
+
     def copy_rotation(self, i: int) -> Rotation3D | None:
         """``R_i`` as a :class:`Rotation3D`: from the particle frame to the frame of
         :meth:`copy_projector` (``None`` for particle-frame backgrounds or the identity)."""
@@ -854,8 +870,10 @@ class CRMOperator(LinearOperator):
         """
         i = self._check_copy(i)
         nz, ny, nx = self.volume_shape
-        m = self.particle_slice_matrix(i, cache=cache) if self.folded else self.slice_matrix(
-            i, cache=cache
+        m = (
+            self.particle_slice_matrix(i, cache=cache)
+            if self.folded
+            else self.slice_matrix(i, cache=cache)
         )
         p = _expand_over_y(m, self.n_tilts, nz, ny, nx)
         sup = np.flatnonzero(self.support.ravel())
@@ -909,7 +927,7 @@ class CRMOperator(LinearOperator):
         return sp.bmat(blocks, format="csr")
 
     def _slice_crm_matrix(self) -> sp.csr_matrix:
-        """Slice CRM matrix ``(N·n_t·nx, (N + 1)·nz·nx)`` (folded, supports constant along ``y``)."""
+        """Slice CRM matrix ``(N·n_t·nx, (N + 1)·nz·nx)`` (folded, supports constant in ``y``)."""
         nz, _, nx = self.volume_shape
         s = self.support[:, 0, :].ravel().astype(np.float64)
         blocks = []

@@ -191,7 +191,8 @@ class CRMData:
             raise ValueError(f"{len(self.names)} names for {n_copies} copies.")
         if self.background_frame not in BACKGROUND_FRAMES:
             raise ValueError(
-                f"background_frame must be one of {BACKGROUND_FRAMES}, got {self.background_frame!r}."
+                f"background_frame must be one of {BACKGROUND_FRAMES}, "
+                f"got {self.background_frame!r}."
             )
 
     @property

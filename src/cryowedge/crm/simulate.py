@@ -70,6 +70,8 @@ __all__ = [
     "TomogramSimulation",
     "ROTATION_MODES",
     "BACKGROUNDS_2D",
+    "ORIENTATION_SPACINGS",
+    "NOISE_DOMAINS",
     "DEFAULT_RIBOSOME_MAP",
     "paper_tilt_angles",
     "copy_orientations_2d",
@@ -86,7 +88,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ROTATION_MODES = ("exact", "linear")
-BACKGROUNDS_2D = ("blocks", "noise", "discs", "none")
+BACKGROUNDS_2D = ("blocks", "noise", "discs", "authors", "none")
+#: How :func:`copy_orientations_2d` spreads the copies over the circle.
+ORIENTATION_SPACINGS = ("sector", "even")
+#: Where the 2D simulator puts each copy's noise (:func:`simulate_crm_2d`).
+NOISE_DOMAINS = ("projection", "image")
 #: File name of the ribosome map in ../shared/data (a clean 70S map, 65³; GPL, not vendored).
 DEFAULT_RIBOSOME_MAP = "aspire_70S_ribosome_65.mrc"
 _EXAMPLE_PDB = "1A5T.pdb.gz"  # bundled with cryowedge.simulate (PDB data, CC0)
@@ -103,17 +109,19 @@ class CRMSimulation:
         The :class:`CRMData` to solve: ``projections`` ``(N, n_tilts, ny, nx)`` (noisy when
         ``snr`` was given), ``copies``, ``support`` ``(nz, ny, nx)``, ``truth`` = ``S · h``.
     clean
-        ``(N, n_tilts, ny, nx)`` float32 noise-free projections.
+        ``(N, n_tilts, ny, nx)`` float32 noise-free projections (with 2D image-domain noise,
+        the projections of the noisy images: the data themselves).
     backgrounds
-        ``(N, nz, ny, nx)`` float32 ``(1 − S) · g_i`` of every copy in its copy frame (zero on
-        the support).
+        ``(N, nz, ny, nx)`` float32 ``(1 − S) · g_i`` of every copy in the frame
+        ``data.background_frame`` (zero on the support; without image noise).
     rotation
         ``"exact"`` or ``"linear"`` (module docstring).
     orientations_deg
         ``(N,)`` 2D copy angles ``φ_i`` in degrees (``rotation_xyz = rotation_about_y(φ_i)``);
         ``None`` in 3D.
     noise_sigma
-        ``(N,)`` Gaussian noise standard deviation per copy (projection units), or ``None``.
+        ``(N,)`` Gaussian noise standard deviation per copy (projection units; image units for
+        2D image-domain noise), or ``None``.
     snr
         The requested SNR (variance ratio), or ``None`` for noise-free data.
     """
@@ -230,11 +238,17 @@ def paper_tilt_angles(range_deg: float = 50.0, step_deg: float = 3.0) -> np.ndar
     return -float(range_deg) + float(step_deg) * np.arange(n)
 
 
-def copy_orientations_2d(n_copies: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
-    """Copy angles spread over the circle, one per sector: ``φ_m = −180 + (m + u_m)·360/N``.
+def copy_orientations_2d(
+    n_copies: int, rng: np.random.Generator | int | None = None, *, spacing: str = "sector"
+) -> np.ndarray:
+    """Copy angles spread over the circle (degrees).
 
-    The authors' run scripts start copy ``m``'s tilt range at ``random + m·360/N − 180``;
-    here ``u_m`` is uniform in ``[0, 1)`` per copy. Wrapped into ``(−180, 180]`` degrees.
+    * ``spacing="sector"`` (default): one uniform angle per sector of ``360/N``,
+      ``φ_m = −180 + (m + u_m)·360/N``, ``u_m`` uniform in ``[0, 1)`` per copy, wrapped into
+      ``(−180, 180]``.
+    * ``spacing="even"``: the authors' run scripts (``run_simulatorb0.sh`` of their code), which
+      start copy ``m``'s tilt range at ``φ_m = (o + m·360/N) mod 360 − 180``, ``m = 1..N``, with
+      one offset ``o`` uniform in ``[0, 360)``: evenly spaced copies, ``[−180, 180)``.
 
     Returns
     -------
@@ -242,7 +256,12 @@ def copy_orientations_2d(n_copies: int, rng: np.random.Generator | int | None = 
         ``(n_copies,)`` float64 degrees.
     """
     n = _check_count(n_copies, "n_copies")
+    if spacing not in ORIENTATION_SPACINGS:
+        raise ValueError(f"spacing must be one of {ORIENTATION_SPACINGS}, got {spacing!r}.")
     gen = np.random.default_rng(rng)
+    if spacing == "even":
+        offset = gen.uniform(0.0, 360.0)
+        return np.mod(offset + np.arange(1, n + 1) * 360.0 / n, 360.0) - 180.0
     phi = -180.0 + (np.arange(n) + gen.uniform(0.0, 1.0, n)) * 360.0 / n
     return np.where(phi <= -180.0, phi + 360.0, phi)
 
@@ -360,10 +379,28 @@ def _discs(
     return out
 
 
+def _authors_noise(
+    particle_image: np.ndarray,
+    outside: np.ndarray,
+    gen: np.random.Generator,
+    *,
+    sigma_px: float = 0.8,
+) -> np.ndarray:
+    """The authors' ribosome stain (their ``simulator/main.cpp``): white Gaussian noise with the
+    particle image's mean and standard deviation outside the support, smoothed by a Gaussian
+    of ``sigma_px`` (``cvSmooth``), masked to the outside again (they smooth after masking,
+    which leaks about 1 px into the support; the leak is cut so that the stain is zero on
+    ``S``). ``(nz, nx)``; weak: mean 0.033, std 0.040 for the ribosome slice of maximum 1."""
+    avg, dev = float(particle_image.mean()), float(particle_image.std())
+    white = gen.normal(avg, dev, particle_image.shape) * outside
+    return ndimage.gaussian_filter(white, float(sigma_px), mode="constant") * outside
+
+
 _BACKGROUND_MAKERS: dict[str, Callable[..., np.ndarray]] = {
     "blocks": _blocks,
     "noise": _smoothed_noise,
     "discs": _discs,
+    "authors": _authors_noise,  # needs the particle image: called apart
     "none": lambda shape, gen, **_: np.zeros(shape),
 }
 
@@ -483,14 +520,22 @@ def simulate_crm_2d(
     support_radius_px: float,
     tilt_angles_deg: ArrayLike | None = None,
     orientations_deg: ArrayLike | None = None,
+    orientations: str = "sector",
     background: str = "blocks",
     background_options: dict[str, Any] | None = None,
+    background_frame: str = "copy",
     snr: float | None = None,
+    noise_domain: str = "projection",
     rotation: str = "exact",
     pixel_size_angstrom: float = 1.0,
     rng: np.random.Generator | int | None = None,
 ) -> CRMSimulation:
     """``N`` copies of a 2D particle, each in its own stain, each over its own rotated tilt range.
+
+    The authors' set-up (their ``icthrm/CRM`` code, ../shared/research/anchors_tomo.md §3.1):
+    ``orientations="even"``, ``background_frame="particle"``, and for the ribosome
+    ``background="authors"`` (for Shepp–Logan their block code is not published; ``"blocks"``
+    stands in). Noise-free data are then exactly in the range of the CRM operator.
 
     Parameters
     ----------
@@ -506,17 +551,35 @@ def simulate_crm_2d(
         :func:`paper_tilt_angles` (±50° at 3°).
     orientations_deg
         ``(N,)`` copy angles ``φ_i`` (degrees; ``R_i = rotation_about_y(φ_i)``); default
-        :func:`copy_orientations_2d`.
+        :func:`copy_orientations_2d` with ``spacing=orientations``.
+    orientations
+        ``"sector"`` (default: one uniform angle per sector of ``360/N``) or ``"even"`` (the
+        authors': evenly spaced, one random offset); used when ``orientations_deg`` is None.
     background
         The stain outside the support, different per copy: ``"blocks"`` (random rotated
-        rectangles), ``"noise"`` (smoothed Gaussian noise), ``"discs"`` (100–110 random
-        discs) or ``"none"``.
+        rectangles), ``"noise"`` (smoothed Gaussian noise, σ 2 px, mean 0.3, std 0.15),
+        ``"discs"`` (100–110 random discs), ``"authors"`` (the authors' ribosome stain: white
+        noise of the particle image's mean and std, smoothed σ 0.8 px; weak) or ``"none"``.
+        ``"authors"`` stains are drawn in turn from ``rng`` after the others' per-copy seeds,
+        which keeps the data of benchmarks/results_crm_*.py bit for bit.
     background_options
         Keyword arguments of the stain (blocks: ``n_blocks``, ``size_fraction``,
         ``intensity``; noise: ``sigma_px``, ``level``, ``contrast``; discs: ``n_range``,
-        ``radius_px``, ``intensity``).
+        ``radius_px``, ``intensity``; authors: ``sigma_px``).
+    background_frame
+        ``"copy"`` (default): each stain fills the copy's own square box and is projected at
+        the microscope angles ``θ`` (only the particle goes to ``θ + φ``), as a real
+        sub-tilt-series. ``"particle"`` (the authors'): the stained image (particle + stain)
+        is projected at ``θ + φ``, i.e. the stain is drawn in the particle frame.
+        ``data.background_frame`` records it (the CRM operator follows it).
     snr
-        Projection SNR (variance ratio, module docstring), or ``None`` for clean data.
+        SNR (variance ratio, module docstring), or ``None`` for clean data.
+    noise_domain
+        ``"projection"`` (default; the paper's text): white noise on each copy's projections,
+        ``σ² = var(clean sub-tilt-series) / snr``. ``"image"`` (the authors' simulator code;
+        needs ``background_frame="particle"``): noise of ``σ² = var(stained image) / snr``
+        added to each stained image before projection, which keeps the data in the range of
+        the model and is much milder after the line integrals.
     rotation
         ``"exact"`` (project the particle at ``θ + φ``) or ``"linear"`` (trilinear ``R_i``).
     pixel_size_angstrom
@@ -544,6 +607,26 @@ def simulate_crm_2d(
     snr = _check_snr(snr)
     if background not in _BACKGROUND_MAKERS:
         raise ValueError(f"background must be one of {BACKGROUNDS_2D}, got {background!r}.")
+    if orientations not in ORIENTATION_SPACINGS:
+        raise ValueError(
+            f"orientations must be one of {ORIENTATION_SPACINGS}, got {orientations!r}."
+        )
+    if background_frame not in ("copy", "particle"):
+        raise ValueError(
+            f"background_frame must be 'copy' or 'particle', got {background_frame!r}."
+        )
+    if noise_domain not in NOISE_DOMAINS:
+        raise ValueError(f"noise_domain must be one of {NOISE_DOMAINS}, got {noise_domain!r}.")
+    if background_frame == "particle" and mode != "exact":
+        raise ValueError(
+            "background_frame='particle' projects the stained image at θ + φ; it needs "
+            "rotation='exact', not 'linear'."
+        )
+    if noise_domain == "image" and background_frame != "particle":
+        raise ValueError(
+            "noise_domain='image' adds noise to the stained image, which exists only with "
+            "background_frame='particle'."
+        )
     angles = (
         paper_tilt_angles()
         if tilt_angles_deg is None
@@ -551,7 +634,7 @@ def simulate_crm_2d(
     )
     gen = np.random.default_rng(rng)
     phi = (
-        copy_orientations_2d(n, gen)
+        copy_orientations_2d(n, gen, spacing=orientations)
         if orientations_deg is None
         else np.asarray(orientations_deg, dtype=np.float64).reshape(-1)
     )
@@ -574,23 +657,44 @@ def simulate_crm_2d(
 
     maker = _BACKGROUND_MAKERS[background]
     options = dict(background_options or {})
-    backgrounds = np.stack(
-        [maker((nz, nx), g, **options) * ~support2d for g in _child_rngs(gen, n)]
-    )  # (N, nz, nx)
+    children = _child_rngs(gen, n)
+    if background == "authors":
+        backgrounds = np.stack([_authors_noise(img, ~support2d, gen, **options) for _ in range(n)])
+    else:
+        backgrounds = np.stack(
+            [maker((nz, nx), g, **options) * ~support2d for g in children]
+        )  # (N, nz, nx)
 
     n_t = angles.size
-    a_bg = build_projection_matrix(angles, nx, nz, nx)  # the microscope's slice matrix
-    clean = (a_bg @ backgrounds.reshape(n, -1).T).T.reshape(n, n_t, nx)
-    if mode == "exact":
+    image_sigma = None
+    if background_frame == "particle":
+        stained = truth2d[None] + backgrounds  # (N, nz, nx), the particle frame
+        if snr is not None and noise_domain == "image":
+            image_sigma = np.array([float(st.std()) / np.sqrt(snr) for st in stained])
+            stained = np.stack(
+                [
+                    st + gen.normal(0.0, sg, st.shape)
+                    for st, sg in zip(stained, image_sigma, strict=True)
+                ]
+            )
+        clean = np.stack([_project_slice(stained[i], angles + phi[i], nx) for i in range(n)])
+    elif mode == "exact":
+        a_bg = build_projection_matrix(angles, nx, nz, nx)  # the microscope's slice matrix
+        clean = (a_bg @ backgrounds.reshape(n, -1).T).T.reshape(n, n_t, nx)
         for i in range(n):
             clean[i] += _project_slice(truth2d, angles + phi[i], nx)
     else:
+        a_bg = build_projection_matrix(angles, nx, nz, nx)
+        clean = (a_bg @ backgrounds.reshape(n, -1).T).T.reshape(n, n_t, nx)
         rot = Rotation3D(volume_shape, rotations)
         stack = torch.from_numpy(np.broadcast_to(truth2d[:, None, :], (n, *volume_shape)).copy())
         rotated = rot(stack).numpy()[:, :, 0, :]  # (N, nz, nx)
         clean += (a_bg @ rotated.reshape(n, -1).T).T.reshape(n, n_t, nx)
     clean = clean[:, :, None, :]  # (N, T, 1, nx)
-    noisy, sigma = _add_noise(clean, snr, gen)
+    if image_sigma is None:
+        noisy, sigma = _add_noise(clean, snr, gen)
+    else:  # the noise is in the images already
+        noisy, sigma = clean.astype(np.float32), image_sigma
     data = CRMData(
         projections=noisy,
         copies=copies,
@@ -598,15 +702,21 @@ def simulate_crm_2d(
         pixel_size_angstrom=pixel_size_angstrom,
         truth=truth2d[:, None, :].astype(np.float32),
         names=[f"copy{i:03d}" for i in range(n)],
+        background_frame=background_frame,
     )
     logger.info(
-        "simulated %d 2D copies of %d×%d px, %d tilts (%s rotation, snr %s)",
+        "simulated %d 2D copies of %d×%d px, %d tilts (%s rotation, %s-frame %s stain, "
+        "%s orientations, snr %s in the %s)",
         n,
         nz,
         nx,
         n_t,
         mode,
+        background_frame,
+        background,
+        orientations,
         snr,
+        noise_domain,
     )
     return CRMSimulation(
         data=data,

@@ -216,7 +216,7 @@ def _flat(volume: np.ndarray) -> np.ndarray:
 def _with_support(data: CRMData, support: np.ndarray) -> CRMData:
     return CRMData(projections=data.projections, copies=data.copies, support=support,
                    pixel_size_angstrom=data.pixel_size_angstrom, truth=data.truth,
-                   names=list(data.names))
+                   names=list(data.names), background_frame=data.background_frame)
 
 
 def apply_support(data: CRMData, config: CrmConfig) -> CRMData:
@@ -776,6 +776,7 @@ def write_dataset(
         "projections": _rel(files["projections"], out),
         "support": _rel(files["support"], out),
         "truth": _rel(files["truth"], out) if "truth" in files else None,
+        "background_frame": data.background_frame,
     }
     if shared:
         meta["tilt_angles_deg"] = [float(a) for a in angles[0]]
@@ -894,7 +895,8 @@ def load_dataset(path: PathLike, config: CrmConfig | None = None) -> CrmDataset:
             truth = truth[:, None, :]
     data = CRMData(projections=projections, copies=copies, support=support,
                    pixel_size_angstrom=float(meta.get("pixel_size_angstrom", 1.0)),
-                   truth=truth, names=names)
+                   truth=truth, names=names,
+                   background_frame=str(meta.get("background_frame", "copy")))
     if data.volume_shape != shape:
         raise ValueError(f"{p}: the support is {data.volume_shape} but volume_shape is "
                          f"{list(shape)}.")
@@ -1012,6 +1014,9 @@ def simulate_dataset(
         kwargs: dict[str, Any] = {"tilt_angles_deg": angles, "rotation": s["rotation"],
                                   "pixel_size_angstrom": s["pixel_size_angstrom"],
                                   "background": s["background"], **common}
+        if cfg.kind in ("shepp-logan", "ribosome"):
+            kwargs.update(orientations=s["orientations"], background_frame=s["background_frame"],
+                          noise_domain=s["noise_domain"])
         if cfg.kind == "shepp-logan":
             sim = crm_sim.simulate_shepp_logan_2d(
                 int(s["copies"]), size=size, phantom_size=max(4, round(size * 200 / 320)),
