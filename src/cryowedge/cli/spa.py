@@ -55,6 +55,8 @@ def refine_options() -> list[ConfigOption]:
 def _config(model: type, path: Path | None, options: list[ConfigOption],
             given: dict[str, Any]) -> Any:
     """The YAML file (or the defaults), then the options given, validated as one model."""
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {str(path)!r}; check the path.")
     base = model.from_yaml(path) if path else model()
     return base.updated(**changes_for(options, given))
 
