@@ -51,14 +51,18 @@ def main() -> None:
     ap.add_argument(
         "--out", default=str(ROOT / "docs" / "figures" / "spa_angular_error.png"), help="PNG"
     )
-    ap.add_argument("--json", default="", help="also write the numbers here (default: next to "
-                    "the PNG with .json)")
+    ap.add_argument(
+        "--json",
+        default="",
+        help="also write the numbers here (default: next to the PNG with .json)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     variances = [float(v) for v in args.variances.split(",") if v.strip()]
     scales = [int(v) for v in args.scales.split(",") if v.strip()]
     print(
-        f"# Fig. 4.2a: {args.size}^3, P = {args.particles}, SNR {args.snr}, density {args.density}, "
+        f"# Fig. 4.2a: {args.size}^3, P = {args.particles}, SNR {args.snr}, "
+        f"density {args.density}, "
         f"classes {args.classes or 'none'}, λ sweep {list(THESIS_LAMBDAS)}, ADMM-CG 30x7, "
         f"{args.threads} thread(s)",
         flush=True,
@@ -76,14 +80,17 @@ def main() -> None:
     )
     seconds = time.perf_counter() - t0
     px = res.pixel_size_angstrom
-    header = "| variance (deg²) | e = √(3v) (°) | mean geodesic error (°) | " + " | ".join(
-        f"s = {s}: FSC-0.5 (Å) [λ]" for s in scales
-    ) + " |"
+    header = (
+        "| variance (deg²) | e = √(3v) (°) | mean geodesic error (°) | "
+        + " | ".join(f"s = {s}: FSC-0.5 (Å) [λ]" for s in scales)
+        + " |"
+    )
     print(header)
     print("|" + "---|" * (3 + len(scales)))
     for i, v in enumerate(variances):
         cells = [
-            f"{res.resolution_05_angstrom[i, j]:.2f} [{res.lam[i, j]:g}]" for j in range(len(scales))
+            f"{res.resolution_05_angstrom[i, j]:.2f} [{res.lam[i, j]:g}]"
+            for j in range(len(scales))
         ]
         print(
             f"| {v:g} | {math.sqrt(3 * v):.2f} | {res.mean_error_deg[i]:.2f} | "
@@ -96,8 +103,10 @@ def main() -> None:
         s: float(res.resolution_05_angstrom[-1, j] - res.resolution_05_angstrom[0, j])
         for j, s in enumerate(scales)
     }
-    print("# resolution loss (Å) from variance 0 to the largest: "
-          + ", ".join(f"s={s}: {d:+.2f}" for s, d in deg.items()))
+    print(
+        "# resolution loss (Å) from variance 0 to the largest: "
+        + ", ".join(f"s={s}: {d:+.2f}" for s, d in deg.items())
+    )
 
     import matplotlib
 

@@ -8,8 +8,8 @@ ILF's majorant (power iteration, 50 applications of T) is counted in its time.
 
 Besides the curves, the script prints for each solver the time per iteration, the final
 objective, and the wall time and number of T applications from which the objective stays within
-1 % (and 0.1 %) of the lowest objective any run reached (ADMM objectives are not monotone): the thesis claims ILF is faster in wall time
-("noticeable gain"), no numbers; this measures it. ``--majorant circulant`` tries the safe bound
+1 % (and 0.1 %) of the lowest objective any run reached (ADMM objectives are not monotone):
+the thesis claims ILF is faster in wall time ("noticeable gain"), no numbers; this measures it. ``--majorant circulant`` tries the safe bound
 instead of the power estimate (larger, so smaller ILF steps).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/results_spa_ilf.py`` (about 2–4 min on one loaded
@@ -56,8 +56,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--cg", default="1,3", help="CG steps of the ADMM-CG runs")
     ap.add_argument("--majorant", default="power", help="power | circulant | a number")
-    ap.add_argument("--recompute-residual", action="store_true",
-                    help="ADMM-CG with the thesis's K+1 applications of T per iteration")
+    ap.add_argument(
+        "--recompute-residual",
+        action="store_true",
+        help="ADMM-CG with the thesis's K+1 applications of T per iteration",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "docs" / "figures" / "spa_ilf_vs_admm_cg.png"))
@@ -96,8 +99,10 @@ def main() -> None:
         recompute_residual=args.recompute_residual,
     )
     best = min(min(c["objective"]) for c in curves.values())
-    print("| solver | s / iteration | T per iteration | final objective | "
-          "stays within 1 %: from s (T applications) | stays within 0.1 %: from s (T applications) |")
+    print(
+        "| solver | s / iteration | T per iteration | final objective | "
+        "stays within 1 %: from s (T applications) | stays within 0.1 %: from s (T applications) |"
+    )
     print("|---|---|---|---|---|---|")
     summary = {}
     for name, c in curves.items():
@@ -132,8 +137,9 @@ def main() -> None:
         axes[0].semilogy(c["time_s"], gap, label=name)
         axes[1].semilogy(c["iteration"], gap, label=name)
         axes[2].semilogy(c["normal_applications"], gap, label=name)
-    for ax, xl in zip(axes, ("algorithm wall time (s)", "iteration", "applications of T = HᵀH"),
-                      strict=True):
+    for ax, xl in zip(
+        axes, ("algorithm wall time (s)", "iteration", "applications of T = HᵀH"), strict=True
+    ):
         ax.set_xlabel(xl)
         ax.set_ylabel("(objective − lowest) / lowest")
         ax.grid(alpha=0.3)
@@ -144,8 +150,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     print(f"# figure: {out}")
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "summary": summary,
-                                                    "curves": curves}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"args": vars(args), "summary": summary, "curves": curves}, indent=1)
+    )
     t_ilf = summary["ilf"]["time_to_1pct_s"]
     others = [v["time_to_1pct_s"] for k, v in summary.items() if k != "ilf"]
     fastest_other = np.nanmin(others) if others else float("nan")

@@ -83,10 +83,14 @@ def main() -> None:
         for name, e in res.shift_error_px.items():
             print(f"# shift error {name}: mean {np.linalg.norm(e, axis=1).mean():.2f} px")
     h = res.history
-    print("# FSC-0.5 per outer iteration (cycles/px): refined "
-          + " ".join(f"{v:.3f}" for v in h.get("fsc05", []))
-          + " | oracle " + " ".join(f"{v:.3f}" for v in h.get("oracle_fsc05", []))
-          + " | unrefined " + " ".join(f"{v:.3f}" for v in h.get("unrefined_fsc05", [])))
+    print(
+        "# FSC-0.5 per outer iteration (cycles/px): refined "
+        + " ".join(f"{v:.3f}" for v in h.get("fsc05", []))
+        + " | oracle "
+        + " ".join(f"{v:.3f}" for v in h.get("oracle_fsc05", []))
+        + " | unrefined "
+        + " ".join(f"{v:.3f}" for v in h.get("unrefined_fsc05", []))
+    )
     print(f"# total {res.seconds:.0f} s", flush=True)
 
     import matplotlib
@@ -112,14 +116,21 @@ def main() -> None:
     centres = 0.5 * (edges[1:] + edges[:-1])
     for name in res.euler_error_deg:
         for ang, ls in (("rot", "-"), ("tilt", "--"), ("psi", ":")):
-            axes[2].plot(centres, res.histograms[f"{name}_{ang}"], ls,
-                         label=f"{name} {ang}", color="C0" if name == "initial" else
-                         ("C1" if name == "refined" else "C2"))
+            axes[2].plot(
+                centres,
+                res.histograms[f"{name}_{ang}"],
+                ls,
+                label=f"{name} {ang}",
+                color="C0" if name == "initial" else ("C1" if name == "refined" else "C2"),
+            )
     axes[2].set_xlabel("Euler angle error (°), ±15 (as the thesis)")
     axes[2].set_ylabel("particles")
     axes[2].legend(fontsize=6)
-    for key, label in (("fsc05", "joint"), ("oracle_fsc05", "oracle"),
-                       ("unrefined_fsc05", "unrefined")):
+    for key, label in (
+        ("fsc05", "joint"),
+        ("oracle_fsc05", "oracle"),
+        ("unrefined_fsc05", "unrefined"),
+    ):
         if h.get(key):
             axes[3].plot(np.arange(1, len(h[key]) + 1), h[key], "o-", ms=3, label=label)
     axes[3].set_xlabel("outer iteration (reconstruction calls)")
@@ -133,14 +144,23 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     print(f"# figure: {out}")
-    out.with_suffix(".json").write_text(json.dumps({
-        "args": vars(args),
-        "resolution_05": res.resolution_05,
-        "angle_error_mean_deg": {k: float(v.mean()) for k, v in res.angle_error_deg.items()},
-        "angle_error_median_deg": {k: float(np.median(v)) for k, v in res.angle_error_deg.items()},
-        "history": {k: [float(x) for x in v] for k, v in h.items()},
-        "seconds": res.seconds,
-    }, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "resolution_05": res.resolution_05,
+                "angle_error_mean_deg": {
+                    k: float(v.mean()) for k, v in res.angle_error_deg.items()
+                },
+                "angle_error_median_deg": {
+                    k: float(np.median(v)) for k, v in res.angle_error_deg.items()
+                },
+                "history": {k: [float(x) for x in v] for k, v in h.items()},
+                "seconds": res.seconds,
+            },
+            indent=1,
+        )
+    )
     gap = res.resolution_05["oracle"] - res.resolution_05["refined"]
     print(f"refined_vs_oracle_fsc05_gap: {gap:.3f}")
 

@@ -13,6 +13,8 @@ Examples::
     cryowedge bench crm --quick --scaling 3,5 # a check in seconds
     cryowedge bench inr                       # coordinate network: s per epoch, to convergence
     cryowedge bench inr --batches 128,64,32,16 --epochs 60  # + memory/time by slice batch
+    cryowedge bench spa                       # SPA Table 4.1 at 64³, P = 50/500/5000, peers
+    cryowedge bench spa --quick               # 16³, a check in seconds
 """
 
 from __future__ import annotations
@@ -208,6 +210,39 @@ def inr(
                   n_frequencies=n_frequencies, slice_batch=slice_batch, lam_c=lam_c,
                   threads=threads, device=device, score_every=score_every, baselines=baselines,
                   report=typer.echo)
+
+
+@bench_app.command("spa")
+def spa(
+    size: int = typer.Option(64, help="volume edge n (voxels); 128 for the thesis's size"),
+    projections: str = typer.Option("50,500,5000", help="numbers of projections P"),
+    repeats: int = typer.Option(1, help="timed repeats of each operation (shortest kept)"),
+    threads: int = typer.Option(1, help="torch CPU threads"),
+    explicit_max_p: int = typer.Option(500, help="largest P at which Hc, Hᵀb and the explicit "
+                                       "HᵀHc run; above it they are extrapolated (linear in P)"),
+    fast_adjoint: bool = typer.Option(True, help="also time the fast Hᵀb (Theorem 2)"),
+    peers: bool = typer.Option(True, help="torch-fourier-slice / torch-projectors side by side "
+                               "and the normal-equation solve (skipped if not installed)"),
+    peer_p: int = typer.Option(500, help="projections of the peer comparison and the solve"),
+    solve_iters: int = typer.Option(20, help="CG iterations of the normal-equation solves"),
+    quick: bool = typer.Option(False, help="16³, P = 5,10, peers at P = 10, 3 CG iterations"),
+) -> None:
+    """SPA operator times (thesis Table 4.1), peers, solve; last line `toeplitz_speedup: N`."""
+    from cryowedge.spa.bench import QUICK, bench_spa
+
+    with user_errors():
+        if quick:
+            size, peer_p, solve_iters = int(QUICK["size"]), int(QUICK["peer_p"]), int(
+                QUICK["solve_iters"])
+            projections = ",".join(str(p) for p in QUICK["projections"])
+        try:
+            ps = [int(v) for v in projections.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--projections must be comma-separated integers, got "
+                             f"{projections!r}.") from None
+        bench_spa(size, ps, repeats=repeats, threads=threads, explicit_max_p=explicit_max_p,
+                  fast_adjoint_op=fast_adjoint, peers=peers, peer_p=peer_p,
+                  solve_iters=solve_iters, report=typer.echo)
 
 
 def register(app: typer.Typer) -> None:
