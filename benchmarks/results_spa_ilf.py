@@ -9,8 +9,9 @@ ILF's majorant (power iteration, 50 applications of T) is counted in its time.
 Besides the curves, the script prints for each solver the time per iteration, the final
 objective, and the wall time and number of T applications from which the objective stays within
 1 % (and 0.1 %) of the lowest objective any run reached (ADMM objectives are not monotone):
-the thesis claims ILF is faster in wall time ("noticeable gain"), no numbers; this measures it. ``--majorant circulant`` tries the safe bound
-instead of the power estimate (larger, so smaller ILF steps).
+the thesis claims ILF is faster in wall time ("noticeable gain"), no numbers; this measures it.
+``--majorant circulant`` tries the safe bound instead of the power estimate (larger, so smaller
+ILF steps).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/results_spa_ilf.py`` (about 2–4 min on one loaded
 core). Writes ``docs/figures/spa_ilf_vs_admm_cg.png``.
