@@ -274,7 +274,9 @@ class SpaReconstructConfig(BaseConfig):
         """The reconstruction basis :class:`~cryowedge.spa.basis.KaiserBesselBlob`."""
         from cryowedge.spa.basis import KaiserBesselBlob
 
-        return KaiserBesselBlob(radius=self.blob_radius, alpha=self.blob_alpha, order=self.blob_order)
+        return KaiserBesselBlob(
+            radius=self.blob_radius, alpha=self.blob_alpha, order=self.blob_order
+        )
 
     def solver_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`cryowedge.spa.reconstruct.reconstruct_spa` (no data)."""
@@ -354,7 +356,7 @@ class SpaRefineConfig(SpaReconstructConfig):
         )
 
     def reconstruction_step(self) -> Any:
-        """The reconstruction callable used inside :func:`~cryowedge.spa.refine.joint_refinement`."""
+        """The reconstruction step of :func:`~cryowedge.spa.refine.joint_refinement`."""
         from cryowedge.spa.refine import RidgeReconstruction, TVReconstruction
 
         if self.refine_reconstruction == "tv":

@@ -718,7 +718,6 @@ def refine_particles(
         report_progress(progress, f"refine {info.iteration}/{info.n_iter}",
                         0.02 + span * info.iteration / info.n_iter)
 
-    report_progress(progress, "refine 0/%d" % n_iter, 0.02)
     t0 = time.perf_counter()
     result = joint_refinement(
         images,
