@@ -20,6 +20,7 @@ each in :func:`register`.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,12 @@ def reconstruct_options() -> list[ConfigOption]:
 
 
 def refine_options() -> list[ConfigOption]:
-    return config_options(SpaRefineConfig)
+    """Refinement fields under their own help panel, the inherited ones under the final map's."""
+    own = set(SpaRefineConfig.model_fields) - set(SpaReconstructConfig.model_fields)
+    return [
+        dataclasses.replace(o, help_panel="Refinement" if o.name in own else "Final map")
+        for o in config_options(SpaRefineConfig)
+    ]
 
 
 def _config(model: type, path: Path | None, options: list[ConfigOption],
@@ -121,7 +127,7 @@ def _reconstruct(
         None, help="known map (MRC, a cube of the particle box) to score the map against"),
     pixel_size: float | None = typer.Option(None, help="override the pixel size (Å)"),
     image_root: Path | None = typer.Option(
-        None, help="folder the stack paths of the STAR file are relative to [default: its "
+        None, help="folder the stack paths of the STAR file are relative to \\[default: its "
         "folder]"),
     config: Path | None = typer.Option(None, help="YAML file with SpaReconstructConfig fields"),
     overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
@@ -155,7 +161,7 @@ def _refine(
         "orientation errors before and after"),
     pixel_size: float | None = typer.Option(None, help="override the pixel size (Å)"),
     image_root: Path | None = typer.Option(
-        None, help="folder the stack paths of the STAR file are relative to [default: its "
+        None, help="folder the stack paths of the STAR file are relative to \\[default: its "
         "folder]"),
     config: Path | None = typer.Option(None, help="YAML file with SpaRefineConfig fields"),
     overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),

@@ -97,7 +97,7 @@ class SpaSimulateConfig(BaseConfig):
     n_particles: int = Field(500, ge=1, description="number of particle images")
     pixel_size_angstrom: float | None = Field(
         None, gt=0,
-        description="pixel size, Å [default: the particle fills 'fill' of the half box]",
+        description="pixel size, Å (default: the particle fills 'fill' of the half box)",
         json_schema_extra=cli("--pixel-size"),
     )
     fill: float = Field(0.7, gt=0, le=1,
@@ -210,12 +210,12 @@ class SpaReconstructConfig(BaseConfig):
     tv_lambda: float = Field(1.0, description="TV weight λ ≥ 0 (data normalised: unit-free)",
                              json_schema_extra=cli("--lambda"))
     n_iter: int | None = Field(
-        None, ge=1, description="outer iterations [default: 30 for admm_cg, 200 for ilf]"
+        None, ge=1, description="outer iterations (default: 30 for admm_cg, 200 for ilf)"
     )
     n_cg: int = Field(7, ge=1, description="CG steps per ADMM iteration (admm_cg)")
-    rho: float | None = Field(None, gt=0, description="ADMM penalty ρ [default: 100 λ]")
+    rho: float | None = Field(None, gt=0, description="ADMM penalty ρ (default: 100 λ)")
     positivity: bool | None = Field(
-        None, description="constrain the coefficients to ≥ 0 [default: off for admm_cg, on for ilf]"
+        None, description="constrain the coefficients to ≥ 0 (default: off for admm_cg, on for ilf)"
     )
     scales: str = Field(
         "1",
@@ -245,7 +245,7 @@ class SpaReconstructConfig(BaseConfig):
     )
     fsc_mask_radius_px: float | None = Field(
         None, gt=0, description="soft spherical mask of this radius for the half-map FSC, pixels "
-        "[default: unmasked]",
+        "(default: unmasked)",
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     double: bool = Field(False, description="compute in float64 (slower; exact tests)")
@@ -323,7 +323,7 @@ class SpaRefineConfig(SpaReconstructConfig):
     shift_step_px: float = Field(0.5, gt=0, description="length of the first shift step, px")
     refine_shifts: bool = Field(True, description="refine the in-plane shifts too")
     max_shift_px: float | None = Field(None, gt=0,
-                                       description="clip the shifts to ±this [default: box/4]")
+                                       description="clip the shifts to ±this (default: box/4)")
     batch_size: int = Field(64, ge=1, description="particles per mini-batch")
     parametrization: Literal["euler", "rotation"] = Field(
         "euler", description="descend on (rot, tilt, psi) (thesis) or on a rotation vector"
