@@ -222,8 +222,8 @@ class CryoGanSimulator(nn.Module):
         """The blob projector ``C_h S_t P_θ`` of one batch (``(B, 3, 3)``, ``(B, 2)``, CTFs)."""
         return SpaProjector(
             self.n,
-            rotations,
-            shifts_px,
+            np.array(rotations, dtype=np.float64),
+            np.array(shifts_px, dtype=np.float64),
             blob=self.blob,
             ctf=ctf_half,
             dtype=self.dtype,

@@ -414,14 +414,15 @@ def half_map_fsc(
     seed: int = 0,
 ) -> tuple[np.ndarray, Any, float, float]:
     """Align ``map2`` on ``map1``, FSC them; returns (aligned map2, FSC, resolution Å, align cc)."""
-    al = align_maps(map2, map1, n_rotations=n_rotations, seed=seed)
+    al = align_maps(map2, map1, n_rotations=n_rotations, seed=seed,
+                    refine_candidates=max(8, min(60, n_rotations // 10)))
     fsc = fourier_shell_correlation(map1, al.aligned)
     res = fsc.resolution_angstrom(0.143, pixel_size_angstrom, rule=FSC_RESOLUTION_RULE)
     return al.aligned, fsc, res, al.correlation
 
 
 def _truth_metrics(full: np.ndarray, truth: np.ndarray, px: float, n_rot: int) -> tuple[float, float]:
-    al = align_maps(full, truth, n_rotations=n_rot)
+    al = align_maps(full, truth, n_rotations=n_rot, refine_candidates=max(8, min(60, n_rot // 10)))
     fsc = fourier_shell_correlation(truth, al.aligned)
     return fsc.resolution_angstrom(0.5, px, rule=FSC_RESOLUTION_RULE), al.correlation
 
