@@ -195,4 +195,6 @@ def register(app: typer.Typer) -> None:
     spa_app.command(name="reconstruct")(reconstruct)
     spa_app.command(name="refine")(refine)
     # other modules' sub-commands: one line each, e.g. ``spa_orient.register(spa_app)``
+    __import__("cryowedge.cli.spa_cryogan", fromlist=["register"]).register(spa_app)
+    __import__("cryowedge.cli.spa_orient", fromlist=["register"]).register(spa_app)
     app.add_typer(spa_app, name="spa")
