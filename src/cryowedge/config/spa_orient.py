@@ -1,0 +1,134 @@
+"""Typed configuration of ``cryowedge spa orient`` (learned orientation recovery, issue 14).
+
+The only home of the orientation-recovery commands' options, help texts and defaults. The
+numeric defaults are read from the library (:class:`cryowedge.spa.orient.siamese.SiameseConfig`
+and the signature of :func:`cryowedge.spa.orient.recover.recover_orientations`), so they are
+written once:
+
+* :class:`OrientSimulateConfig` — ``spa orient simulate``: projections of a density at
+  uniformly random orientations (all or half of SO(3)), written as STAR + MRCS with the true
+  angles, and the truth map.
+* :class:`OrientTrainConfig` — ``spa orient train``: the training set (a density's projections,
+  or a STAR stack with known angles) and the Siamese network's architecture and training.
+* :class:`OrientRecoverConfig` — ``spa orient recover``: the recovery optimisation, the
+  evaluation and the reconstruction with the recovered orientations.
+
+A ``--config`` YAML file holds any fields of the command's model; options given on the command
+line override it; the resolved model is saved next to the outputs. Units: sizes in pixels,
+angles in degrees, distances between orientations in radians, lengths in Å.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from cryowedge.config.models import BaseConfig, cli
+from cryowedge.spa.orient.recover import recover_orientations
+from cryowedge.spa.orient.siamese import SiameseConfig
+
+__all__ = ["OrientSimulateConfig", "OrientTrainConfig", "OrientRecoverConfig"]
+
+_NET = SiameseConfig()
+_REC = {k: p.default for k, p in inspect.signature(recover_orientations).parameters.items()}
+
+
+class _DensityFields(BaseConfig):
+    density: str = Field(
+        "1a5t", description="density to project: 1a5t (bundled PDB entry), ribosome or "
+        "emd_5170 (../shared/data), or an MRC file"
+    )
+    source_pixel_size_angstrom: float | None = Field(
+        None, gt=0, description="voxel size of the density file (Å) when its header lacks it",
+        json_schema_extra=cli("--source-pixel-size"),
+    )
+    box_size: int = Field(32, ge=8, description="image and map size n (pixels)",
+                          json_schema_extra=cli("--box"))
+    half_so3: bool = Field(
+        True, description="orientations uniform on half of SO(3) (projection directions with "
+        "tilt <= 90°, as the thesis) instead of all of it", json_schema_extra=cli("--half"),
+    )
+    snr: float | None = Field(
+        None, gt=0, description="white Gaussian noise at var(signal)/σ² (a ratio, not dB); "
+        "default noise-free (the thesis's set-up)"
+    )
+    seed: int = Field(0, description="random seed (orientations, noise, training)")
+
+
+class OrientSimulateConfig(_DensityFields):
+    """``cryowedge spa orient simulate``: a particle stack with true angles and the truth map."""
+
+    n_particles: int = Field(1000, ge=2, description="number of projections")
+
+
+class OrientTrainConfig(_DensityFields):
+    """``cryowedge spa orient train``: the Siamese distance network (thesis eq. 5.6)."""
+
+    n_train: int = Field(3000, ge=2, description="training projections (from --density)")
+    n_val: int = Field(500, ge=2, description="validation projections")
+    channels: str = Field(
+        ",".join(map(str, _NET.channels)), description="channels of the encoder's conv blocks "
+        "(comma-separated; each block halves the image)"
+    )
+    embedding_dim: int = Field(_NET.embedding_dim, ge=1, description="feature-vector length")
+    hidden: int = Field(_NET.hidden, ge=1, description="hidden fully-connected width")
+    epochs: int = Field(_NET.epochs, ge=1, description="epochs")
+    steps_per_epoch: int = Field(_NET.steps_per_epoch, ge=1, description="steps per epoch")
+    batch_images: int = Field(
+        _NET.batch_images, ge=2, description="images per step (all pairs among them are used)"
+    )
+    lr: float = Field(_NET.lr, gt=0, description="Adam learning rate (cosine-decayed)")
+    lr_final: float = Field(_NET.lr_final, gt=0, description="learning rate at the end")
+    val_pairs: int = Field(_NET.val_pairs, ge=1, description="fixed validation pairs")
+    device: str = Field(_NET.device, description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(_NET.amp, description="float16 autocast on CUDA (ignored on CPU)")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    resume: bool = Field(False, description="continue from <out>/distance_net.pt if present")
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels(cls, value: Any) -> str:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        try:
+            chans = [int(str(v).strip()) for v in items if str(v).strip()]
+        except ValueError:
+            raise ValueError(f"channels must be comma-separated integers, got {value!r}") from None
+        if not chans or min(chans) < 1:
+            raise ValueError(f"channels must be positive integers, got {value!r}")
+        return ",".join(map(str, chans))
+
+    def siamese_config(self) -> SiameseConfig:
+        return SiameseConfig(
+            channels=tuple(int(c) for c in self.channels.split(",")),
+            embedding_dim=self.embedding_dim, hidden=self.hidden, epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch, batch_images=self.batch_images, lr=self.lr,
+            lr_final=self.lr_final, val_pairs=self.val_pairs, seed=self.seed,
+            device=self.device, amp=self.amp,
+        )
+
+
+class OrientRecoverConfig(BaseConfig):
+    """``cryowedge spa orient recover``: orientations from the network's distances (eq. 5.7)."""
+
+    n_steps: int = Field(_REC["n_steps"], ge=1, description="Adam steps of the recovery")
+    batch_pairs: int = Field(_REC["batch_pairs"], ge=1,
+                             description="fresh random pairs per step (research §13.14)")
+    lr: float = Field(_REC["lr"], gt=0, description="recovery learning rate (cosine-decayed)")
+    lr_final: float = Field(_REC["lr_final"], gt=0, description="learning rate at the end")
+    n_restarts: int = Field(
+        3, ge=1, description="independent starts; the lowest final loss wins (needs no truth)"
+    )
+    align: Literal["auto", "reference", "none"] = Field(
+        "auto", description="align the recovered orientations (O(4), the fixed eq. 5.8) to the "
+        "STAR's angles: auto = when the STAR has angles; none = write them as recovered (then "
+        "they are defined only up to a left/right rotation and an inversion)"
+    )
+    reconstruct: bool = Field(
+        True, description="reconstruct a map with the (aligned) recovered orientations"
+    )
+    lam: float = Field(0.01, gt=0, description="TV weight λ of the reconstruction (unit-free)")
+    n_iter: int | None = Field(None, ge=1, description="ADMM iterations (default 30)")
+    seed: int = Field(0, description="random seed (starts, pairs)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
