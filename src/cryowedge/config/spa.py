@@ -90,7 +90,8 @@ class SpaSimulateConfig(BaseConfig):
         "or an MRC file of a cubic map",
     )
     source_pixel_size_angstrom: float | None = Field(
-        None, gt=0, description="voxel size of the density map, Å (when its header lacks it)"
+        None, gt=0, description="voxel size of the density map, Å (when its header lacks it)",
+        json_schema_extra=cli("--source-pixel-size"),
     )
     box_size: int = Field(32, ge=4, description="image and volume size, pixels",
                           json_schema_extra=cli("--box"))
