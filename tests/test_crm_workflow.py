@@ -60,7 +60,13 @@ def test_solver_defaults_are_the_solvers_own():
     for name, (n_iter, relaxation) in SOLVER_DEFAULTS.items():
         params = inspect.signature(CRM_SOLVERS[name]).parameters
         assert (params["n_iter"].default, params["relaxation"].default) == (n_iter, relaxation)
-    assert CrmConfig().solver_settings() == (20, 0.2)  # the paper's CRM-SART
+    # the default 'auto' is CRM-SART (the paper's 20 at 0.2) on noise-free data, CRM-SIRT on
+    # noisy data (docs/crm.md, "Which solver"); unresolved it has no settings
+    assert CrmConfig().resolve_solver(noisy=False).solver_settings() == (20, 0.2)
+    assert CrmConfig().resolve_solver(noisy=True).solver == "sirt"
+    assert CrmConfig(solver="sart").resolve_solver(noisy=True).solver == "sart"
+    with pytest.raises(ValueError, match="auto"):
+        CrmConfig().solver_settings()
     assert CrmConfig(solver="sirt").solver_settings() == (120, 1.0)
     assert CrmConfig(solver="tv", n_iter=7, tv_lambda=0.5).solver_kwargs()["lam"] == 0.5
 
@@ -148,8 +154,10 @@ def test_solve_crm_is_scale_free_and_follows_the_config(one_thread):
 def test_compare_dataset_crm_beats_avg_on_the_paper_2d_setting(tmp_path, one_thread):
     # 5 copies of a 64² Shepp-Logan phantom, clean (measured, seeds 0-3: CRM PSNR 23.0-24.3 dB
     # vs AVG 20.2-21.0, PCC 0.93-0.95 vs 0.86-0.89): CRM must beat AVG in PSNR and PCC
-    ds = write_dataset(_small_2d(5).data, tmp_path / "sl", kind="shepp-logan")
+    # the data set records that it is noise-free, so solver 'auto' is CRM-SART
+    ds = write_dataset(_small_2d(5).data, tmp_path / "sl", kind="shepp-logan", extra={"snr": None})
     out = compare_dataset(ds, tmp_path / "cmp", CrmConfig(device="cpu"))
+    assert yaml.safe_load((tmp_path / "cmp" / "crm.yaml").read_text())["solver"] == "sart"
     rows = out.metrics
     assert set(rows) == {"crm", "avg", "m-avg"}
     assert rows["crm"]["psnr"] > rows["avg"]["psnr"] + 1.0
@@ -248,4 +256,4 @@ def test_crm_sart_keeps_the_first_plans_when_the_budget_is_short(monkeypatch, on
     full = crm_sart(op, b, n_iter=3)
     assert builds == [0, 1, 2, 3]
     torch.testing.assert_close(short.x, full.x)  # the same iterates either way
-    assert CrmConfig(plan_cache_gb=2).solver_kwargs()["plan_cache_bytes"] == 2 * 2**30
+    assert CrmConfig(solver="sart", plan_cache_gb=2).solver_kwargs()["plan_cache_bytes"] == 2 * 2**30

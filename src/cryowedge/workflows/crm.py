@@ -90,6 +90,7 @@ __all__ = [
     "baseline_maps",
     "compare_dataset",
     "crm_demo_panel",
+    "dataset_is_noisy",
     "half_map_fsc",
     "load_dataset",
     "load_particle_data",
@@ -311,7 +312,7 @@ def solve_crm(
     """
     from cryowedge.crm.solvers import CRM_SOLVERS
 
-    cfg = config or CrmConfig()
+    cfg = (config or CrmConfig()).resolve_solver(noisy=True)  # 'auto': data assumed measured
     device = _device(cfg)
     op = _operator(data, cfg)
     scale = _scale(data.projections, cfg)
@@ -608,7 +609,7 @@ def reconstruct_particles(
     CrmOutputs
     """
     t_start = time.perf_counter()
-    cfg = config or CrmConfig()
+    cfg = (config or CrmConfig()).resolve_solver(noisy=True)  # measured data are noisy
     out = Path(output_dir)
     names = cfg.baseline_names
     outputs = [out / "particle.mrc", out / "orthoslices.png", out / "metrics.md",
@@ -1042,6 +1043,22 @@ def simulate_dataset(
     return load_dataset(path)
 
 
+def dataset_is_noisy(dataset: CrmDataset) -> bool:
+    """Whether a data set's projections are noisy, for ``solver="auto"``.
+
+    A simulated data set records its SNR (``snr``; a ``tomogram`` data set in its
+    ``simulation`` settings): noise-free only when that is ``None``. A data set that records
+    none (written by :func:`write_dataset` from measured sub-tilt-series) counts as noisy.
+    """
+    meta = dataset.meta
+    if "snr" in meta:
+        return meta["snr"] is not None
+    sim = meta.get("simulation")
+    if isinstance(sim, Mapping) and "snr" in sim:
+        return sim["snr"] is not None
+    return True
+
+
 def _dataset_arg(dataset: CrmDataset | PathLike, cfg: CrmConfig) -> CrmDataset:
     if isinstance(dataset, CrmDataset):
         return dataclasses.replace(dataset, data=apply_support(dataset.data, cfg))
@@ -1081,6 +1098,7 @@ def run_dataset(
     report_progress(progress, "reading the data set", 0.0)
     ds = _dataset_arg(dataset, cfg)
     data = ds.data
+    cfg = cfg.resolve_solver(dataset_is_noisy(ds))
     if overwrite:
         keep_backups(outputs)
     sol = solve_crm(data, cfg, progress=progress, step="crm", start=0.02, span=0.9)
@@ -1147,6 +1165,7 @@ def compare_dataset(
     data = ds.data
     if data.truth is None:
         raise ValueError(f"{ds.path} has no truth to compare with; use 'cryowedge crm run'.")
+    cfg = cfg.resolve_solver(dataset_is_noisy(ds))
     if overwrite:
         keep_backups(outputs)
     span = 0.6 if names else 0.9
@@ -1225,7 +1244,7 @@ def crm_demo_panel(
         tilt_angles_deg=paper_tilt_angles(cfg.tilt_range_deg, cfg.tilt_step_deg), snr=cfg.snr,
         rng=cfg.seed)
     data = sim.data
-    crm_cfg = CrmConfig(device="cpu", seed=cfg.seed)
+    crm_cfg = CrmConfig(device="cpu", seed=cfg.seed).resolve_solver(cfg.snr is not None)
     sol = solve_crm(data, crm_cfg, progress=progress, step="crm panel: crm", start=0.1,
                     span=0.5)
     copy_maps = reconstruct_copy_maps(data, crm_cfg, progress=progress,
@@ -1241,7 +1260,9 @@ def crm_demo_panel(
                                         1.0, captions)}
     note = (f"CRM panel: {cfg.copies} copies of a {cfg.size}² Shepp-Logan phantom, each in its "
             f"own blocks, ±{cfg.tilt_range_deg:g}° at {cfg.tilt_step_deg:g}° from its own "
-            "rotated start; SART / CRM-SART 20 iterations, λ 0.2; inside the support.")
+            f"rotated start; SART 20 iterations, λ 0.2, and CRM-{crm_cfg.solver.upper()} "
+            f"({crm_cfg.solver_settings()[0]} iterations, λ {crm_cfg.solver_settings()[1]:g}); "
+            "inside the support.")
     write_text_atomic(out / CRM_DEMO_FILES[1], note + "\n\n" + metrics_table_markdown(
         rows, normalize=NORMALIZE))
     files["crm_demo_md"] = out / CRM_DEMO_FILES[1]
