@@ -256,4 +256,5 @@ def test_crm_sart_keeps_the_first_plans_when_the_budget_is_short(monkeypatch, on
     full = crm_sart(op, b, n_iter=3)
     assert builds == [0, 1, 2, 3]
     torch.testing.assert_close(short.x, full.x)  # the same iterates either way
-    assert CrmConfig(solver="sart", plan_cache_gb=2).solver_kwargs()["plan_cache_bytes"] == 2 * 2**30
+    kwargs = CrmConfig(solver="sart", plan_cache_gb=2).solver_kwargs()
+    assert kwargs["plan_cache_bytes"] == 2 * 2**30
