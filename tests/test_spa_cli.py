@@ -197,3 +197,21 @@ def test_config_defaults_are_the_thesis_ones():
     assert parse_scales("4, 2,1") == (4, 2, 1)
     sim = SpaSimulateConfig(clean=True)
     assert sim.simulate_kwargs()["snr"] is None
+
+
+def test_docs_options_tables_match_the_config():
+    """docs/spa.md's option tables are the rows generated from the config models."""
+    from cryowedge.cli.spa import reconstruct_options, refine_options, simulate_options
+    from cryowedge.config.spa import SpaRefineConfig
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "spa.md").read_text()
+    own = set(SpaRefineConfig.model_fields) - set(SpaReconstructConfig.model_fields)
+    options = [*simulate_options(), *reconstruct_options(),
+               *[o for o in refine_options() if o.name in own]]
+    missing = []
+    for o in options:
+        default = "" if o.default_text is None else f"`{o.default_text}`"
+        row = f"| `{o.flags[0]}` | {default} | {o.help.replace('|', '/')} |"
+        if row not in text:
+            missing.append(row)
+    assert not missing, "regenerate the tables of docs/spa.md:\n" + "\n".join(missing)
