@@ -267,7 +267,10 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
                        "memory_limit_bytes": _worker_memory_limit(client),
                        "dashboard": _dashboard(client)}
         return
-    settings = {"distributed.scheduler.allowed-failures": int(batch.retries)}
+    # a worker holds one task at a time (saturation 1.0), so a dying worker blames only the
+    # item it was running; that item is run again ``retries`` times
+    settings = {"distributed.scheduler.allowed-failures": int(batch.retries),
+                "distributed.scheduler.worker-saturation": 1.0}
     with dask.config.set(settings):
         if batch.scheduler:
             try:
@@ -494,6 +497,7 @@ class _Runner:
             self.total += len(items)
         results: dict[str, ItemResult] = {}
         futures = {}
+        tasks: dict[str, ItemTask] = {}
         extra_hash = json.dumps(extra or {}, sort_keys=True, default=str)
         for item, config in zip(items, configs, strict=True):
             digest = item_hash(stage, config, item)
@@ -513,15 +517,41 @@ class _Runner:
             future = client.submit(run_item, task, key=f"cryowedge-{stage}-{item.name}-{digest[:8]}",
                                    pure=False, retries=0)
             futures[future] = item
+            tasks[item.name] = task
             self.started.append((item.name, stage))
         self.client, self.futures = client, list(futures)
-        for future in as_completed(list(futures), loop=client.loop):
+        pending = as_completed(list(futures), loop=client.loop)
+        for future in pending:
             item = futures[future]
+            if self._innocent_victim(future, item, stage):
+                # the worker died under another item (a scheduler that queues several tasks
+                # per worker blames them all): run this one again, it never ran to its end
+                again = client.submit(run_item, tasks[item.name], pure=False,
+                                      key=f"{future.key}-again-{time.time_ns()}")
+                futures[again] = item
+                self.futures.append(again)
+                pending.add(again)
+                continue
             result = self._result_of(future, item, stage)
             results[item.name] = self.results[item.name] = result
             self.started.remove((item.name, stage))
             self._tick(result)
         return [results[item.name] for item in items]
+
+    def _innocent_victim(self, future: Any, item: BatchItem, stage: str) -> bool:
+        """A KilledWorker for an item that ran fewer than ``retries + 1`` times."""
+        if future.status != "error":
+            return False
+        from distributed.scheduler import KilledWorker
+
+        if not isinstance(future.exception(), KilledWorker):
+            return False
+        marker = self.outdir / f".{item.name}.{stage}.batch-running"
+        try:
+            runs = int(marker.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            runs = 0
+        return runs < self.batch.retries + 1
 
     def _result_of(self, future: Any, item: BatchItem, stage: str) -> ItemResult:
         try:
