@@ -9,7 +9,11 @@ SIRT iteration count; not in the paper's Fig. 10): it updates the particle with 
 of all copies at once, so it averages the copies' noise, where CRM-SART's sequential copy
 passes with a fixed λ follow the last copies' noise. For a fair comparison M-AVG is then also
 built from per-copy SIRT reconstructions with the same defaults ("M-AVG (SIRT)");
-``--no-sirt`` skips both.
+``--no-sirt`` skips both. ``--tv`` adds CRM-TV (:func:`cryowedge.crm.solvers.crm_tv`: the
+project's TV-ADMM on ``A_CRM`` with TV on the particle only, not in the paper) with the
+``cryowedge crm --solver tv`` defaults: data divided by their standard deviation, λ_TV 0.1
+(``--tv-lambda``), 50 ADMM iterations of 10 CG steps (``--tv-iter``); costly, so run it at small
+N (e.g. ``--copies 3 11``).
 
 SNR: the project's definition ``SNR = var(clean) / σ²`` per copy (a variance ratio); with
 ``--snr-authors`` the values follow the authors' C++ (``σ = std / 10^(SNR/10)``, i.e. a
@@ -45,7 +49,7 @@ from results_crm_common import (  # noqa: E402
 
 from cryowedge.crm.baselines import masked_fourier_average  # noqa: E402
 from cryowedge.crm.operator import CRMOperator  # noqa: E402
-from cryowedge.crm.solvers import crm_sirt  # noqa: E402
+from cryowedge.crm.solvers import crm_sirt, crm_tv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("pcc", "PCC", 4))
@@ -58,14 +62,21 @@ def plot(results: dict, snrs: list[float], ns: list[int], path: Path, title: str
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    styles = {"M-AVG": "--", "CRM": "-", "AVG": ":", "CRM-SIRT": "-.", "M-AVG (SIRT)": (0, (1, 3))}
+    styles = {
+        "M-AVG": "--",
+        "CRM": "-",
+        "AVG": ":",
+        "CRM-SIRT": "-.",
+        "M-AVG (SIRT)": (0, (1, 3)),
+        "CRM-TV": (0, (5, 1, 1, 1)),
+    }
     colours = dict(zip(snrs, ("tab:red", "tab:orange", "tab:green", "tab:blue"), strict=False))
     for c, (m, label, _) in enumerate(METRICS):
         ax = axes[c]
         for snr in snrs:
             for meth in [
                 m
-                for m in ("M-AVG", "CRM", "M-AVG (SIRT)", "CRM-SIRT")
+                for m in ("M-AVG", "CRM", "M-AVG (SIRT)", "CRM-SIRT", "CRM-TV")
                 if m in results[str(snr)][str(ns[0])]
             ]:
                 vals = [mean_std([s[m] for s in results[str(snr)][str(n)][meth]]) for n in ns]
@@ -110,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=int, nargs="+", default=[3, 11, 49])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--no-sirt", action="store_true", help="skip CRM-SIRT")
+    ap.add_argument("--tv", action="store_true", help="add CRM-TV (crm_tv, the CLI defaults)")
+    ap.add_argument("--tv-lambda", type=float, default=0.1, help="CRM-TV weight on unit-std data")
+    ap.add_argument("--tv-iter", type=int, default=50, help="CRM-TV ADMM iterations")
     ap.add_argument("--n-iter", type=int, default=40)
     ap.add_argument("--relaxation", type=float, default=0.2)
     ap.add_argument("--plan-cache-gb", type=float, default=6.0)
@@ -148,12 +162,21 @@ def main(argv: list[str] | None = None) -> None:
             "SIRT variants": "off"
             if args.no_sirt
             else "CRM-SIRT (crm_sirt defaults) and M-AVG of per-copy SIRT: 120 iterations, λ 1, zeros start",
+            "CRM-TV": f"crm_tv, data / std, λ_TV {args.tv_lambda}, {args.tv_iter} ADMM iterations "
+            "x 10 CG, zeros start"
+            if args.tv
+            else "off",
             "metrics": "affine-normalised, inside the support",
         },
     )
     t_start = time.perf_counter()
     results: dict = {"config": vars(args)}
-    methods = list(METHODS) + ([] if args.no_sirt else ["M-AVG (SIRT)", "CRM-SIRT"])
+    methods = (
+        list(METHODS)
+        + ([] if args.no_sirt else ["M-AVG (SIRT)", "CRM-SIRT"])
+        + (["CRM-TV"] if args.tv else [])
+    )
+    seconds: dict[str, list[float]] = {}
     for snr in args.snrs:
         ratio = 10 ** (snr / 5) if args.snr_authors else snr
         results[str(snr)] = {}
@@ -175,6 +198,16 @@ def main(argv: list[str] | None = None) -> None:
                     imgs["CRM-SIRT"] = op.particle(crm_sirt(op, b).x).numpy()
                     copies = reconstruct_copies_sirt(op, b, n_iter=120, relaxation=1.0)
                     imgs["M-AVG (SIRT)"] = masked_fourier_average(op, b, copies=copies).numpy()
+                if args.tv:
+                    op = CRMOperator.from_data(prob.data)
+                    b = torch.from_numpy(
+                        np.ascontiguousarray(prob.data.projections, dtype=np.float32)
+                    )
+                    scale = float(b.std())
+                    t0 = time.perf_counter()
+                    res = crm_tv(op, b / scale, n_iter=args.tv_iter, lam=args.tv_lambda)
+                    seconds.setdefault(f"CRM-TV N={n}", []).append(time.perf_counter() - t0)
+                    imgs["CRM-TV"] = op.particle(res.x).numpy() * scale
                 for m in methods:
                     per[m].append(score_2d(imgs[m], prob.data.truth, prob.data.support))
             results[str(snr)][str(n)] = per
@@ -215,18 +248,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.seeds} seeds",
         )
         print(f"figure: {args.figure}")
+    if seconds:
+        print(
+            "CRM-TV seconds (loaded machine): "
+            + ", ".join(f"{k} {mean_std(v)[0]:.0f}" for k, v in seconds.items())
+        )
+        results["seconds"] = seconds
     save_json(args.out, results)
     print(f"wall time {time.perf_counter() - t_start:.0f} s; json: {args.out}")
     nl = str(args.copies[-1])
     print(
         f"noise_psnr_N{nl} (M-AVG / CRM-SART"
         + ("" if args.no_sirt else " / M-AVG (SIRT) / CRM-SIRT")
+        + (" / CRM-TV" if args.tv else "")
         + "): "
         + "; ".join(
             f"SNR {snr:g} "
             + " / ".join(
                 f"{mean_std([s['psnr'] for s in results[str(snr)][nl][m]])[0]:.2f}"
-                for m in ["M-AVG", "CRM"] + ([] if args.no_sirt else ["M-AVG (SIRT)", "CRM-SIRT"])
+                for m in ["M-AVG", "CRM"]
+                + ([] if args.no_sirt else ["M-AVG (SIRT)", "CRM-SIRT"])
+                + (["CRM-TV"] if args.tv else [])
             )
             for snr in args.snrs
         )
