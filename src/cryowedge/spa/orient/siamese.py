@@ -216,7 +216,10 @@ def _load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no distance-network checkpoint at {p}.")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # not a torch file at all (pickle/zip errors of many kinds)
+        raise ValueError(f"{p} is not a cryowedge distance-network checkpoint ({exc}).") from None
     if not isinstance(state, dict) or state.get("kind") != "cryowedge.spa.orient.siamese":
         raise ValueError(f"{p} is not a cryowedge distance-network checkpoint.")
     return state
