@@ -292,13 +292,14 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
             return
         n_workers = batch.workers or default_workers(batch.threads_per_worker)
         threads = str(batch.threads_per_worker)
+        t0 = time.perf_counter()
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True,
             memory_limit=batch.memory_limit_bytes,
             dashboard_address=":0" if _has_bokeh() else None,
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
-        info = {"local_workers": n_workers, "threads_per_worker": batch.threads_per_worker,
+        info = {"local_workers": n_workers, "start_seconds": round(time.perf_counter() - t0, 3), "threads_per_worker": batch.threads_per_worker,
                 "memory_limit": batch.memory_limit,
                 "memory_limit_bytes": batch.memory_limit_bytes}
         try:
