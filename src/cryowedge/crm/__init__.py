@@ -1,8 +1,8 @@
 """Constrained reconstruction model (CRM) for subtomogram averaging."""
 
-from cryowedge.crm.problem import CRMCopy, CRMData, sphere_support
+from cryowedge.crm.problem import BACKGROUND_FRAMES, CRMCopy, CRMData, sphere_support
 
-__all__ = ["CRMCopy", "CRMData", "sphere_support"]
+__all__ = ["BACKGROUND_FRAMES", "CRMCopy", "CRMData", "sphere_support"]
 
 # The model operator, its solvers and the averaging baselines.
 from cryowedge.crm.baselines import (  # noqa: E402
