@@ -91,7 +91,7 @@ def quaternion_conjugate(q: ArrayLike) -> np.ndarray:
 
 
 def matrix_to_quaternion(matrices: ArrayLike) -> np.ndarray:
-    """Unit quaternions ``(..., 4)`` (``w ≥ 0``) of rotation matrices ``(..., 3, 3)`` on (x, y, z)."""
+    """Unit quaternions ``(..., 4)`` (``w ≥ 0``) of ``(..., 3, 3)`` rotations on (x, y, z)."""
     m = np.asarray(matrices, dtype=np.float64)
     if m.ndim < 2 or m.shape[-2:] != (3, 3):
         raise ValueError(f"matrices must have shape (..., 3, 3), got {m.shape}.")
@@ -177,7 +177,9 @@ def uniform_quaternions(
     return canonical_quaternions(q)
 
 
-def random_orthogonal4(rng: np.random.Generator | int | None = None, *, det: Any = None) -> np.ndarray:
+def random_orthogonal4(
+    rng: np.random.Generator | int | None = None, *, det: Any = None
+) -> np.ndarray:
     """A Haar-random ``4×4`` orthogonal matrix (``det`` = +1, −1, or either when ``None``)."""
     gen = np.random.default_rng(rng)
     a = gen.standard_normal((4, 4))

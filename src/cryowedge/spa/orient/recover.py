@@ -371,7 +371,9 @@ def align_quaternions(
     e = as_unit_quaternions(estimated, "estimated")
     r = as_unit_quaternions(reference, "reference")
     if e.shape != r.shape or e.ndim != 2:
-        raise ValueError(f"estimated and reference must both be (P, 4), got {e.shape} and {r.shape}.")
+        raise ValueError(
+            f"estimated and reference must both be (P, 4), got {e.shape} and {r.shape}."
+        )
     _positive_int(n_starts, "n_starts")
     gen = np.random.default_rng(seed)
     best: Alignment | None = None

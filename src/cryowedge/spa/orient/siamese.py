@@ -373,7 +373,9 @@ def train_distance_network(
 def _validation_loss(model: nn.Module, data: tuple, dev: torch.device) -> float:
     x_val, vi, vj, vd = data
     model.eval()
-    e = torch.cat([model(x_val[k:k + 512].to(dev)).float().cpu() for k in range(0, len(x_val), 512)])
+    e = torch.cat(
+        [model(x_val[k : k + 512].to(dev)).float().cpu() for k in range(0, len(x_val), 512)]
+    )
     d = torch.sqrt(((e[vi] - e[vj]) ** 2).sum(-1) + 1e-12)
     return float(torch.mean((d - vd) ** 2))
 
@@ -395,7 +397,9 @@ def embed_images(
     return torch.cat(out).numpy()
 
 
-def predict_distances(net: TrainingResult, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+def predict_distances(
+    net: TrainingResult, images_a: np.ndarray, images_b: np.ndarray
+) -> np.ndarray:
     """``(P,)`` predicted distances (radians) of the image pairs ``(a_p, b_p)``."""
     ea = embed_images(net, images_a)
     eb = embed_images(net, images_b)
