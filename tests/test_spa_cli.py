@@ -144,6 +144,21 @@ def test_reconstruct_bin_halves_the_box_and_doubles_the_voxel(sim: Path, tmp_pat
     assert vol.voxel_size_angstrom[0] == pytest.approx(2 * px, rel=1e-5)
 
 
+def test_lambda_sweep_keeps_the_best_lambda(sim: Path, tmp_path: Path):
+    out = tmp_path / "sweep"
+    result = invoke("reconstruct", sim / "particles.star", "-o", out, "--reference",
+                    sim / "truth.mrc", "--lambda-sweep", "0.01,100", "--n-iter", 4,
+                    "--no-half-maps")
+    assert result.exit_code == 0, result.output
+    rows = (out / "lambda_sweep.csv").read_text().splitlines()
+    assert rows[0] == "lambda,reference_fsc05_angstrom,reference_pearson" and len(rows) == 3
+    table = [tuple(map(float, r.split(","))) for r in rows[1:]]
+    best = min(table, key=lambda r: (r[1], -r[2]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["lambda"] == best[0]
+    assert metrics["reference_fsc05_angstrom"] == pytest.approx(best[1], abs=1e-3)
+
+
 @pytest.mark.parametrize(("n", "factor"), [(32, 2), (33, 3), (40, 4)])
 def test_bin_stack_keeps_centre_mean_and_scales_geometry(n: int, factor: int):
     y, x = np.mgrid[:n, :n] - n // 2

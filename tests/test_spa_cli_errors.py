@@ -167,6 +167,11 @@ def test_star_without_angles(tmp_path: Path):
         (("--scales", "x"), ("scales", "whole numbers")),
         (("--bin", 4), ("bin 4", "3-pixel", "bin 1")),
         (("--n-cg", 0), ("n_cg", "0")),
+        (("--lambda-sweep", "1,-2"), ("lambda_sweep", "-2", ">= 0")),
+        (("--lambda-sweep", "1,a"), ("lambda_sweep", "numbers")),
+        (("--lambda-sweep", "1,10", "--scales", "2,1", "--reference", "x.mrc"),
+         ("one scale", "--scales 2")),
+        (("--lambda-sweep", "1,10"), ("--reference MAP",)),
     ],
 )
 def test_bad_reconstruct_values(star: Path, tmp_path: Path, args, words):

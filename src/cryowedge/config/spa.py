@@ -33,6 +33,7 @@ __all__ = [
     "SpaReconstructConfig",
     "SpaRefineConfig",
     "SpaSimulateConfig",
+    "parse_lambdas",
     "parse_scales",
 ]
 
@@ -73,6 +74,31 @@ def parse_scales(value: Any) -> tuple[int, ...]:
                 f"scales must decrease and each must divide the previous one (e.g. '4,2,1'), got "
                 f"{value!r}."
             )
+    return tuple(out)
+
+
+def parse_lambdas(value: Any) -> tuple[float, ...]:
+    """``"0.01,0.1,1"`` (or a list) → ``(0.01, 0.1, 1.0)``; ``""``/``None`` → ``()``.
+
+    Raises
+    ------
+    ValueError
+        An entry that is not a number, or below 0.
+    """
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [
+        v for v in str(value).replace(" ", "").split(",") if v]
+    out = []
+    for item in items:
+        try:
+            lam = float(item)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"lambda_sweep must be numbers separated by commas, e.g. '0.1,1,10'; got "
+                f"{value!r}."
+            ) from None
+        out.append(_check_lambda(lam, "each λ of lambda_sweep"))
     return tuple(out)
 
 
@@ -210,6 +236,11 @@ class SpaReconstructConfig(BaseConfig):
     )
     tv_lambda: float = Field(1.0, description="TV weight λ ≥ 0 (data normalised: unit-free)",
                              json_schema_extra=cli("--lambda"))
+    lambda_sweep: str = Field(
+        "",
+        description="λ values to try with one kernel, e.g. '0.01,0.1,1,10,100' (the thesis's "
+        "sweep); needs --reference: the λ with the best FSC-0.5 against it makes the maps",
+    )
     n_iter: int | None = Field(
         None, ge=1, description="outer iterations (default: 30 for admm_cg, 200 for ilf)"
     )
@@ -255,6 +286,25 @@ class SpaReconstructConfig(BaseConfig):
     @classmethod
     def _lambda(cls, value: float) -> float:
         return _check_lambda(value, "tv_lambda")
+
+    @field_validator("lambda_sweep", mode="before")
+    @classmethod
+    def _sweep(cls, value: Any) -> str:
+        return ",".join(f"{v:g}" for v in parse_lambdas(value))
+
+    @property
+    def lambda_list(self) -> tuple[float, ...]:
+        """The λ values of ``lambda_sweep`` (empty: no sweep)."""
+        return parse_lambdas(self.lambda_sweep)
+
+    @model_validator(mode="after")
+    def _sweep_one_scale(self) -> SpaReconstructConfig:
+        if self.lambda_sweep and len(self.scale_list) > 1:
+            raise ValueError(
+                f"lambda_sweep runs at one scale, but scales is {self.scales!r}; give one scale "
+                "(e.g. --scales 2) or leave out --lambda-sweep."
+            )
+        return self
 
     @field_validator("scales", mode="before")
     @classmethod

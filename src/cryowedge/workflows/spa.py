@@ -377,6 +377,8 @@ def _map_outputs(out: Path, cfg: SpaReconstructConfig) -> list[Path]:
              "run.yaml"]
     if cfg.half_maps:
         names += ["half1.mrc", "half2.mrc", "fsc.png", "fsc.csv"]
+    if cfg.lambda_sweep:
+        names.append("lambda_sweep.csv")
     return [out / n for n in names]
 
 
@@ -392,6 +394,49 @@ def _write_fsc_csv(path: Path, curves: Mapping[str, Any], px: float) -> Path:
         rows.append(",".join(values))
     write_text_atomic(path, "\n".join(rows) + "\n")
     return path
+
+
+def _sweep_lambda(
+    stack: Any,
+    cfg: SpaReconstructConfig,
+    truth: np.ndarray,
+    out: Path,
+    *,
+    progress: ProgressFn | None,
+    start: float,
+    span: float,
+) -> tuple[np.ndarray, SpaReconstructConfig, str, Path]:
+    """Thesis §4.2: reconstruct for each λ of ``cfg.lambda_sweep`` with one kernel and ``Hᵀb``;
+    the best FSC-0.5 against ``truth`` wins. Returns its map, the config with that λ, a
+    one-line summary and ``lambda_sweep.csv``."""
+    from cryowedge.spa.reconstruct import lambda_sweep
+
+    kwargs = cfg.solver_kwargs()
+    lams = cfg.lambda_list
+    total = len(lams) * kwargs["n_iter"]
+    count = [0]
+
+    def callback(info: Any) -> None:
+        count[0] += 1
+        report_progress(progress, f"λ sweep {count[0]}/{total}", start + span * count[0] / total)
+
+    problem_kwargs = {"blob": kwargs.pop("blob"), "ctf": kwargs.pop("ctf"),
+                      "dtype": kwargs.pop("dtype"), "device": _device(cfg.device)}
+    kwargs.pop("lam")
+    method = kwargs.pop("method")
+    sweep = lambda_sweep(stack, lams, truth=truth, method=method, scale=cfg.scale_list[-1],
+                         problem_kwargs=problem_kwargs, callback=callback, **kwargs)
+    assert sweep.best_index is not None and sweep.resolution_05_angstrom is not None
+    assert sweep.correlation is not None
+    best = lams[sweep.best_index]
+    rows = ["lambda,reference_fsc05_angstrom,reference_pearson"]
+    rows += [f"{lam:g},{res:.4f},{cc:.6f}" for lam, res, cc in
+             zip(lams, sweep.resolution_05_angstrom, sweep.correlation, strict=True)]
+    csv = write_text_atomic(out / "lambda_sweep.csv", "\n".join(rows) + "\n")
+    note = ", ".join(f"{lam:g}: {res:.2f} Å" for lam, res in
+                     zip(lams, sweep.resolution_05_angstrom, strict=True))
+    logger.info("λ sweep (FSC-0.5 vs reference): %s; best λ = %g", note, best)
+    return sweep.reconstructions[sweep.best_index].volume, cfg.updated(tv_lambda=best), note, csv
 
 
 def _reconstruct_and_write(
@@ -414,9 +459,19 @@ def _reconstruct_and_write(
     n = stack.image_size
     t0 = time.perf_counter()
     parts = (0.5, 0.25, 0.25) if cfg.half_maps else (1.0, 0.0, 0.0)
-    full = reconstruct_stack(stack, cfg, progress=progress, step="admm" if cfg.method ==
-                             "admm_cg" else "ilf", start=start, span=span * parts[0])
-    maps: dict[str, np.ndarray] = {MAP_NAME: full.volume}
+    files: dict[str, Path] = {}
+    sweep_note = None
+    if cfg.lambda_list:
+        if reference is None:
+            raise ValueError("lambda_sweep needs a reference map (--reference) to choose λ.")
+        volume, cfg, sweep_note, files["lambda_sweep"] = _sweep_lambda(
+            stack, cfg, reference[0], out, progress=progress, start=start,
+            span=span * parts[0])
+    else:
+        volume = reconstruct_stack(stack, cfg, progress=progress, step="admm" if cfg.method ==
+                                   "admm_cg" else "ilf", start=start,
+                                   span=span * parts[0]).volume
+    maps: dict[str, np.ndarray] = {MAP_NAME: volume}
     metrics: dict[str, Any] = {
         "particles": stack.n_particles,
         "box_px": n,
@@ -428,6 +483,8 @@ def _reconstruct_and_write(
         "scales": cfg.scales,
         "ctf": _ctf_used(stack, cfg.ctf),
     }
+    if sweep_note is not None:
+        metrics["lambda_sweep"] = sweep_note
     curves: dict[str, Any] = {}
     if cfg.half_maps:
         halves = stack if stack.half_sets is not None else stack.with_random_halves(
@@ -460,7 +517,6 @@ def _reconstruct_and_write(
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
 
     report_progress(progress, "writing maps and figures", start + span)
-    files: dict[str, Path] = {}
     for name, vol in maps.items():
         files[name] = write_mrc(out / f"{name}.mrc", vol, voxel_size_angstrom=px)
     if curves:
@@ -476,6 +532,15 @@ def _reconstruct_and_write(
     files["orthoslices"] = orthoslice_panel(panel, out / "orthoslices.png",
                                             pixel_size_angstrom=px)
     return files, metrics, maps, curves
+
+
+def _check_sweep(cfg: SpaReconstructConfig, reference: PathLike | None) -> None:
+    if cfg.lambda_sweep and reference is None:
+        raise ValueError(
+            f"--lambda-sweep {cfg.lambda_sweep} picks λ by the FSC against a known map: give "
+            "--reference MAP, or choose one --lambda (without a reference the half maps "
+            "cannot choose it fairly: a stronger λ smooths both halves alike)."
+        )
 
 
 def _ctf_used(stack: Any, mode: str) -> str:
@@ -541,6 +606,7 @@ def reconstruct_particles(
     out = Path(output_dir)
     outputs = _map_outputs(out, cfg)
     _check_input(reference, "reference map")
+    _check_sweep(cfg, reference)
     _prepare(outputs, [star, reference, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
     stack = bin_stack(load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
@@ -692,6 +758,7 @@ def refine_particles(
                                         out / "refine_history.csv"]
     _check_input(reference, "reference map")
     _check_input(true_star, "true-pose STAR file")
+    _check_sweep(cfg, reference)
     _prepare(outputs, [star, reference, true_star, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
     original = load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
