@@ -44,7 +44,7 @@ def client():
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
                           "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               memory_limit="2GB", dashboard_address=None,
+                               memory_limit="2GB", dashboard_address=":0",
                                silence_logs=logging.CRITICAL,
                                env={"OMP_NUM_THREADS": "1"})
     c = Client(cluster, set_as_default=False)
@@ -189,6 +189,39 @@ def test_table_overrides_per_row(client, tmp_path):
     first, b = read_mrc(out / "first.mrc"), read_mrc(out / "b.mrc")
     assert first.data.shape == (6, 32, 32) and np.allclose(first.voxel_size_angstrom, 7.5)
     assert b.data.shape == (10, 32, 32) and np.allclose(b.voxel_size_angstrom, 10.0)
+
+
+def test_dewedge_fits_one_shared_network_and_refines_every_tomogram(client, tmp_path):
+    import yaml
+
+    from cryowedge.config.models import SimulateConfig
+    from cryowedge.simulate.from_config import simulate_from_config
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cfg = SimulateConfig(shape=(32, 64, 64), n_particles=3, tilt_step_deg=4.0, snr=None,
+                         even_odd=False, oversample=1, device="cpu")
+    truth, sim = simulate_from_config(cfg)
+    clean = np.asarray(sim.tilt_series, dtype=np.float32)
+    for i in range(2):
+        noisy = clean + np.random.default_rng(i).normal(scale=clean.std(), size=clean.shape)
+        write_mrc(folder / f"TS_{i}.mrc", noisy.astype(np.float32), voxel_size_angstrom=10.0)
+        write_tilt_angles(folder / f"TS_{i}.tlt", sim.geometry.tilt_angles_deg)
+    config = {"shared": {"subtomo_size": 16, "chans": 4, "depth": 2, "device": "cpu"},
+              "prepare": {"thickness": 32},
+              "fit": {"epochs": 1, "subtomos_per_epoch": 4, "batch_size": 2,
+                      "checkpoint_every": 1}}
+    out = tmp_path / "out"
+    report = run_batch("dewedge", folder, out, config=config, client=client, fit_on=1)
+    assert report.ok, report.to_markdown()
+    shared = yaml.safe_load((out / "dewedge" / "shared" / "prepared.yaml").read_text())
+    assert [t["name"] for t in shared["tomograms"]] == ["TS_0"]  # fitted on the first
+    for i in range(2):  # ... and applied to both
+        refined = read_mrc(out / f"TS_{i}_refined.mrc")
+        assert refined.data.shape == truth.shape and np.isfinite(refined.data).all()
+        assert np.allclose(refined.voxel_size_angstrom, 10.0)
+    again = run_batch("dewedge", folder, out, config=config, client=client, fit_on=1)
+    assert again.count("skipped") == 2
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -296,7 +296,7 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True,
             memory_limit=batch.memory_limit_bytes,
-            dashboard_address=":0" if _has_bokeh() else None,
+            dashboard_address=":0",  # a free port (the dashboard itself needs bokeh)
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
         info = {"local_workers": n_workers, "start_seconds": round(time.perf_counter() - t0, 3), "threads_per_worker": batch.threads_per_worker,

@@ -377,12 +377,14 @@ def _run_dewedge_refine(task: ItemTask, device: str) -> tuple[Path, str]:
     prepared = load_prepared(Path(task.outdir) / "dewedge" / task.item.name / "prepared.yaml")
     results = refine_checkpoint(task.extra["checkpoint"], prepared, task.outdir, config=cfg,
                                 device=device, overwrite=False)
-    written = Path(results[0].output_path) if results else None
+    if len(results) != 1:
+        raise RuntimeError(f"refinement of {task.item.name} wrote {len(results)} tomograms, "
+                           "expected one.")
+    written, record = Path(results[0].output_path), results[0].record_path
     target = output_path(task.outdir, task.item.name, task.stage)
-    if written is not None and written != target:
+    if written != target:  # a table's name differs from the stack's stem
         os.replace(written, target)
-        record = written.with_name(written.stem + ".run.yaml")
-        if record.exists():
+        if record is not None and Path(record).exists():
             os.replace(record, target.with_name(target.stem + ".run.yaml"))
     return target, cfg.to_yaml()
 
