@@ -16,7 +16,9 @@ Three parts (``--part``, default all):
   baseline ‖b_i − b_j‖; then the 1,000 test orientations recovered from the network's
   distances, aligned, their mean absolute angular error, and the map reconstructed with them
   (TV-ADMM-CG, λ 0.01) scored by FSC against the truth, beside the map made with the true
-  orientations.
+  orientations. Also "blind": the left factor and the inversion chosen from the images by
+  common lines (spa.orient.commonlines), the truth used only for the global rotation and the
+  hand (which no set of projections determines), and the map made with those orientations.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/results_spa_orient.py`` (about 15 minutes on one
 loaded core; projection sets and the network are cached in ``--out``, default
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cryowedge.spa.angles import angular_errors_deg
 from cryowedge.spa.orient import (
     MatrixOracle,
     align_quaternions,
@@ -45,6 +48,7 @@ from cryowedge.spa.orient import (
     recover_orientations,
     uniform_quaternions,
 )
+from cryowedge.spa.orient.commonlines import mirror_rotations, resolve_ambiguity
 from cryowedge.spa.orient.data import ProjectionSet, prepare_density, project_density
 from cryowedge.spa.orient.pipeline import (
     evaluate_orientations,
@@ -194,10 +198,26 @@ def part_siamese(args: argparse.Namespace) -> dict:
           f"mean aligned error {ev.mean_error_deg:.1f}° (median {ev.median_error_deg:.1f}°)",
           flush=True)
 
+    # blind: the left factor and the inversion from the images (common lines); the truth only
+    # picks the global rotation G and the hand, which projections cannot determine
+    t1 = time.perf_counter()
+    blind = resolve_ambiguity(test.images, rec.quaternions, seed=0)
+    cand = {"as resolved": blind.rotations, "mirrored": mirror_rotations(blind.rotations)}
+    errs = {k: angular_errors_deg(v, test.rotations) for k, v in cand.items()}
+    hand = min(errs, key=lambda k: errs[k][0].mean())
+    blind_err, g = errs[hand]
+    blind_rot = cand[hand] @ g
+    t_blind = time.perf_counter() - t1
+    print(f"common lines: inverted {blind.inverted}, score {blind.score:.3f} (branches "
+          f"{blind.scores_by_inversion[0]:.3f} / {blind.scores_by_inversion[1]:.3f}), hand "
+          f"{hand}; error after a global rotation only {blind_err.mean():.1f}° (median "
+          f"{np.median(blind_err):.1f}°), {t_blind:.0f} s", flush=True)
+
     px = model.pixel_size_angstrom
     maps = {}
     for name, rot in (("true orientations", test.rotations),
-                      ("recovered (Siamese), aligned", ev.rotations)):
+                      ("recovered (Siamese), aligned", ev.rotations),
+                      ("recovered, common-line resolved", blind_rot)):
         r = reconstruct_with_orientations(test.images, rot, px, lam=args.lam)
         sc = score_map(r.volume, model.truth, px)
         maps[name] = sc
@@ -250,6 +270,10 @@ def part_siamese(args: argparse.Namespace) -> dict:
         "euclid_pearson": corr_e, "var_dq": var_d, "recovery_final_loss": rec.final_loss,
         "recovery_restart_losses": rec.config.get("restart_losses"),
         "mean_error_deg": ev.mean_error_deg, "median_error_deg": ev.median_error_deg,
+        "blind_inverted": blind.inverted, "blind_score": blind.score,
+        "blind_branch_scores": list(blind.scores_by_inversion), "blind_hand": hand,
+        "blind_mean_error_deg": float(blind_err.mean()),
+        "blind_median_error_deg": float(np.median(blind_err)), "blind_seconds": t_blind,
         "maps": {k: v.as_dict() for k, v in maps.items()},
         "train_seconds_this_run": net.seconds, "projection_seconds": t_proj,
     }

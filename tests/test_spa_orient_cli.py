@@ -93,6 +93,26 @@ def test_recover_writes_aligned_star_map_and_fsc(workdir):
     assert read_mrc(out / "map.mrc").data.shape == (16, 16, 16)
 
 
+def test_recover_without_angles_uses_common_lines(workdir, tmp_path):
+    from cryowedge.spa.io import read_relion_particles, write_relion_particles
+
+    stack = read_relion_particles(workdir / "sim" / "particles.star", ctf=False)
+    write_relion_particles(tmp_path / "noangles.star", stack.replace(rotations=None))
+    out = tmp_path / "rec"
+    r = invoke("recover", tmp_path / "noangles.star", "--model",
+               workdir / "net" / "distance_net.pt", "-o", out, "--n-steps", 40,
+               "--batch-pairs", 256, "--n-restarts", 1, "--n-iter", 2,
+               "--commonlines-grid", 100)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "recover_metrics.json").read_text())
+    assert m["align"] == "commonlines" and not m["aligned"] and "commonlines_score" in m
+    assert (out / "map.mrc").is_file() and (out / "recovered.star").is_file()
+    r = invoke("recover", tmp_path / "noangles.star", "--model",
+               workdir / "net" / "distance_net.pt", "-o", tmp_path / "r2", "--align",
+               "reference")
+    assert r.exit_code == 2 and "rlnAngleRot" in r.output
+
+
 def test_recover_bad_input(workdir, tmp_path):
     sim = workdir / "sim"
     model = workdir / "net" / "distance_net.pt"

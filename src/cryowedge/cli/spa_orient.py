@@ -11,8 +11,10 @@ Examples::
 ``train`` fits the Siamese distance network on noise-free projections of a density (or on a
 STAR stack with known angles, ``--particles``); ``recover`` predicts the distances of a
 particle stack's pairs, recovers all orientations (Adam over fresh random pairs), aligns them
-to the STAR's own angles when it has some (the O(4) alignment of the fixed eq. 5.8), writes
-``recovered.star``, reconstructs ``map.mrc`` and, with ``--reference-map``, ``fsc.png``.
+to the STAR's own angles when it has some (the O(4) alignment of the fixed eq. 5.8) or else
+chooses the left rotation and inversion from the images by common lines (the map is then
+defined up to a global rotation and its hand), writes ``recovered.star``, reconstructs
+``map.mrc`` and, with ``--reference-map``, ``fsc.png``.
 Every field of the config models (:mod:`cryowedge.config.spa_orient`) is an option; options
 given here override a ``--config`` YAML file; the resolved configuration is saved next to the
 outputs (docs/spa_learned.md).
@@ -135,6 +137,9 @@ def _recover(
         _save(cfg, out, "orient_recover.yaml")
     m = result["metrics"]
     line = f"recovered {m['n_particles']} orientations, final loss {m['final_loss']:.4f} rad²"
+    if "commonlines_score" in m:
+        line += f"; common-line score {m['commonlines_score']:.3f}" \
+                f"{' (inverse branch)' if m['commonlines_inverted'] else ''}"
     if m.get("aligned"):
         line += f"; mean aligned error {m['mean_error_deg']:.1f}° (median " \
                 f"{m['median_error_deg']:.1f}°)"

@@ -120,13 +120,18 @@ class OrientRecoverConfig(BaseConfig):
     n_restarts: int = Field(
         3, ge=1, description="independent starts; the lowest final loss wins (needs no truth)"
     )
-    align: Literal["auto", "reference", "none"] = Field(
-        "auto", description="align the recovered orientations (O(4), the fixed eq. 5.8) to the "
-        "STAR's angles: auto = when the STAR has angles; none = write them as recovered (then "
-        "they are defined only up to a left/right rotation and an inversion)"
+    align: Literal["auto", "reference", "commonlines", "none"] = Field(
+        "auto", description="fix the recovered orientations' ambiguity (a left/right rotation "
+        "and an inversion): reference = O(4) alignment to the STAR's angles (the fixed eq. "
+        "5.8); commonlines = left rotation and inversion chosen from the images (the map is "
+        "then right up to a global rotation and the hand); auto = reference when the STAR has "
+        "angles, else commonlines; none = write them as recovered (no map)"
     )
     reconstruct: bool = Field(
-        True, description="reconstruct a map with the (aligned) recovered orientations"
+        True, description="reconstruct a map with the aligned or resolved orientations"
+    )
+    commonlines_grid: int = Field(
+        3000, ge=10, description="candidate left rotations of the common-line search"
     )
     lam: float = Field(0.01, gt=0, description="TV weight λ of the reconstruction (unit-free)")
     n_iter: int | None = Field(None, ge=1, description="ADMM iterations (default 30)")

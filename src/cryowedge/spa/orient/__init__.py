@@ -1,6 +1,14 @@
 """Learned orientation recovery (thesis ch. 5, research/thesis.md §7): quaternions, a Siamese
-distance network, recovery of all orientations from pairwise distances, O(4) evaluation."""
+distance network, recovery of all orientations from pairwise distances, O(4) evaluation,
+and the left rotation / inversion chosen from the images by common lines."""
 
+from cryowedge.spa.orient.commonlines import (
+    AmbiguityResolution,
+    common_line_score,
+    fourier_lines,
+    mirror_rotations,
+    resolve_ambiguity,
+)
 from cryowedge.spa.orient.quaternions import (
     as_unit_quaternions,
     canonical_quaternions,
@@ -30,6 +38,11 @@ from cryowedge.spa.orient.recover import (
 )
 
 __all__ = [
+    "AmbiguityResolution",
+    "common_line_score",
+    "fourier_lines",
+    "mirror_rotations",
+    "resolve_ambiguity",
     "as_unit_quaternions",
     "canonical_quaternions",
     "matrix_to_quaternion",

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cryowedge.spa.orient.commonlines import resolve_ambiguity
 from cryowedge.spa.orient.data import ProjectionSet, prepare_density, project_density
 from cryowedge.spa.orient.pipeline import (
     evaluate_orientations,
@@ -207,7 +208,9 @@ def recover_to_dir(
     mode = cfg.align
     if mode == "reference" and stack.rotations is None:
         raise ValueError(f"--align reference needs rlnAngleRot/Tilt/Psi in {particles}.")
-    use_ref = stack.rotations is not None and mode != "none"
+    if mode == "auto":
+        mode = "reference" if stack.rotations is not None else "commonlines"
+    use_ref = mode == "reference"
     rec, _ = recover_from_images(
         net, np.asarray(stack.images), n_steps=cfg.n_steps, batch_pairs=cfg.batch_pairs,
         lr=cfg.lr, lr_final=cfg.lr_final, n_restarts=cfg.n_restarts, seed=cfg.seed,
@@ -215,7 +218,8 @@ def recover_to_dir(
     )
     metrics: dict[str, Any] = {"n_particles": stack.n_particles, "final_loss": rec.final_loss,
                                "restart_losses": rec.config.get("restart_losses"),
-                               "aligned": use_ref, "seconds_recovery": rec.seconds}
+                               "aligned": use_ref, "align": mode,
+                               "seconds_recovery": rec.seconds}
     if use_ref:
         ev = evaluate_orientations(rec.quaternions, stack.rotations)
         rotations = ev.rotations
@@ -228,15 +232,25 @@ def recover_to_dir(
         fig.tight_layout()
         fig.savefig(d / "errors.png", dpi=120)
         plt.close(fig)
+    elif mode == "commonlines":
+        if progress is not None:
+            progress("common lines", 0.0)
+        res = resolve_ambiguity(np.asarray(stack.images), rec.quaternions,
+                                n_grid=cfg.commonlines_grid, seed=cfg.seed)
+        rotations = res.rotations
+        metrics.update(commonlines_score=res.score, commonlines_inverted=res.inverted,
+                       commonlines_branch_scores=list(res.scores_by_inversion))
+        logger.warning("orientations resolved by common lines: the map is defined up to a "
+                       "global rotation and its hand (mirror), which projections cannot fix")
     else:
         rotations = quaternion_to_matrix(rec.quaternions)
-        logger.warning("no reference angles: the recovered orientations are written as they are; "
+        logger.warning("--align none: the recovered orientations are written as they are; "
                        "they hold only up to a left/right rotation and an inversion, so no map "
                        "is made from them")
     out_stack = stack.replace(rotations=rotations)
     star, _ = write_relion_particles(d / "recovered.star", out_stack, overwrite=True)
     files: dict[str, Path] = {"star": star}
-    if cfg.reconstruct and use_ref:
+    if cfg.reconstruct and mode != "none":
         if progress is not None:
             progress("reconstruct", 0.0)
         r = reconstruct_with_orientations(np.asarray(stack.images), rotations,
@@ -246,6 +260,9 @@ def recover_to_dir(
                                  voxel_size_angstrom=stack.pixel_size_angstrom)
         if progress is not None:
             progress("reconstruct", 1.0)
+        if ref_vol is not None and not use_ref:
+            logger.warning("the FSC against --reference-map assumes the map is in its frame; "
+                           "a common-line map is rotated and possibly mirrored")
         if ref_vol is not None:
             from cryowedge.viz.figures import fsc_plot
 
