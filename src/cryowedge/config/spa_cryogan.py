@@ -8,7 +8,9 @@ both clip values ramped from 0 over the first 2 epochs, a spherical support of 9
 box (171/180), positivity, 16 epochs, a discriminator of six conv blocks with C = 96
 channels (96 … 3072). :data:`PRESETS` adds ``cpu-small``: the same algorithm with a narrower
 discriminator (C = 16, thesis §8.4: "C = 16–32 for 64² inputs on CPU"), λ = 1 (the
-thesis's real-data value, steadier with a small discriminator) and the smaller blob.
+thesis's real-data value, steadier with a small discriminator), the smaller blob and a
+volume learning rate of 1e-2: a CPU run makes ~50× fewer volume steps than the thesis's
+(hundreds, not ~10⁴), and at 1e-3 the map barely leaves its first-step shape in that budget.
 
 :class:`CryoGanDataConfig` describes the simulated data set ``cryowedge spa cryogan
 --simulate`` makes when no particle STAR file is given.
@@ -134,6 +136,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-small": {
         "channels": 16,
         "gp_lambda": 1.0,
+        "lr_volume": 1e-2,
         "blob": "simulation",
         "align_rotations": 2000,
     },
