@@ -180,13 +180,12 @@ def test_bin_stack_keeps_centre_mean_and_scales_geometry(n: int, factor: int):
 
 def test_refine_reduces_orientation_error(tmp_path: Path):
     sim = tmp_path / "sim"
-    result = invoke("simulate", sim, "--density", "1a5t", "--box", BOX, "--n-particles", 60,
-                    "--snr", 4, "--no-ctf", "--angular-error", 75, "--seed", 2)
+    result = invoke("simulate", sim, "--density", "1a5t", "--box", BOX, "--n-particles", 40,
+                    "--snr", 10, "--no-ctf", "--angular-error", 75, "--seed", 2)
     assert result.exit_code == 0, result.output
     out = tmp_path / "ref"
     result = invoke("refine", sim / "particles.star", "-o", out, "--true-star",
-                    sim / "particles_true_poses.star", "--refine-iter", 1, "--n-iter", 3,
-                    "--no-half-maps")
+                    sim / "particles_true_poses.star", "--refine-iter", 1, "--n-iter", 3)
     assert result.exit_code == 0, result.output
     assert "angle error" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -195,13 +194,18 @@ def test_refine_reduces_orientation_error(tmp_path: Path):
     assert after < 0.8 * before, (before, after)
     refined = starfile.read(out / "refined.star", always_dict=True)["particles"]
     start = starfile.read(sim / "particles.star", always_dict=True)["particles"]
-    assert len(refined) == 60
+    assert len(refined) == 40
     assert not np.allclose(refined["rlnAngleRot"], start["rlnAngleRot"])
     px = read_mrc(sim / "truth.mrc").voxel_size_angstrom[0]
     assert read_mrc(out / "map.mrc").voxel_size_angstrom[0] == pytest.approx(px, rel=1e-5)
-    assert read_mrc(out / "refined.mrcs").data.shape == (60, BOX, BOX)
+    assert read_mrc(out / "refined.mrcs").data.shape == (40, BOX, BOX)
+    # gold standard (the default with half maps): each half set refined on its own
+    assert metrics["refined_separately"] == "half sets"
+    assert sorted(refined["rlnRandomSubset"].unique()) == [1, 2]
     history = (out / "refine_history.csv").read_text().splitlines()
-    assert history[0].startswith("iteration,objective") and len(history) == 2
+    assert history[0].startswith("set,iteration,objective") and len(history) == 3
+    assert [h.split(",")[0] for h in history[1:]] == ["half1", "half2"]
+    assert (out / "half1.mrc").is_file() and (out / "fsc.png").is_file()
 
 
 def test_config_defaults_are_the_thesis_ones():

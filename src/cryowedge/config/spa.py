@@ -359,6 +359,11 @@ class SpaRefineConfig(SpaReconstructConfig):
 
     refine_iter: int = Field(10, ge=1, description="outer refinement iterations (reconstruct + "
                              "pose update)")
+    refine_halves: bool = Field(
+        True,
+        description="with --half-maps, refine the two half sets independently (gold standard: "
+        "the half-map FSC is not biased by a shared refinement); off: all particles together",
+    )
     refine_reconstruction: Literal["ridge", "tv"] = Field(
         "ridge",
         description="reconstruction step inside the refinement: ridge (CG on HᵀH + μI) or tv "

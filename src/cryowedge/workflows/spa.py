@@ -359,6 +359,7 @@ def reconstruct_stack(
         k = count[0]
         report_progress(progress, f"{step} {k}/{total}", start + span * k / total)
 
+    report_progress(progress, f"{step}: kernel and Hᵀb", start)
     recs = reconstruct_multiscale(
         stack, scales=scales, callback=callback, device=_device(cfg.device), **kwargs
     )
@@ -730,16 +731,17 @@ def refine_particles(
 ) -> SpaOutputs:
     """Joint angular refinement from the STAR file's poses (``cryowedge spa refine``).
 
-    Runs :func:`cryowedge.spa.refine.joint_refinement` (thesis Algorithm 3) on all particles
-    from their STAR angles and shifts, writes the refined poses as ``refined.star`` +
+    Runs :func:`cryowedge.spa.refine.joint_refinement` (thesis Algorithm 3) from the STAR
+    angles and shifts — on each half set separately (``refine_halves`` with ``half_maps``, the
+    gold standard), else on all particles — writes the refined poses as ``refined.star`` +
     ``refined.mrcs`` (a RELION 3.1 STAR file and a copy of the images), then reconstructs the
     map, half maps and FSC with the refined poses as :func:`reconstruct_particles` does
     (same files), plus ``refine_history.csv`` (objective and mean pose change per iteration).
     With ``true_star`` (e.g. ``particles_true_poses.star`` of ``spa simulate``) the
     orientation errors before and after are measured (after the best global rotation).
 
-    The half maps come from particles refined together (not a gold-standard refinement of
-    independent halves): their FSC can be optimistic.
+    With ``refine_halves`` off the half maps come from particles refined together, so their
+    FSC can be optimistic.
 
     Returns
     -------
@@ -775,52 +777,74 @@ def refine_particles(
                 f"particles, in the same order (it has {truth_stack.n_particles})."
             )
         true_rot = truth_stack.rotations
+    if cfg.half_maps and cfg.refine_halves:
+        # gold standard: each half set refined on its own (from its own map)
+        if stack.half_sets is None:
+            stack = stack.with_random_halves(cfg.half_split_seed)
+        groups = [np.flatnonzero(stack.half_sets == k) for k in (1, 2)]
+        if min(len(g) for g in groups) == 0:
+            raise ValueError(
+                "a half set is empty (rlnRandomSubset); give both half sets particles, remove "
+                "the column for a random split, or pass --no-refine-halves."
+            )
+    else:
+        groups = [np.arange(stack.n_particles)]
     images, ctf = _refinement_data(stack, cfg.ctf)
-    scale = cfg.scale_list[-1]
     dtype = torch.float64 if cfg.double else torch.float32
     n_iter = cfg.refine_iter
     span = 0.6
-
-    def callback(info: Any) -> None:
-        report_progress(progress, f"refine {info.iteration}/{info.n_iter}",
-                        0.02 + span * info.iteration / info.n_iter)
-
+    rotations = np.array(stack.rotations)
+    shifts = np.array(stack.shifts_px)
+    runs = []
     t0 = time.perf_counter()
-    result = joint_refinement(
-        images,
-        np.array(stack.rotations),
-        np.array(stack.shifts_px),
-        blob=cfg.blob(),
-        scale=scale,
-        ctf=ctf,
-        n_iter=n_iter,
-        reconstruct=cfg.reconstruction_step(),
-        options=cfg.latent_options(),
-        method=cfg.gradient,
-        mask=None if cfg.support_mask == "none" else "sphere",
-        callback=callback,
-        dtype=dtype,
-        device=_device(cfg.device),
-    )
+    for g, idx in enumerate(groups):
+        label = f"refine half {g + 1}" if len(groups) == 2 else "refine"
+        at, width = 0.02 + span * g / len(groups), span / len(groups)
+
+        def callback(info: Any, label: str = label, at: float = at, width: float = width) -> None:
+            report_progress(progress, f"{label} {info.iteration}/{info.n_iter}",
+                            at + width * info.iteration / info.n_iter)
+
+        sub_ctf = ctf if ctf is None or len(groups) == 1 else (
+            lambda k, idx=idx: ctf(idx[np.asarray(k)]))
+        run = joint_refinement(
+            images[idx],
+            rotations[idx],
+            shifts[idx],
+            blob=cfg.blob(),
+            scale=cfg.scale_list[-1],
+            ctf=sub_ctf,
+            n_iter=n_iter,
+            reconstruct=cfg.reconstruction_step(),
+            options=cfg.latent_options(),
+            method=cfg.gradient,
+            mask=None if cfg.support_mask == "none" else "sphere",
+            callback=callback,
+            dtype=dtype,
+            device=_device(cfg.device),
+        )
+        rotations[idx], shifts[idx] = run.rotations, run.shifts_px
+        runs.append(run)
     refine_seconds = time.perf_counter() - t0
-    refined = stack.replace(rotations=result.rotations, shifts_px=result.shifts_px)
-    change = geodesic_distance_deg(stack.rotations, result.rotations)
+    refined = stack.replace(rotations=rotations, shifts_px=shifts)
+    change = geodesic_distance_deg(stack.rotations, rotations)
     files, metrics, maps, curves = _reconstruct_and_write(
         refined, out, cfg, reference=ref,
         reference_name=Path(reference).name if reference else "",
         progress=progress, start=0.02 + span, span=0.95 - 0.02 - span)
     metrics = {
         **metrics,
-        "refine_iterations": result.n_iter,
+        "refine_iterations": max(r.n_iter for r in runs),
+        "refined_separately": "half sets" if len(groups) == 2 else "all together",
         "refine_seconds": round(refine_seconds, 2),
         "mean_angle_change_deg": float(np.mean(change)),
         "median_angle_change_deg": float(np.median(change)),
         "mean_shift_change_px": float(np.mean(np.linalg.norm(
-            result.shifts_px - np.asarray(stack.shifts_px), axis=1))),
+            shifts - np.asarray(stack.shifts_px), axis=1))),
     }
     if true_rot is not None:
         before, _ = angular_errors_deg(stack.rotations, true_rot)
-        after, _ = angular_errors_deg(result.rotations, true_rot)
+        after, _ = angular_errors_deg(rotations, true_rot)
         metrics.update(
             mean_angle_error_before_deg=float(np.mean(before)),
             mean_angle_error_after_deg=float(np.mean(after)),
@@ -829,16 +853,19 @@ def refine_particles(
         )
     # the refined poses on the original images (shifts back in original pixels)
     written = original.replace(
-        rotations=result.rotations,
-        shifts_px=result.shifts_px * original.image_size / stack.image_size,
+        rotations=rotations,
+        shifts_px=shifts * original.image_size / stack.image_size,
+        half_sets=stack.half_sets,
     )
     star_path, mrcs_path = write_relion_particles(out / "refined.star", written, overwrite=True)
     files.update(refined_star=star_path, refined_stack=mrcs_path)
-    hist = result.history
-    keys = list(hist)
-    rows = [",".join(["iteration", *keys])]
-    for i in range(result.n_iter):
-        rows.append(",".join([str(i + 1), *[f"{hist[k][i]:.6g}" for k in keys]]))
+    keys = list(runs[0].history)
+    rows = [",".join(["set", "iteration", *keys])]
+    for g, run in enumerate(runs):
+        name = f"half{g + 1}" if len(runs) == 2 else "all"
+        for i in range(run.n_iter):
+            rows.append(",".join([name, str(i + 1),
+                                  *[f"{run.history[k][i]:.6g}" for k in keys]]))
     files["history"] = write_text_atomic(out / "refine_history.csv", "\n".join(rows) + "\n")
     md, js = _write_metrics(out, metrics, f"spa refine {Path(star).name}")
     files.update(metrics_md=md, metrics_json=js, config=save_config(cfg, out))
