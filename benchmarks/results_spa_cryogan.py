@@ -59,8 +59,12 @@ def main() -> None:
         changes["channels"] = args.channels
     cfg = preset_config(args.preset, **changes)
     sim = simulate_spa(
-        args.density, box_size=args.box, n_particles=args.n_particles,
-        snr=args.snr if args.snr > 0 else None, ctf=not args.no_ctf, seed=args.seed,
+        args.density,
+        box_size=args.box,
+        n_particles=args.n_particles,
+        snr=args.snr if args.snr > 0 else None,
+        ctf=not args.no_ctf,
+        seed=args.seed,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cryogan.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
@@ -71,10 +75,18 @@ def main() -> None:
     px = res.pixel_size_angstrom
     last = res.history[-1]
     summary = {
-        "density": sim.source, "box": args.box, "n_particles": args.n_particles,
-        "snr": args.snr, "ctf": not args.no_ctf, "pixel_size_angstrom": px,
-        "nyquist_angstrom": 2 * px, "preset": args.preset, "config": cfg.model_dump(),
-        "threads": args.threads, "wall_s": wall, "seconds_per_epoch": res.seconds_per_epoch,
+        "density": sim.source,
+        "box": args.box,
+        "n_particles": args.n_particles,
+        "snr": args.snr,
+        "ctf": not args.no_ctf,
+        "pixel_size_angstrom": px,
+        "nyquist_angstrom": 2 * px,
+        "preset": args.preset,
+        "config": cfg.model_dump(),
+        "threads": args.threads,
+        "wall_s": wall,
+        "seconds_per_epoch": res.seconds_per_epoch,
         "half_map_resolution_angstrom": last.resolution_angstrom,
         "fraction_nyquist": last.fraction_nyquist,
         "truth_resolution_angstrom": last.truth_resolution_angstrom,
@@ -83,11 +95,27 @@ def main() -> None:
         "device": res.device,
     }
     (args.out / "summary.json").write_text(
-        json.dumps(summary, indent=2, default=lambda v: None if isinstance(v, float) and
-                   not math.isfinite(v) else str(v)), encoding="utf-8")
+        json.dumps(
+            summary,
+            indent=2,
+            default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v),
+        ),
+        encoding="utf-8",
+    )
     np.save(args.out / "truth.npy", sim.truth)
-    print(json.dumps({k: summary[k] for k in ("half_map_resolution_angstrom", "fraction_nyquist",
-                                               "truth_correlation", "seconds_per_epoch")}))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "half_map_resolution_angstrom",
+                    "fraction_nyquist",
+                    "truth_correlation",
+                    "seconds_per_epoch",
+                )
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

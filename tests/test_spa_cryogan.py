@@ -30,25 +30,41 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def small_sim():
     """16³ noise-free ribosome particles with CTF and shifts, clean images kept."""
-    return simulate_spa("ribosome", box_size=16, n_particles=6, snr=None, ctf=True,
-                        max_shift_px=2.0, keep_clean=True, seed=3)
+    return simulate_spa(
+        "ribosome",
+        box_size=16,
+        n_particles=6,
+        snr=None,
+        ctf=True,
+        max_shift_px=2.0,
+        keep_clean=True,
+        seed=3,
+    )
 
 
 def test_simulator_matches_projector_and_simulate_spa(small_sim):
     """Fixed poses, shifts and CTFs: the generator's noiseless images are the projector's and
     the ones simulate_spa made from the same coefficients (two code paths for the CTF)."""
     st = small_sim.stack
-    sim = CryoGanSimulator(16, st.pixel_size_angstrom, ctf=st.ctf, blob="simulation",
-                           dtype=torch.float64)
+    sim = CryoGanSimulator(
+        16, st.pixel_size_angstrom, ctf=st.ctf, blob="simulation", dtype=torch.float64
+    )
     with torch.no_grad():
         sim.volume.copy_(torch.as_tensor(small_sim.coefficients))
-    lat = Latent(small_sim.true_rotations, np.array(st.shifts_px), np.arange(6),
-                 torch.zeros(6, 16, 16))
+    lat = Latent(
+        small_sim.true_rotations, np.array(st.shifts_px), np.arange(6), torch.zeros(6, 16, 16)
+    )
     got = sim.noiseless(lat).detach().numpy()
     from cryowedge.spa.ctf_model import stack_ctfs
 
-    op = SpaProjector(16, small_sim.true_rotations, np.array(st.shifts_px), blob=SIMULATION_BLOB,
-                      ctf=stack_ctfs(st, rfft=True), dtype=torch.float64)
+    op = SpaProjector(
+        16,
+        small_sim.true_rotations,
+        np.array(st.shifts_px),
+        blob=SIMULATION_BLOB,
+        ctf=stack_ctfs(st, rfft=True),
+        dtype=torch.float64,
+    )
     want = op.forward(torch.as_tensor(small_sim.coefficients)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-12 * np.abs(want).max())
     clean = small_sim.clean_images
@@ -156,8 +172,15 @@ def test_align_maps_recovers_rotation_and_mirror():
 
 def _resume_setup(tmp_path, name, epochs):
     sim = simulate_spa("ribosome", box_size=16, n_particles=32, snr=1.0, ctf=True, seed=1)
-    cfg = preset_config("cpu-small", epochs=epochs, batch_size=4, n_discr=2, channels=4,
-                        align_rotations=50, fsc_every=0)
+    cfg = preset_config(
+        "cpu-small",
+        epochs=epochs,
+        batch_size=4,
+        n_discr=2,
+        channels=4,
+        align_rotations=50,
+        fsc_every=0,
+    )
     return sim.stack, cfg, tmp_path / name
 
 
@@ -173,16 +196,17 @@ def test_resume_continues_identically(tmp_path):
     sa = torch.load(out_a / "cryogan.ckpt.pt", weights_only=False)
     sb = torch.load(out_b / "cryogan.ckpt.pt", weights_only=False)
     for ga, gb in zip(sa["gans"], sb["gans"], strict=True):
-        torch.testing.assert_close(ga["simulator"]["volume"], gb["simulator"]["volume"],
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            ga["simulator"]["volume"], gb["simulator"]["volume"], rtol=0, atol=0
+        )
         for k in ga["discriminator"]:
-            torch.testing.assert_close(ga["discriminator"][k], gb["discriminator"][k],
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(
+                ga["discriminator"][k], gb["discriminator"][k], rtol=0, atol=0
+            )
         assert torch.equal(ga["generator"], gb["generator"])
     # A checkpoint of other settings is refused.
     with pytest.raises(ValueError, match="other data or settings"):
-        train_cryogan(stack, cfg2.model_copy(update={"gp_lambda": 0.5}), out_dir=out_b,
-                      resume=True)
+        train_cryogan(stack, cfg2.model_copy(update={"gp_lambda": 0.5}), out_dir=out_b, resume=True)
 
 
 def test_bad_input_messages(small_sim):
@@ -216,8 +240,16 @@ def test_tiny_run_moves_volume_toward_truth():
     gives a positive blob (cc ≈ 0.7, scale-free); 40 iterations must go far beyond it
     (measured: 0.99) and beyond the filled support ball (cc ≈ 0.56)."""
     stack, truth = _shell_data(p=256)
-    cfg = preset_config("cpu-small", channels=8, half_sets=False, lr_decay=0.0,
-                        lr_volume=3e-2, clip_ramp_epochs=0, fsc_every=0, seed=0)
+    cfg = preset_config(
+        "cpu-small",
+        channels=8,
+        half_sets=False,
+        lr_decay=0.0,
+        lr_volume=3e-2,
+        clip_ramp_epochs=0,
+        fsc_every=0,
+        seed=0,
+    )
     gan = CryoGan(stack.images, stack.pixel_size_angstrom, cfg, seed=2)
     cc = lambda a: float(np.corrcoef(a.ravel(), truth.ravel())[0, 1])  # noqa: E731
     ball = expand(gan.simulator.support.double(), SIMULATION_BLOB).numpy()

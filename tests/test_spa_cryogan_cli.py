@@ -9,8 +9,23 @@ from typer.testing import CliRunner
 from cryowedge.cli import app
 from cryowedge.config.spa_cryogan import CryoGanConfig
 
-_TINY = ["--simulate", "--sim-box", "16", "--sim-particles", "32", "--preset", "cpu-small",
-         "--batch-size", "4", "--n-discr", "2", "--channels", "4", "--align-rotations", "40"]
+_TINY = [
+    "--simulate",
+    "--sim-box",
+    "16",
+    "--sim-particles",
+    "32",
+    "--preset",
+    "cpu-small",
+    "--batch-size",
+    "4",
+    "--n-discr",
+    "2",
+    "--channels",
+    "4",
+    "--align-rotations",
+    "40",
+]
 
 
 def _invoke(*args):
@@ -21,9 +36,19 @@ def test_cli_tiny_simulated_run(tmp_path):
     out = tmp_path / "gan"
     r = _invoke(*_TINY, "--epochs", "1", "-o", out)
     assert r.exit_code == 0, r.output
-    for name in ("half_map_1.mrc", "half_map_2.mrc", "full_map.mrc", "fsc.png", "truth.mrc",
-                 "resolution_vs_epoch.md", "resolution_vs_epoch.csv", "resolution_vs_epoch.png",
-                 "cryogan.yaml", "data.yaml", "cryogan.ckpt.pt"):
+    for name in (
+        "half_map_1.mrc",
+        "half_map_2.mrc",
+        "full_map.mrc",
+        "fsc.png",
+        "truth.mrc",
+        "resolution_vs_epoch.md",
+        "resolution_vs_epoch.csv",
+        "resolution_vs_epoch.png",
+        "cryogan.yaml",
+        "data.yaml",
+        "cryogan.ckpt.pt",
+    ):
         assert (out / name).exists(), name
     with mrcfile.open(out / "full_map.mrc") as m:
         assert m.data.shape == (16, 16, 16)

@@ -33,64 +33,105 @@ SYMMETRY_HELP = "point group: C1 (none), Cn (n-fold axis along z) or Dn (Cn plus
 class CryoGanConfig(BaseConfig):
     """How CryoGAN is trained (defaults: the thesis, §8.2 synthetic column)."""
 
-    epochs: int = Field(16, ge=1, description="training epochs (one epoch = every real image of "
-                        "a half set shown once to the discriminator)")
+    epochs: int = Field(
+        16,
+        ge=1,
+        description="training epochs (one epoch = every real image of "
+        "a half set shown once to the discriminator)",
+    )
     batch_size: int = Field(8, ge=1, description="images per batch (real and simulated)")
     n_discr: int = Field(4, ge=1, description="discriminator steps per volume step")
-    lr_volume: float = Field(1e-3, gt=0, description="Adam learning rate of the volume and the "
-                             "noise scale")
-    lr_discriminator: float = Field(1e-3, gt=0, description="Adam learning rate of the "
-                                    "discriminator")
+    lr_volume: float = Field(
+        1e-3, gt=0, description="Adam learning rate of the volume and the noise scale"
+    )
+    lr_discriminator: float = Field(
+        1e-3, gt=0, description="Adam learning rate of the discriminator"
+    )
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam β₁")
     beta2: float = Field(0.9, ge=0, lt=1, description="Adam β₂")
     adam_eps: float = Field(1e-8, gt=0, description="Adam ε")
-    lr_decay: float = Field(0.08, ge=0, lt=1, description="learning-rate decay per epoch "
-                            "(lr ← lr·(1 − decay))")
-    gp_lambda: float = Field(1e-3, ge=0, description="gradient-penalty weight λ (thesis: 0.001 "
-                             "synthetic, 1 real data)")
-    clip_discriminator: float = Field(1e6, gt=0, description="max norm of the discriminator "
-                                      "gradient")
+    lr_decay: float = Field(
+        0.08, ge=0, lt=1, description="learning-rate decay per epoch (lr ← lr·(1 − decay))"
+    )
+    gp_lambda: float = Field(
+        1e-3, ge=0, description="gradient-penalty weight λ (thesis: 0.001 synthetic, 1 real data)"
+    )
+    clip_discriminator: float = Field(
+        1e6, gt=0, description="max norm of the discriminator gradient"
+    )
     clip_volume: float = Field(1e3, gt=0, description="max |gradient| per volume coefficient")
-    clip_noise_scale: float = Field(10.0, gt=0, description="max |gradient| of the learned noise "
-                                    "scale")
-    clip_ramp_epochs: float = Field(2.0, ge=0, description="epochs over which both clip values "
-                                    "grow linearly from ~0 to their maximum (0: no ramp)")
-    channels: int = Field(96, ge=1, description="discriminator width C (blocks have C·1, 2, 4, "
-                          "… channels)")
-    n_blocks: int = Field(6, ge=1, description="conv blocks of the discriminator (capped at "
-                          "log2 of the image size)")
+    clip_noise_scale: float = Field(
+        10.0, gt=0, description="max |gradient| of the learned noise scale"
+    )
+    clip_ramp_epochs: float = Field(
+        2.0,
+        ge=0,
+        description="epochs over which both clip values "
+        "grow linearly from ~0 to their maximum (0: no ramp)",
+    )
+    channels: int = Field(
+        96, ge=1, description="discriminator width C (blocks have C·1, 2, 4, … channels)"
+    )
+    n_blocks: int = Field(
+        6, ge=1, description="conv blocks of the discriminator (capped at log2 of the image size)"
+    )
     hidden: int = Field(10, ge=1, description="width of the discriminator's hidden FC layer")
-    normalize_images: bool = Field(True, description="normalise each image to zero mean and "
-                                   "unit std before the discriminator")
+    normalize_images: bool = Field(
+        True, description="normalise each image to zero mean and unit std before the discriminator"
+    )
     blob: Literal["reconstruction", "simulation"] = Field(
-        "reconstruction", description="volume basis: KBWF(4, 19, 2) ('reconstruction') or the "
-        "narrower KBWF(2, 10.8, 2) ('simulation', 4× faster projections)")
+        "reconstruction",
+        description="volume basis: KBWF(4, 19, 2) ('reconstruction') or the "
+        "narrower KBWF(2, 10.8, 2) ('simulation', 4× faster projections)",
+    )
     noise: Literal["gaussian", "patches"] = Field(
-        "gaussian", description="noise of the simulator: Gaussian with a learned σ, or "
-        "background patches from the data times a learned scale")
-    max_shift_px: float = Field(0.0, ge=0, description="random shifts uniform in ±this many "
-                                "pixels per axis")
-    support_fraction: float = Field(0.95, gt=0, le=1, description="radius of the spherical "
-                                    "support as a fraction of half the box")
+        "gaussian",
+        description="noise of the simulator: Gaussian with a learned σ, or "
+        "background patches from the data times a learned scale",
+    )
+    max_shift_px: float = Field(
+        0.0, ge=0, description="random shifts uniform in ±this many pixels per axis"
+    )
+    support_fraction: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="radius of the spherical support as a fraction of half the box",
+    )
     positivity: bool = Field(True, description="clip the volume at 0 after every step")
     symmetry: str = Field("C1", description=SYMMETRY_HELP)
-    half_sets: bool = Field(True, description="train two independent GANs on the two half sets "
-                            "(half-map FSC); False: one GAN on all particles")
-    fsc_every: int = Field(1, ge=0, description="half-map FSC every this many epochs (0: only "
-                           "at the end)")
-    align_rotations: int = Field(3000, ge=1, description="rotations of the global search that "
-                                 "aligns half map 2 onto half map 1 before the FSC (a GAN "
-                                 "recovers the map up to a rotation/reflection)")
-    checkpoint_every: int = Field(1, ge=0, description="save a checkpoint every this many "
-                                  "epochs (0: never)")
-    seed: int = Field(0, description="seed of every random stream (poses, shifts, CTFs, noise, "
-                      "batches, initialisation)")
-    device: str = Field("auto", description="'auto' (CUDA if available), 'cpu', 'cuda', "
-                        "'cuda:1', …")
-    amp: bool = Field(False, description="bfloat16 autocast of the discriminator on CUDA "
-                      "(ignored on CPU)")
-    dtype: Literal["float32", "float64"] = Field("float32", description="volume and projector "
-                                                 "precision")
+    half_sets: bool = Field(
+        True,
+        description="train two independent GANs on the two half sets "
+        "(half-map FSC); False: one GAN on all particles",
+    )
+    fsc_every: int = Field(
+        1, ge=0, description="half-map FSC every this many epochs (0: only at the end)"
+    )
+    align_rotations: int = Field(
+        3000,
+        ge=1,
+        description="rotations of the global search that "
+        "aligns half map 2 onto half map 1 before the FSC (a GAN "
+        "recovers the map up to a rotation/reflection)",
+    )
+    checkpoint_every: int = Field(
+        1, ge=0, description="save a checkpoint every this many epochs (0: never)"
+    )
+    seed: int = Field(
+        0,
+        description="seed of every random stream (poses, shifts, CTFs, noise, "
+        "batches, initialisation)",
+    )
+    device: str = Field(
+        "auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', …"
+    )
+    amp: bool = Field(
+        False, description="bfloat16 autocast of the discriminator on CUDA (ignored on CPU)"
+    )
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="volume and projector precision"
+    )
 
     @model_validator(mode="after")
     def _check_symmetry(self) -> CryoGanConfig:
@@ -103,20 +144,28 @@ class CryoGanConfig(BaseConfig):
 class CryoGanDataConfig(BaseConfig):
     """A simulated data set for ``cryowedge spa cryogan --simulate`` (thesis §8.4 set-up)."""
 
-    density: str = Field("ribosome", description="density: 'ribosome', '1a5t', 'emd_5170' or an "
-                         "MRC path (cryowedge.spa.load_density_source)")
+    density: str = Field(
+        "ribosome",
+        description="density: 'ribosome', '1a5t', 'emd_5170' or an "
+        "MRC path (cryowedge.spa.load_density_source)",
+    )
     box_size: int = Field(32, ge=8, description="image and volume size (pixels)")
     n_particles: int = Field(4000, ge=2, description="particles (split into two half sets)")
-    snr: float | None = Field(0.3, gt=0, description="var(signal)/σ² per data set (the thesis's "
-                              "SNR 0.55 read as a norm ratio is ≈ 0.30 as an energy ratio, "
-                              "§13.15); None: no noise")
+    snr: float | None = Field(
+        0.3,
+        gt=0,
+        description="var(signal)/σ² per data set (the thesis's "
+        "SNR 0.55 read as a norm ratio is ≈ 0.30 as an energy ratio, "
+        "§13.15); None: no noise",
+    )
     ctf: bool = Field(True, description="per-particle CTF")
     defocus_min_angstrom: float = Field(10_000.0, gt=0, description="smallest defocus (Å)")
     defocus_max_angstrom: float = Field(25_000.0, gt=0, description="largest defocus (Å)")
     b_factor_angstrom2: float = Field(0.0, ge=0, description="CTF envelope B-factor (Å²)")
     max_shift_px: float = Field(0.0, ge=0, description="shifts uniform in ±this (pixels)")
-    pixel_size_angstrom: float | None = Field(None, gt=0, description="pixel size (Å); default: "
-                                              "the particle fills 70 % of the half box")
+    pixel_size_angstrom: float | None = Field(
+        None, gt=0, description="pixel size (Å); default: the particle fills 70 % of the half box"
+    )
     seed: int = Field(0, description="seed of the simulation")
 
     @model_validator(mode="after")

@@ -63,8 +63,13 @@ def mirror_x(volume: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scores(moving: torch.Tensor, reference: torch.Tensor, mats: np.ndarray, mask: torch.Tensor,
-            chunk: int = 128) -> np.ndarray:
+def _scores(
+    moving: torch.Tensor,
+    reference: torch.Tensor,
+    mats: np.ndarray,
+    mask: torch.Tensor,
+    chunk: int = 128,
+) -> np.ndarray:
     """Pearson correlation inside ``mask`` of ``R_i · moving`` with ``reference``, per ``i``."""
     ref = reference[mask]
     ref = (ref - ref.mean()) / (ref.std() + 1e-12)

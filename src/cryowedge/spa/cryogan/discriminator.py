@@ -56,7 +56,9 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         side = image_size // 2**self.n_blocks
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(c_in * side * side, hidden), nn.LeakyReLU(0.1),
+            nn.Flatten(),
+            nn.Linear(c_in * side * side, hidden),
+            nn.LeakyReLU(0.1),
             nn.Linear(hidden, 1),
         )
 

@@ -81,8 +81,12 @@ def write_outputs(result: CryoGanResult, out_dir: str | Path) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     px = result.pixel_size_angstrom
     paths = {
-        "half_map_1": write_mrc(out / "half_map_1.mrc", result.half_maps[0], voxel_size_angstrom=px),
-        "half_map_2": write_mrc(out / "half_map_2.mrc", result.half_maps[1], voxel_size_angstrom=px),
+        "half_map_1": write_mrc(
+            out / "half_map_1.mrc", result.half_maps[0], voxel_size_angstrom=px
+        ),
+        "half_map_2": write_mrc(
+            out / "half_map_2.mrc", result.half_maps[1], voxel_size_angstrom=px
+        ),
         "full_map": write_mrc(out / "full_map.mrc", result.full_map, voxel_size_angstrom=px),
     }
     if result.fsc.size:

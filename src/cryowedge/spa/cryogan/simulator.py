@@ -32,8 +32,8 @@ from torch import nn
 from cryowedge.geometry.rotations import quaternion_to_matrix
 from cryowedge.operators.autograd import apply_forward
 from cryowedge.spa.basis import RECONSTRUCTION_BLOB, SIMULATION_BLOB, KaiserBesselBlob
-from cryowedge.spa.ctf_model import ctf_arrays
 from cryowedge.spa.cryogan.symmetry import symmetrize, symmetry_matrices
+from cryowedge.spa.ctf_model import ctf_arrays
 from cryowedge.spa.particles import CTFParams
 from cryowedge.spa.projector import SpaProjector
 from cryowedge.spa.refine import sphere_mask
@@ -154,8 +154,10 @@ class CryoGanSimulator(nn.Module):
         self.device = torch.device(device)
         if noise == "patches":
             if patches is None:
-                raise ValueError("noise='patches' needs background patches (K, n, n); pass "
-                                 "patches= or use noise='gaussian'.")
+                raise ValueError(
+                    "noise='patches' needs background patches (K, n, n); pass "
+                    "patches= or use noise='gaussian'."
+                )
             p = np.asarray(patches, dtype=np.float32)
             if p.ndim != 3 or p.shape[1:] != (n, n) or p.shape[0] < 1:
                 raise ValueError(f"patches must have shape (K, {n}, {n}), got {p.shape}.")
@@ -184,7 +186,7 @@ class CryoGanSimulator(nn.Module):
     def sample_latent(self, batch: int, generator: torch.Generator) -> Latent:
         """Draw poses, shifts, CTF indices and unit noise for ``batch`` images."""
         rot = uniform_rotations(batch, generator)
-        shifts = (torch.rand(batch, 2, generator=generator, dtype=torch.float64) * 2.0 - 1.0)
+        shifts = torch.rand(batch, 2, generator=generator, dtype=torch.float64) * 2.0 - 1.0
         shifts = (shifts * self.max_shift_px).numpy()
         if self.n_ctfs:
             idx = torch.randint(self.n_ctfs, (batch,), generator=generator).numpy()
@@ -267,6 +269,8 @@ class CryoGanSimulator(nn.Module):
         from cryowedge.spa.basis import expand
 
         with torch.no_grad():
-            return expand(self.volume.detach().to(torch.float64).cpu(), self.blob).numpy().astype(
-                np.float32
+            return (
+                expand(self.volume.detach().to(torch.float64).cpu(), self.blob)
+                .numpy()
+                .astype(np.float32)
             )

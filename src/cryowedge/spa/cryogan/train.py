@@ -18,9 +18,9 @@ Images are normalised to zero mean and unit std before the discriminator (thesis
 
 :func:`train_cryogan` runs two independent GANs on the two half sets (their discriminators
 start from the same weights, as in the thesis), measures the half-map FSC after every
-``fsc_every`` epochs (map 2 aligned on map 1 first, :func:`~cryowedge.spa.cryogan.align.align_maps`),
-writes checkpoints and resumes from them **exactly**: every random draw comes from one
-``torch.Generator`` per GAN whose state is saved with the weights, the Adam moments and the
+``fsc_every`` epochs (map 2 aligned on map 1 first,
+:func:`~cryowedge.spa.cryogan.align.align_maps`), writes checkpoints and resumes from them
+**exactly**: every random draw comes from one ``torch.Generator`` per GAN whose state is saved with the weights, the Adam moments and the
 schedulers, so a resumed run continues as the uninterrupted one would (on the same device).
 """
 
@@ -161,7 +161,9 @@ class CryoGan:
             ).to(self.device)
         betas = (config.beta1, config.beta2)
         self.opt_d = torch.optim.Adam(
-            self.discriminator.parameters(), lr=config.lr_discriminator, betas=betas,
+            self.discriminator.parameters(),
+            lr=config.lr_discriminator,
+            betas=betas,
             eps=config.adam_eps,
         )
         self.opt_g = torch.optim.Adam(
@@ -285,7 +287,9 @@ class CryoGan:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (weights, optimisers, RNG, counters)."""
         return {
-            "simulator": {k: v.detach().cpu().clone() for k, v in self.simulator.state_dict().items()},
+            "simulator": {
+                k: v.detach().cpu().clone() for k, v in self.simulator.state_dict().items()
+            },
             "discriminator": {
                 k: v.detach().cpu().clone() for k, v in self.discriminator.state_dict().items()
             },
@@ -410,18 +414,29 @@ def _fraction(res: float, px: float) -> float:
 
 
 def half_map_fsc(
-    map1: np.ndarray, map2: np.ndarray, pixel_size_angstrom: float, *, n_rotations: int = 3000,
+    map1: np.ndarray,
+    map2: np.ndarray,
+    pixel_size_angstrom: float,
+    *,
+    n_rotations: int = 3000,
     seed: int = 0,
 ) -> tuple[np.ndarray, Any, float, float]:
     """Align ``map2`` on ``map1``, FSC them; returns (aligned map2, FSC, resolution Å, align cc)."""
-    al = align_maps(map2, map1, n_rotations=n_rotations, seed=seed,
-                    refine_candidates=max(8, min(60, n_rotations // 10)))
+    al = align_maps(
+        map2,
+        map1,
+        n_rotations=n_rotations,
+        seed=seed,
+        refine_candidates=max(8, min(60, n_rotations // 10)),
+    )
     fsc = fourier_shell_correlation(map1, al.aligned)
     res = fsc.resolution_angstrom(0.143, pixel_size_angstrom, rule=FSC_RESOLUTION_RULE)
     return al.aligned, fsc, res, al.correlation
 
 
-def _truth_metrics(full: np.ndarray, truth: np.ndarray, px: float, n_rot: int) -> tuple[float, float]:
+def _truth_metrics(
+    full: np.ndarray, truth: np.ndarray, px: float, n_rot: int
+) -> tuple[float, float]:
     al = align_maps(full, truth, n_rotations=n_rot, refine_candidates=max(8, min(60, n_rot // 10)))
     fsc = fourier_shell_correlation(truth, al.aligned)
     return fsc.resolution_angstrom(0.5, px, rule=FSC_RESOLUTION_RULE), al.correlation
@@ -532,9 +547,11 @@ def train_cryogan(
         )
     history: list[EpochRecord] = []
     ckpt = None if out_dir is None else Path(out_dir) / CHECKPOINT_NAME
-    signature = {"n_particles": stack.n_particles, "image_size": stack.image_size,
-                 "config": config.model_dump(exclude={"epochs", "device", "fsc_every",
-                                                      "checkpoint_every"})}
+    signature = {
+        "n_particles": stack.n_particles,
+        "image_size": stack.image_size,
+        "config": config.model_dump(exclude={"epochs", "device", "fsc_every", "checkpoint_every"}),
+    }
     if resume:
         if ckpt is None or not ckpt.exists():
             raise ValueError(f"resume: no checkpoint {ckpt}; run without --resume first.")
@@ -553,8 +570,13 @@ def train_cryogan(
     done = sum(g.iteration for g in gans)
     logger.info(
         "CryoGAN: %d GAN(s) on %s particles, %d³ at %.3g Å/px, %d epochs × %s iterations, %s",
-        len(gans), [len(i) for i in halves], stack.image_size, px, config.epochs,
-        [g.iterations_per_epoch for g in gans], device,
+        len(gans),
+        [len(i) for i in halves],
+        stack.image_size,
+        px,
+        config.epochs,
+        [g.iterations_per_epoch for g in gans],
+        device,
     )
     fsc_freq = np.zeros(0)
     fsc_vals = np.zeros(0)
@@ -564,6 +586,7 @@ def train_cryogan(
         t0 = time.perf_counter()
         stats = []
         for gan in gans:
+
             def tick(i: int, n: int, _base: int = done) -> None:
                 if progress is not None:
                     k = _base + i
@@ -572,16 +595,21 @@ def train_cryogan(
             stats.append(gan.run_epoch(tick))
             done += gan.iterations_per_epoch
         seconds = time.perf_counter() - t0
-        rec = EpochRecord(epoch + 1, seconds, stats[0].get("wasserstein", math.nan),
-                          stats[0].get("noise_scale", math.nan))
+        rec = EpochRecord(
+            epoch + 1,
+            seconds,
+            stats[0].get("wasserstein", math.nan),
+            stats[0].get("noise_scale", math.nan),
+        )
         last = epoch + 1 == config.epochs
         measure = last or (config.fsc_every > 0 and (epoch + 1) % config.fsc_every == 0)
         if measure:
             m1 = gans[0].voxel_map()
             if len(gans) == 2:
                 m2 = gans[1].voxel_map()
-                aligned2, fsc, res, cc = half_map_fsc(m1, m2, px, n_rotations=config.align_rotations,
-                                                      seed=config.seed)
+                aligned2, fsc, res, cc = half_map_fsc(
+                    m1, m2, px, n_rotations=config.align_rotations, seed=config.seed
+                )
                 fsc_freq, fsc_vals = fsc.frequency_cycles_per_pixel, fsc.correlation
                 rec.resolution_angstrom, rec.align_correlation = res, cc
                 rec.fraction_nyquist = _fraction(res, px)
@@ -595,21 +623,29 @@ def train_cryogan(
         history.append(rec)
         logger.info(
             "epoch %d/%d: %.1f s, W %.3g, σ %.3g, half-map FSC 0.143 %.3g Å (%.3g Nyquist)",
-            epoch + 1, config.epochs, seconds, rec.wasserstein, rec.noise_scale,
-            rec.resolution_angstrom, rec.fraction_nyquist,
+            epoch + 1,
+            config.epochs,
+            seconds,
+            rec.wasserstein,
+            rec.noise_scale,
+            rec.resolution_angstrom,
+            rec.fraction_nyquist,
         )
         if on_epoch is not None:
             on_epoch(rec)
-        if ckpt is not None and config.checkpoint_every and (
-            (epoch + 1) % config.checkpoint_every == 0 or last
+        if (
+            ckpt is not None
+            and config.checkpoint_every
+            and ((epoch + 1) % config.checkpoint_every == 0 or last)
         ):
             _save_checkpoint(ckpt, gans, history, signature)
 
     m1 = gans[0].voxel_map()
     if len(gans) == 2:
         if aligned2 is None:  # resumed after the last epoch: measure once more
-            aligned2, fsc, _, _ = half_map_fsc(m1, gans[1].voxel_map(), px,
-                                               n_rotations=config.align_rotations, seed=config.seed)
+            aligned2, fsc, _, _ = half_map_fsc(
+                m1, gans[1].voxel_map(), px, n_rotations=config.align_rotations, seed=config.seed
+            )
             fsc_freq, fsc_vals = fsc.frequency_cycles_per_pixel, fsc.correlation
         halves_out = (m1, aligned2)
     else:
@@ -628,8 +664,9 @@ def train_cryogan(
     )
 
 
-def _save_checkpoint(path: Path, gans: list[CryoGan], history: list[EpochRecord],
-                     signature: dict[str, Any]) -> None:
+def _save_checkpoint(
+    path: Path, gans: list[CryoGan], history: list[EpochRecord], signature: dict[str, Any]
+) -> None:
     from dataclasses import asdict
 
     from cryowedge.io._atomic import atomic_write

@@ -105,8 +105,12 @@ def run_cryogan(
             raise FileNotFoundError(f"particle STAR file {path} does not exist.")
         if progress:
             progress("reading particles", 0.0)
-        stack = read_relion_particles(path, ctf=True, pixel_size_angstrom=pixel_size_angstrom,
-                                      inverted_contrast=inverted_contrast)
+        stack = read_relion_particles(
+            path,
+            ctf=True,
+            pixel_size_angstrom=pixel_size_angstrom,
+            inverted_contrast=inverted_contrast,
+        )
         if truth is not None:
             truth_map = read_mrc(truth).data
     else:
