@@ -222,6 +222,11 @@ def test_dewedge_fits_one_shared_network_and_refines_every_tomogram(client, tmp_
         assert np.allclose(refined.voxel_size_angstrom, 10.0)
     again = run_batch("dewedge", folder, out, config=config, client=client, fit_on=1)
     assert again.count("skipped") == 2
+    # fitting on both refits the shared network, and every tomogram is refined again
+    refit = run_batch("dewedge", folder, out, config=config, client=client)
+    assert refit.count("done") == 2
+    shared = yaml.safe_load((out / "dewedge" / "shared" / "prepared.yaml").read_text())
+    assert [t["name"] for t in shared["tomograms"]] == ["TS_0", "TS_1"]
 
 
 # ------------------------------------------------------------------------------ bad input

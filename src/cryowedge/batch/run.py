@@ -77,6 +77,17 @@ class BatchReport:
     wall_seconds: float = 0.0
     cluster: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    run_seconds: float = 0.0  # from the first task submitted to the last result
+
+    def overhead_per_item(self) -> float | None:
+        """Seconds per item a worker spent on anything but the item itself (scheduling,
+        transfer, the marker check): ``(run_seconds × workers − Σ item seconds) / items``
+        over the items that ran; None when none ran."""
+        ran = [r for r in self.items if r.status in ("done", "failed") and r.seconds > 0]
+        workers = self.cluster.get("local_workers") or self.cluster.get("workers") or 1
+        if not ran:
+            return None
+        return (self.run_seconds * workers - sum(r.seconds for r in ran)) / len(ran)
 
     def count(self, status: str) -> int:
         """Items with ``status`` (done, skipped, failed, interrupted)."""
@@ -99,6 +110,9 @@ class BatchReport:
                 "time": _dt.datetime.now().isoformat(timespec="seconds"),
                 "cryowedge_version": __version__, "wall_seconds": round(self.wall_seconds, 3),
                 "interrupted": self.interrupted, "cluster": self.cluster,
+                "run_seconds": round(self.run_seconds, 3),
+                "overhead_seconds_per_item": None if self.overhead_per_item() is None
+                else round(self.overhead_per_item(), 3),
                 "counts": {s: self.count(s) for s in ("done", "skipped", "failed",
                                                        "interrupted")},
                 "items": [r.to_dict() for r in self.items]}
@@ -448,7 +462,8 @@ def run_batch(
     except KeyboardInterrupt:  # a local cluster is closed by now (its workers are gone)
         report = runner.interrupted(items, time.perf_counter() - t0)
         raise BatchInterrupted(report) from None
-    report = BatchReport(method, out, results, time.perf_counter() - t0, runner.cluster)
+    report = BatchReport(method, out, results, time.perf_counter() - t0, runner.cluster,
+                         run_seconds=runner.run_seconds)
     report.write()
     logger.info("batch %s: %d done, %d skipped, %d failed in %.1f s", method,
                 report.count("done"), report.count("skipped"), report.count("failed"),
@@ -480,6 +495,7 @@ class _Runner:
         self.started: list[tuple[str, str]] = []  # (name, stage) submitted and not finished
         self.total = 0
         self.finished = 0
+        self.run_seconds = 0.0
 
     def _tick(self, result: ItemResult | None = None) -> None:
         self.finished += 1
@@ -498,6 +514,7 @@ class _Runner:
             self.total += len(items)
         results: dict[str, ItemResult] = {}
         futures = {}
+        t_run = time.perf_counter()
         tasks: dict[str, ItemTask] = {}
         extra_hash = json.dumps(extra or {}, sort_keys=True, default=str)
         for item, config in zip(items, configs, strict=True):
@@ -537,6 +554,8 @@ class _Runner:
             results[item.name] = self.results[item.name] = result
             self.started.remove((item.name, stage))
             self._tick(result)
+        if futures:
+            self.run_seconds += time.perf_counter() - t_run
         return [results[item.name] for item in items]
 
     def _innocent_victim(self, future: Any, item: BatchItem, stage: str) -> bool:
@@ -588,7 +607,7 @@ class _Runner:
                                configs[0].model_dump(mode="json"), self.batch.threads_per_worker,
                                pure=False, key=f"cryowedge-dewedge-fit-{time.time_ns()}")
         try:
-            checkpoint = future.result()
+            checkpoint, fit_hash = future.result()
         except Exception as err:  # noqa: BLE001 - every item is then reported as failed
             self.finished += 1 + len(items)
             return [failed.get(it.name) or ItemResult(
@@ -596,7 +615,7 @@ class _Runner:
                 error=f"shared fit failed: {type(err).__name__}: {err}") for it in items]
         self._tick()
         refined = self.stage(client, "dewedge-refine", [it for it, _ in good],
-                             [cf for _, cf in good], extra={"checkpoint": checkpoint},
+                             [cf for _, cf in good], extra={"checkpoint": checkpoint, "fit": fit_hash},
                              count=False)
         self.finished += len(failed)
         by_name = {r.name: r for r in refined}

@@ -396,10 +396,12 @@ _STAGES: dict[str, Callable[[ItemTask, str], tuple[Path, str]]] = {
 }
 
 
-def run_shared_fit(outdir: str, names: list[str], config: dict[str, Any], threads: int) -> str:
+def run_shared_fit(outdir: str, names: list[str], config: dict[str, Any],
+                   threads: int) -> tuple[str, str]:
     """Fit one dewedge network on the prepared tomograms of ``names`` (the multi-pair fit of
     :func:`cryowedge.dewedge.fit.fit`) into ``<outdir>/dewedge/shared/``; returns the
-    checkpoint to refine with. A finished fit of the same tomograms and config is reused."""
+    checkpoint to refine with and the fit's hash (tomograms and config). A finished fit with
+    the same hash is reused."""
     import hashlib
     import json
 
@@ -414,10 +416,13 @@ def run_shared_fit(outdir: str, names: list[str], config: dict[str, Any], thread
     torch.set_num_threads(max(1, int(threads)))
     cfg = DewedgeConfig.model_validate(config)
     shared = Path(outdir) / "dewedge" / "shared"
-    digest = hashlib.sha256(json.dumps([names, config], sort_keys=True).encode()).hexdigest()
+    prepared_hashes = [read_marker_hash(marker_path(outdir, n, "dewedge-prepare")) for n in names]
+    digest = hashlib.sha256(json.dumps([names, prepared_hashes, config],
+                                       sort_keys=True).encode()).hexdigest()
     done = shared / "fit.done"
     if done.is_file() and done.read_text().strip() == digest:
-        return str(pick_checkpoint(shared))
+        return str(pick_checkpoint(shared)), digest
+    done.unlink(missing_ok=True)
     tomograms = []
     for name in names:
         tomograms += load_prepared(Path(outdir) / "dewedge" / name / "prepared.yaml").tomograms
@@ -427,4 +432,4 @@ def run_shared_fit(outdir: str, names: list[str], config: dict[str, Any], thread
     prepared.write_manifest()
     fit(prepared, config=cfg, output_dir=shared, overwrite=True)
     write_text_atomic(done, digest + "\n")
-    return str(pick_checkpoint(shared))
+    return str(pick_checkpoint(shared)), digest
