@@ -16,12 +16,12 @@ An **epoch** shows every real image of the set to the discriminator once
 clip values ramp linearly from ~0 to their maximum over the first ``clip_ramp_epochs``.
 Images are normalised to zero mean and unit std before the discriminator (thesis Fig. 6.2).
 
-:func:`train_cryogan` runs two independent GANs on the two half sets (their discriminators
-start from the same weights, as in the thesis), measures the half-map FSC after every
-``fsc_every`` epochs (map 2 aligned on map 1 first,
-:func:`~cryowedge.spa.cryogan.align.align_maps`), writes checkpoints and resumes from them
-**exactly**: every random draw comes from one ``torch.Generator`` per GAN whose state is
-saved with the weights, the Adam moments and the schedulers, so a resumed run continues as the uninterrupted one would (on the same device).
+:func:`train_cryogan` runs two independent GANs on the two half sets (their discriminators start
+from the same weights, as in the thesis), measures the half-map FSC after every ``fsc_every``
+epochs (map 2 aligned on map 1 first, :func:`~cryowedge.spa.cryogan.align.align_maps`), writes
+checkpoints and resumes from them **exactly**: every random draw comes from one
+``torch.Generator`` per GAN whose state is saved with the weights, the Adam moments and the
+schedulers, so a resumed run continues as the uninterrupted one would (on the same device).
 """
 
 from __future__ import annotations
