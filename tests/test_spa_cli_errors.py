@@ -195,3 +195,14 @@ def test_bad_simulate_values(tmp_path: Path):
     assert "--no-ctf" in line
     with pytest.raises(ValidationError, match="snr"):
         SpaSimulateConfig(snr=-1)
+
+
+def test_missing_gpu_is_reported_before_any_work(star: Path, tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "out"
+    line = one_error_line(invoke("reconstruct", star, "-o", out, "--device", "cuda"))
+    assert "cuda" in line and "--device cpu" in line
+    assert not out.exists()

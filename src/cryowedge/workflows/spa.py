@@ -427,17 +427,19 @@ def _sweep_lambda(
     method = kwargs.pop("method")
     sweep = lambda_sweep(stack, lams, truth=truth, method=method, scale=cfg.scale_list[-1],
                          problem_kwargs=problem_kwargs, callback=callback, **kwargs)
-    assert sweep.best_index is not None and sweep.resolution_05_angstrom is not None
-    assert sweep.correlation is not None
-    best = lams[sweep.best_index]
+    assert sweep.fsc is not None and sweep.correlation is not None
+    # the resolutions as every table here reads them (FSC_RESOLUTION_RULE), best first
+    px = stack.pixel_size_angstrom
+    res = [_resolutions(f, px, "")["fsc05_angstrom"] for f in sweep.fsc]
+    i_best = min(range(len(lams)), key=lambda i: (res[i], -sweep.correlation[i]))
+    best = lams[i_best]
     rows = ["lambda,reference_fsc05_angstrom,reference_pearson"]
-    rows += [f"{lam:g},{res:.4f},{cc:.6f}" for lam, res, cc in
-             zip(lams, sweep.resolution_05_angstrom, sweep.correlation, strict=True)]
+    rows += [f"{lam:g},{r:.4f},{cc:.6f}" for lam, r, cc in
+             zip(lams, res, sweep.correlation, strict=True)]
     csv = write_text_atomic(out / "lambda_sweep.csv", "\n".join(rows) + "\n")
-    note = ", ".join(f"{lam:g}: {res:.2f} Å" for lam, res in
-                     zip(lams, sweep.resolution_05_angstrom, strict=True))
+    note = ", ".join(f"{lam:g}: {r:.2f} Å" for lam, r in zip(lams, res, strict=True))
     logger.info("λ sweep (FSC-0.5 vs reference): %s; best λ = %g", note, best)
-    return sweep.reconstructions[sweep.best_index].volume, cfg.updated(tv_lambda=best), note, csv
+    return sweep.reconstructions[i_best].volume, cfg.updated(tv_lambda=best), note, csv
 
 
 def _reconstruct_and_write(
@@ -608,6 +610,7 @@ def reconstruct_particles(
     outputs = _map_outputs(out, cfg)
     _check_input(reference, "reference map")
     _check_sweep(cfg, reference)
+    _device(cfg.device)  # a GPU asked for but absent: say so before any work
     _prepare(outputs, [star, reference, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
     stack = bin_stack(load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
@@ -761,6 +764,7 @@ def refine_particles(
     _check_input(reference, "reference map")
     _check_input(true_star, "true-pose STAR file")
     _check_sweep(cfg, reference)
+    _device(cfg.device)  # a GPU asked for but absent: say so before any work
     _prepare(outputs, [star, reference, true_star, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
     original = load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
