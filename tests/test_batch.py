@@ -314,3 +314,29 @@ def test_cli_bad_input_is_one_line(tmp_path):
                                       str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "holds no tilt series" in result.output
+
+
+def test_worker_memory_limit_makes_the_item_stream(series_dir, tmp_path):
+    """run_item in this process (no cluster): a limit just above this process's resident size
+    leaves room for a few rows, so the item streams in slabs and equals the in-memory one."""
+    import psutil
+    import yaml
+
+    from cryowedge.batch.tasks import ItemTask, run_item
+    from cryowedge.config.models import ReconstructConfig
+    from cryowedge.workflows.streaming import estimate_memory_bytes
+
+    config = ReconstructConfig(method="fbp", thickness=8).model_dump(mode="json")
+    item = BatchItem(name="ts_0", tilt_series=series_dir / "ts_0.mrc")
+    fixed, per_row = estimate_memory_bytes((8, 32, 32), 11, 32, "fbp")
+    limit = psutil.Process().memory_info().rss + 2 * (fixed + 6 * per_row)
+    streamed = run_item(ItemTask(item, "reconstruct", config, "h", str(tmp_path / "s"),
+                                 memory_limit_bytes=limit))
+    whole = run_item(ItemTask(item, "reconstruct", config, "h", str(tmp_path / "w")))
+    assert streamed.status == whole.status == "done", (streamed.error, whole.error)
+    rows = yaml.safe_load((tmp_path / "s" / "ts_0.run.yaml").read_text())["parameters"]
+    assert rows["streamed_slab_rows"] is not None and rows["streamed_slab_rows"] < 32
+    assert yaml.safe_load((tmp_path / "w" / "ts_0.run.yaml").read_text())["parameters"][
+        "streamed_slab_rows"] is None
+    np.testing.assert_allclose(read_mrc(tmp_path / "s" / "ts_0.mrc").data,
+                               read_mrc(tmp_path / "w" / "ts_0.mrc").data, rtol=1e-5, atol=1e-6)

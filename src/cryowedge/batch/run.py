@@ -45,6 +45,7 @@ from cryowedge.batch.tasks import (
     read_marker_hash,
     remove_item_files,
     run_item,
+    warm_up,
 )
 from cryowedge.config.batch import BatchConfig
 
@@ -296,6 +297,7 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
                     f"{batch.connect_timeout_s:g} s ({type(err).__name__}); start it "
                     "('dask scheduler', or a dask-jobqueue cluster) or drop --scheduler to "
                     "run on a local cluster.") from None
+            client.run(warm_up)
             info = {"scheduler": batch.scheduler,
                     "workers": len(client.scheduler_info().get("workers", {})),
                     "memory_limit_bytes": _worker_memory_limit(client)}
@@ -313,6 +315,7 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
             dashboard_address=":0",  # a free port (the dashboard itself needs bokeh)
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
+        client.run(warm_up)  # every worker imports torch and the workflows now
         info = {"local_workers": n_workers, "start_seconds": round(time.perf_counter() - t0, 3), "threads_per_worker": batch.threads_per_worker,
                 "memory_limit": batch.memory_limit,
                 "memory_limit_bytes": batch.memory_limit_bytes}

@@ -245,6 +245,14 @@ def _pin(task: ItemTask) -> str:
     return "cpu"
 
 
+def warm_up() -> None:
+    """Import torch and the workflows in a worker (run once per worker when the cluster
+    starts, so the first item of each worker does not pay for it)."""
+    import torch  # noqa: F401
+
+    import cryowedge.workflows.reconstruct  # noqa: F401
+
+
 def _attempt(outdir: str, name: str, stage: str) -> int:
     """1 for a first run; 2, 3, … when an earlier attempt of this item died mid-way."""
     path = _running_path(outdir, name, stage)
