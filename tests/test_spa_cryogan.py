@@ -261,3 +261,20 @@ def test_tiny_run_moves_volume_toward_truth():
     assert final > 0.93, (first, final)
     assert final > first + 0.15, (first, final)
     assert final > cc(ball) + 0.3, (final, cc(ball))
+
+
+def test_patch_noise_uses_the_ctf_particles_patch(small_sim):
+    """With one background patch per particle, the noise of a simulated image is the (zero-
+    mean) patch of the particle whose CTF was drawn, times the learned scale."""
+    st = small_sim.stack
+    rng = np.random.default_rng(0)
+    patches = rng.standard_normal((6, 16, 16)).astype(np.float32) + 3.0
+    sim = CryoGanSimulator(16, st.pixel_size_angstrom, ctf=st.ctf, noise="patches",
+                           patches=patches, noise_scale=0.5)
+    lat = sim.sample_latent(5, torch.Generator().manual_seed(4))
+    want = patches[lat.ctf_index] - patches[lat.ctf_index].mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(lat.noise.numpy(), want, atol=1e-6)
+    diff = (sim.simulate(lat) - sim.noiseless(lat)).detach().numpy()
+    np.testing.assert_allclose(diff, 0.5 * want, atol=1e-5)
+    with pytest.raises(ValueError, match="patches must have shape"):
+        CryoGanSimulator(16, 2.0, noise="patches", patches=patches[:, :8])
