@@ -163,7 +163,7 @@ def resolve_method_config(method: str, config: str | os.PathLike[str] | dict[str
     if isinstance(config, BaseModel):
         data = config.model_dump(exclude_unset=True)
         if "method" in type(config).model_fields:
-            data["method"] = getattr(config, "method")
+            data["method"] = config.method  # type: ignore[attr-defined]
     elif config is None:
         data = {}
     elif isinstance(config, dict):
@@ -313,10 +313,13 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
             n_workers=n_workers, threads_per_worker=1, processes=True,
             memory_limit=batch.memory_limit_bytes,
             dashboard_address=":0",  # a free port (the dashboard itself needs bokeh)
-            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, silence_logs=logging.ERROR)
+            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+            silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
         client.run(warm_up)  # every worker imports torch and the workflows now
-        info = {"local_workers": n_workers, "start_seconds": round(time.perf_counter() - t0, 3), "threads_per_worker": batch.threads_per_worker,
+        info = {"local_workers": n_workers,
+                "start_seconds": round(time.perf_counter() - t0, 3),
+                "threads_per_worker": batch.threads_per_worker,
                 "memory_limit": batch.memory_limit,
                 "memory_limit_bytes": batch.memory_limit_bytes}
         try:
@@ -535,8 +538,8 @@ class _Runner:
                             str(self.outdir), self.batch.threads_per_worker,
                             self.memory_limit,
                             self.hook, dict(extra or {}))
-            future = client.submit(run_item, task, key=f"cryowedge-{stage}-{item.name}-{digest[:8]}",
-                                   pure=False, retries=0)
+            future = client.submit(run_item, task, pure=False, retries=0,
+                                   key=f"cryowedge-{stage}-{item.name}-{digest[:8]}")
             futures[future] = item
             tasks[item.name] = task
             self.started.append((item.name, stage))
@@ -618,7 +621,8 @@ class _Runner:
                 error=f"shared fit failed: {type(err).__name__}: {err}") for it in items]
         self._tick()
         refined = self.stage(client, "dewedge-refine", [it for it, _ in good],
-                             [cf for _, cf in good], extra={"checkpoint": checkpoint, "fit": fit_hash},
+                             [cf for _, cf in good],
+                             extra={"checkpoint": checkpoint, "fit": fit_hash},
                              count=False)
         self.finished += len(failed)
         by_name = {r.name: r for r in refined}

@@ -3,7 +3,7 @@
 Examples::
 
     cryowedge batch fbp tilt_series/ tomograms/ --config fbp.yaml --workers 2
-    cryowedge batch tv 'session_*/TS_*.mrc' tv/ --workers 4 --threads-per-worker 2 --memory-limit 8GB
+    cryowedge batch tv 'session_*/TS_*.mrc' tv/ --workers 4 --memory-limit 8GB
     cryowedge batch sirt table.csv out/ --scheduler tcp://head-node:8786
     cryowedge batch dewedge tilt_series/ dewedged/ --config dewedge.yaml --fit-on 4
 

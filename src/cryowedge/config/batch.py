@@ -18,7 +18,8 @@ __all__ = ["BatchConfig", "parse_memory_limit"]
 
 
 def parse_memory_limit(value: Any) -> int:
-    """Bytes of a memory limit such as ``"4GB"``, ``"512MiB"`` or ``4e9`` (``ValueError`` otherwise)."""
+    """Bytes of a memory limit such as ``"4GB"``, ``"512MiB"`` or ``4e9``; ``ValueError``
+    otherwise."""
     from dask.utils import parse_bytes
 
     try:
