@@ -304,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     FIG.mkdir(parents=True, exist_ok=True)
     results_path = Path(args.out) / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"args {vars(args)}", flush=True)
     parts = ("exact", "noise", "siamese") if args.part == "all" else (args.part,)
@@ -312,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         res = {"exact": part_exact, "noise": part_noise, "siamese": part_siamese}[part](args)
         key = part if part != "siamese" else f"siamese_{'full' if args.full else 'half'}"
+        # re-read: another part may have run meanwhile in another process
+        results = json.loads(results_path.read_text()) if results_path.is_file() else {}
         results[key] = res
         results[key + "_seconds"] = time.perf_counter() - t
         results_path.write_text(json.dumps(results, indent=1, default=float))
