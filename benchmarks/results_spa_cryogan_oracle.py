@@ -33,16 +33,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sim = simulate_spa(args.density, box_size=args.box, n_particles=args.n_particles,
-                       snr=args.snr, ctf=True, seed=args.seed)
+    sim = simulate_spa(
+        args.density,
+        box_size=args.box,
+        n_particles=args.n_particles,
+        snr=args.snr,
+        ctf=True,
+        seed=args.seed,
+    )
     px = sim.pixel_size_angstrom
     hm = half_map_reconstruction(sim.with_true_poses(), lam=args.lam, seed=args.seed)
     res = hm.fsc.resolution_angstrom(0.143, px, rule=FSC_RESOLUTION_RULE)
     avg = hm.average
     ft = fourier_shell_correlation(sim.truth, avg)
     out = {
-        "box": args.box, "n_particles": args.n_particles, "snr": args.snr, "lam": args.lam,
-        "pixel_size_angstrom": px, "half_map_resolution_angstrom": res,
+        "box": args.box,
+        "n_particles": args.n_particles,
+        "snr": args.snr,
+        "lam": args.lam,
+        "pixel_size_angstrom": px,
+        "half_map_resolution_angstrom": res,
         "fraction_nyquist": 2 * px / res,
         "truth_resolution_05_angstrom": ft.resolution_angstrom(0.5, px, rule=FSC_RESOLUTION_RULE),
         "truth_correlation": float(np.corrcoef(avg.ravel(), sim.truth.ravel())[0, 1]),

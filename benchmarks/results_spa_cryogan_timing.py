@@ -47,8 +47,14 @@ def main() -> None:
                 torch.cuda.synchronize()
             s = (time.perf_counter() - t0) / args.iterations
             per_epoch = 2 * s * np.ceil(args.particles / (cfg.batch_size * cfg.n_discr))
-            rows.append({"box": n, "blob": blob, "s_per_iteration": round(s, 3),
-                         "s_per_epoch_2x_particles": round(float(per_epoch), 1)})
+            rows.append(
+                {
+                    "box": n,
+                    "blob": blob,
+                    "s_per_iteration": round(s, 3),
+                    "s_per_epoch_2x_particles": round(float(per_epoch), 1),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
 
 
