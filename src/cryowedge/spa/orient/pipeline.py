@@ -156,9 +156,14 @@ class MapScore:
         return 2.0 * self.pixel_size_angstrom / self.resolution_05_angstrom
 
     def as_dict(self) -> dict[str, float]:
+        """Resolutions (Å), FSC-0.5 as a fraction of Nyquist, the FSC of the last shell (at
+        Nyquist) and the mean FSC over the shells above half Nyquist."""
+        high = self.frequency > 0.25
         return {"fsc05_angstrom": self.resolution_05_angstrom,
                 "fsc0143_angstrom": self.resolution_0143_angstrom,
-                "fsc05_fraction_of_nyquist": self.fraction_of_nyquist_05}
+                "fsc05_fraction_of_nyquist": self.fraction_of_nyquist_05,
+                "fsc_last_shell": float(self.correlation[-1]),
+                "fsc_mean_above_half_nyquist": float(np.mean(self.correlation[high]))}
 
 
 def score_map(volume: ArrayLike, reference: ArrayLike, pixel_size_angstrom: float) -> MapScore:
