@@ -71,7 +71,7 @@ def test_crm_sart_with_one_copy_is_sart(order):
     torch.testing.assert_close(op.particle(crm.x), crm.x[0])  # h stays on the support
 
 
-@pytest.mark.parametrize("case", ["rotated3d", "folded2d-copy-frame"])
+@pytest.mark.parametrize("case", ["rotated3d", "folded2d-copy-frame", "folded3d-copy-frame"])
 @pytest.mark.parametrize("block", ["view", "copy"])
 def test_crm_sart_rotated_is_block_sart_on_the_explicit_system(block, case):
     """A 3D copy (trilinear R_i), or a 2D copy with its background in the copy frame (particle
@@ -81,9 +81,12 @@ def test_crm_sart_rotated_is_block_sart_on_the_explicit_system(block, case):
         shape = (8, 7, 9)
         op = CRMOperator([CRMCopy(angles, random_rotations(1, 3)[0])], sphere_support(shape, 3))
         assert not op.folded
-    else:
+    elif case == "folded2d-copy-frame":
         op = CRMOperator([CRMCopy(angles, rotation_about_y(130.0))], sphere_support((12, 1, 12), 4))
         assert op.folded and op.shared_projector and op.background_frame == "copy"
+    else:  # a ball that changes along y: D_i = P(θ + φ) S and B_i = P(θ)(1 − S) apart
+        op = CRMOperator([CRMCopy(angles, rotation_about_y(130.0))], sphere_support((7, 5, 8), 2.5))
+        assert op.folded and not op.shared_projector
     b = torch.rand(op.range_shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     crm = crm_sart(op, b, n_iter=3, order="random", seed=2, block=block)
     d, bg = op.copy_matrices(0)
