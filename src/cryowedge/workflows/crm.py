@@ -33,6 +33,10 @@ from any :class:`CRMData`, so your own sub-tilt-series can be run and compared t
     support: support.mrc                 # 0/1 mask (2D: a (nz, nx) image)
     truth: truth.mrc                     # optional ground truth S·h
     tilt_angles_deg: [...]               # shared by every copy (or per copy below)
+    background_frame: copy               # or particle: the frame the stains were drawn in
+                                         # (the operator follows it; default copy)
+    snr: null                            # simulations: null = noise-free (solver auto
+                                         # picks sart); a number or no key: noisy (sirt)
     copies:                              # one entry per copy
       - {name: copy000, rotation_xyz: [[...], [...], [...]], orientation_deg: φ}
 
