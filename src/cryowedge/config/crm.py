@@ -13,7 +13,9 @@ The only home of the CRM commands' defaults, help texts and option names:
 
 Per-solver and per-data-set defaults that depend on a choice (``n_iter`` of each solver, the
 tilt scheme of each data set) are the tables :data:`SOLVER_DEFAULTS` and
-:data:`SIMULATE_DEFAULTS`; a field left ``None`` takes its value from them.
+:data:`SIMULATE_DEFAULTS`; a field left ``None`` takes its value from them. The default solver
+``"auto"`` depends on the data (:data:`AUTO_SOLVER`: CRM-SIRT on noisy data, CRM-SART on
+noise-free simulations; :meth:`CrmConfig.resolve_solver`).
 Units: sizes in voxels (pixels in 2D), angles in degrees, lengths in Å (docs/conventions.md).
 """
 
