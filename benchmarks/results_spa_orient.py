@@ -20,6 +20,10 @@ Three parts (``--part``, default all):
   common lines (spa.orient.commonlines), the truth used only for the global rotation and the
   hand (which no set of projections determines), and the map made with those orientations.
 
+* ``symmetric`` (Fig. 5.5's failure mode): the ribosome made C2-symmetric (averaged with its
+  180° turn about z); the same network trained over half of SO(3), and over its asymmetric unit
+  (``uniform_quaternions(..., cyclic=2)``: RELION rot in [0°, 180°), the thesis's proposed fix).
+
 Run: ``OMP_NUM_THREADS=1 python benchmarks/results_spa_orient.py`` (about 15 minutes on one
 loaded core; projection sets and the network are cached in ``--out``, default
 ``bench_out/spa_orient``, and a finished network is reused). Figures go to docs/figures/
@@ -279,9 +283,69 @@ def part_siamese(args: argparse.Namespace) -> dict:
     }
 
 
+def part_symmetric(args: argparse.Namespace) -> dict:
+    """Fig. 5.5's failure mode: a C2-symmetric phantom (the ribosome averaged with its 180°
+    turn about z), half of SO(3) with and without the asymmetric unit rot ∈ [0°, 180°)."""
+    from cryowedge.spa.orient.siamese import embed_images
+    from cryowedge.spa.simulate import RIBOSOME_ASSUMED_PIXEL_SIZE_ANGSTROM, load_density_source
+
+    out_dir = Path(args.out)
+    vol = load_density_source("ribosome").volume
+    sym = 0.5 * (vol + np.rot90(vol, 2, axes=(1, 2)))  # C2 about the map's z axis (65³, exact)
+    model = prepare_density(sym, box_size=args.box,
+                            source_pixel_size_angstrom=RIBOSOME_ASSUMED_PIXEL_SIZE_ANGSTROM)
+    out = {}
+    curves = {}
+    for label, cyclic in (("half of SO(3)", 1), ("asymmetric unit (rot < 180°)", 2)):
+        tag = f"c2ribosome{args.box}_c{cyclic}"
+        sets = []
+        for n, seed, name in ((args.n_train, 0, "train"), (args.n_val, 1, "val"),
+                              (args.n_test, 2, "test")):
+            cache = out_dir / f"{tag}_{name}{n}.npz"
+            if cache.is_file():
+                d = np.load(cache)
+                sets.append(ProjectionSet(d["images"], d["quaternions"],
+                                          model.pixel_size_angstrom, model.truth))
+            else:
+                ps = project_density(model, uniform_quaternions(n, seed, half=True, cyclic=cyclic))
+                np.savez(cache, images=ps.images, quaternions=ps.quaternions)
+                sets.append(ps)
+        train, val, test = sets
+        net = train_distance_network(train, val, SiameseConfig(epochs=args.epochs, device="cpu"),
+                                     checkpoint=out_dir / f"{tag}_net.pt", resume=True)
+        gen = np.random.default_rng(5)
+        i = gen.integers(0, len(test), 1000)
+        j = (i + gen.integers(1, len(test), 1000)) % len(test)
+        true_d = quaternion_distance(test.quaternions[i], test.quaternions[j])
+        emb = embed_images(net, test.images)
+        pred_d = np.linalg.norm(emb[i] - emb[j], axis=1)
+        mse = float(np.mean((pred_d - true_d) ** 2))
+        corr = float(np.corrcoef(pred_d, true_d)[0, 1])
+        out[label] = {"train_loss": net.train_loss.tolist(), "val_loss": net.val_loss.tolist(),
+                      "test_mse": mse, "test_pearson": corr, "var_dq": float(np.var(true_d)),
+                      "train_seconds_this_run": net.seconds}
+        curves[label] = (true_d, pred_d, corr, mse)
+        print(f"C2 phantom, {label}: val loss {net.val_loss[-1]:.4f} rad², test MSE {mse:.4f}, "
+              f"r {corr:.3f} (var d_q {np.var(true_d):.3f}; {net.seconds:.0f} s)", flush=True)
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    for a, (label, (t, p, c, m)) in zip(ax, curves.items(), strict=True):
+        a.scatter(t, p, s=2, alpha=0.5)
+        a.plot([0, np.pi], [0, np.pi], "k--", lw=0.8)
+        a.set_xlabel("true d_q (rad)")
+        a.set_ylabel("Siamese d̂ (rad)")
+        a.set_title(f"{label}: r = {c:.2f}, MSE {m:.3f}", fontsize=9)
+    fig.suptitle("C2-symmetric ribosome phantom, 32³, noise-free", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(FIG / "spa_orient_symmetric.png", dpi=130)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("all", "exact", "noise", "siamese"), default="all")
+    ap.add_argument("--part", choices=("all", "exact", "noise", "siamese", "symmetric"),
+                    default="all")
     ap.add_argument("--out", default=str(ROOT / "bench_out" / "spa_orient"))
     ap.add_argument("--steps", type=int, default=2000, help="recovery Adam steps")
     ap.add_argument("--pairs", type=int, default=4096, help="pairs per recovery step")
@@ -306,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     results_path = Path(args.out) / "results.json"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"args {vars(args)}", flush=True)
-    parts = ("exact", "noise", "siamese") if args.part == "all" else (args.part,)
+    parts = ("exact", "noise", "siamese", "symmetric") if args.part == "all" else (args.part,)
     for part in parts:
         t = time.perf_counter()
-        res = {"exact": part_exact, "noise": part_noise, "siamese": part_siamese}[part](args)
+        res = {"exact": part_exact, "noise": part_noise, "siamese": part_siamese,
+               "symmetric": part_symmetric}[part](args)
         key = part if part != "siamese" else f"siamese_{'full' if args.full else 'half'}"
         # re-read: another part may have run meanwhile in another process
         results = json.loads(results_path.read_text()) if results_path.is_file() else {}

@@ -107,6 +107,18 @@ def test_half_sampling_is_uniform_on_the_upper_half():
     assert stats.kstest(psi, stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > 1e-3
 
 
+def test_cyclic_asymmetric_unit_sampling():
+    from cryowedge.geometry.rotations import matrix_to_euler_zyz
+
+    q = uniform_quaternions(3000, 9, half=True, cyclic=3)
+    rot, tilt, _ = matrix_to_euler_zyz(quaternion_to_matrix(q))
+    assert rot.min() >= 0 and rot.max() < 120.0 and tilt.max() <= 90.0 + 1e-9
+    assert stats.kstest(rot, stats.uniform(0, 120).cdf).pvalue > 1e-3
+    assert stats.kstest(np.cos(np.deg2rad(tilt)), stats.uniform(0, 1).cdf).pvalue > 1e-3
+    with pytest.raises(ValueError, match="cyclic"):
+        uniform_quaternions(3, cyclic=0)
+
+
 # ----------------------------------------------------------------------------- evaluation
 def test_alignment_depends_on_the_alignment():
     q = uniform_quaternions(300, 4)

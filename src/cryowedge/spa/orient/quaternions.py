@@ -151,7 +151,8 @@ _HALF_TURN_X = np.array([0.0, 1.0, 0.0, 0.0])
 
 
 def uniform_quaternions(
-    n: int, rng: np.random.Generator | int | None = None, *, half: bool = False
+    n: int, rng: np.random.Generator | int | None = None, *, half: bool = False,
+    cyclic: int = 1,
 ) -> np.ndarray:
     """``(n, 4)`` Haar-uniform unit quaternions, ``w ≥ 0`` (see the module docstring).
 
@@ -164,9 +165,17 @@ def uniform_quaternions(
     half : bool
         Uniform on the half of SO(3) whose projection direction has ``z ≥ 0`` (RELION tilt
         ``≤ 90°``) instead of all of SO(3).
+    cyclic : int
+        For a particle with ``C_cyclic`` symmetry about the map's z axis: restrict the RELION
+        ``rot`` angle to ``[0°, 360°/cyclic)``, an asymmetric unit (the fix the thesis proposes
+        for symmetric particles, §7.3). ``R(rot) Rz(360°/cyclic)`` images the symmetric map
+        like ``R(rot)``, and Haar measure is uniform in ``rot``, so folding ``rot`` keeps the
+        samples uniform on the unit. 1 = no restriction.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer (number of orientations), got {n!r}.")
+    if isinstance(cyclic, bool) or not isinstance(cyclic, (int, np.integer)) or cyclic < 1:
+        raise ValueError(f"cyclic must be a positive integer (C_n order), got {cyclic!r}.")
     gen = np.random.default_rng(rng)
     q = gen.standard_normal((int(n), 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -174,6 +183,12 @@ def uniform_quaternions(
         r33 = quaternion_to_matrix(q)[:, 2, 2]
         flip = r33 < 0
         q[flip] = quaternion_multiply(_HALF_TURN_X, q[flip])
+    if cyclic > 1:
+        from cryowedge.geometry.rotations import euler_zyz_to_matrix, matrix_to_euler_zyz
+
+        rot, tilt, psi = matrix_to_euler_zyz(quaternion_to_matrix(q))
+        rot = np.mod(rot, 360.0 / cyclic)
+        q = Rotation.from_matrix(euler_zyz_to_matrix(rot, tilt, psi)).as_quat(scalar_first=True)
     return canonical_quaternions(q)
 
 
