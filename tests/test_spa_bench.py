@@ -18,8 +18,8 @@ from cryowedge.cli import app
 from cryowedge.geometry.rotations import random_rotations
 from cryowedge.spa.bench import (
     PEERS,
-    _adjoint_of,
     _corr,
+    _peer_adjoint,
     _test_particle,
     bench_spa_peers,
     bench_spa_solve,
@@ -77,11 +77,12 @@ def test_peer_convention_and_correlation(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", WORKING)
-def test_peer_autograd_adjoint(name: str) -> None:
+def test_peer_adjoint(name: str) -> None:
+    """Dot-product test of the adjoint used for the peers' CG (autograd or ASPIRE's own)."""
     n = 12
     rot = random_rotations(4, np.random.default_rng(2))
     fwd = peer_forward(name, n, rot)
-    adj = _adjoint_of(fwd, n)
+    adj = _peer_adjoint(name, n, rot, fwd)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((n, n, n), generator=gen)
     y = torch.randn((4, n, n), generator=gen)

@@ -13,15 +13,16 @@ Three parts, one process, float32 on the CPU with ``threads`` torch threads:
    ``P`` list. The speed-up is explicit / fast ``HᵀHc`` at ``P = 500`` (or the ``P`` closest to
    it), the thesis's 318× at 128³.
 2. **Peers** (:func:`bench_spa_peers`): ``torch-fourier-slice`` and ``torch-projectors``
-   (Fourier-slice projectors; optional, ``pip install cryowedge[bench-spa]``; skipped with the
-   import error when missing). Both take matrices that map the *detector* frame to the map
-   frame, i.e. the transpose ``Rᵀ`` of this project's RELION matrices (verified here on an
-   asymmetric Gaussian-blob particle: the correlation of their projections with ours is
-   reported for ``R`` and ``Rᵀ``). Their volume is the voxel sampling of our blob model
-   (:func:`~cryowedge.spa.basis.expand` of the coefficients), ``torch-projectors`` is fed a
-   2×-padded volume (oversampling 2). Timed: forward projection, the exact adjoint of that
-   forward (autograd), and their own back-projection (``backproject_2d_to_3d``: gridding with
-   weight normalisation; ``backproject_2d_to_3d_forw``: Fourier insertion), at ``peer_p``
+   (Fourier-slice projectors) and ASPIRE (NUFFT projector; optional, ``pip install
+   cryowedge[bench-spa]``; each skipped with its import error when missing). All take matrices
+   that map the *detector* frame to the map frame, i.e. the transpose ``Rᵀ`` of this project's
+   RELION matrices (verified here on an asymmetric Gaussian-blob particle: the correlation of
+   their projections with ours is reported for ``R`` and ``Rᵀ``). Their volume is the voxel
+   sampling of our blob model (:func:`~cryowedge.spa.basis.expand` of the coefficients);
+   ``torch-projectors`` is fed a 2×-padded volume (oversampling 2). Timed: forward projection,
+   the exact adjoint of that forward (autograd; ASPIRE's ``backproject`` is exact), and their
+   own back-projection (``backproject_2d_to_3d``: gridding with weight normalisation;
+   ``backproject_2d_to_3d_forw``: Fourier insertion; ASPIRE: its adjoint), at ``peer_p``
    projections.
 3. **Normal-equation solve** (:func:`bench_spa_solve`): the same data (projections of the
    particle in the generating basis KBWF(2, 10.8, 2), plus noise at SNR 10) solved by
@@ -69,7 +70,19 @@ logger = logging.getLogger(__name__)
 QUICK: dict[str, Any] = {"size": 16, "projections": (5, 10), "peer_p": 10, "solve_iters": 3}
 
 #: Peer packages (import name → pip name).
-PEERS = {"torch_fourier_slice": "torch-fourier-slice", "torch_projectors": "torch-projectors"}
+PEERS = {
+    "torch_fourier_slice": "torch-fourier-slice",
+    "torch_projectors": "torch-projectors",
+    "aspire": "aspire",
+}
+
+#: How each peer's adjoint is formed (the torch peers by autograd; ASPIRE's ``backproject`` is
+#: its exact adjoint, dot-product test in tests/test_spa_bench.py).
+_ADJOINT_KIND = {
+    "torch_fourier_slice": "autograd",
+    "torch_projectors": "autograd",
+    "aspire": "own, exact",
+}
 
 _OPS = ("forward", "adjoint", "normal_explicit", "kernel", "normal_fast", "adjoint_fast")
 _EXPLICIT = ("forward", "adjoint", "normal_explicit")
@@ -237,6 +250,16 @@ def peer_forward(
 
     rot = np.asarray(rotations, dtype=np.float64)
     mats = torch.as_tensor(rot.transpose(0, 2, 1) if transpose else rot, dtype=torch.float32)
+    if name == "aspire":
+        from aspire.volume import Volume
+
+        m = mats.numpy()
+
+        def forward_aspire(vol: torch.Tensor) -> torch.Tensor:
+            v = Volume(vol.detach().cpu().numpy().astype(np.float32))
+            return torch.tensor(np.array(v.project(m).asnumpy()))  # a writable copy
+
+        return forward_aspire
     if name == "torch_fourier_slice":
         import torch_fourier_slice as tfs
 
@@ -262,10 +285,20 @@ def peer_forward(
 
 
 def _peer_backprojection(name: str, n: int, rotations: np.ndarray) -> Callable[[torch.Tensor], Any]:
-    """The peer's own back-projection of ``(P, n, n)`` images (not the exact adjoint)."""
+    """The peer's own back-projection of ``(P, n, n)`` images (for the torch peers not the exact
+    adjoint; ASPIRE's is)."""
     import torch.nn.functional as F  # noqa: N812
 
     mats = torch.as_tensor(np.asarray(rotations).transpose(0, 2, 1), dtype=torch.float32)
+    if name == "aspire":
+        from aspire.image import Image
+
+        m = mats.numpy()
+        return lambda img: torch.tensor(  # a writable copy
+            np.array(
+                Image(img.detach().cpu().numpy().astype(np.float32)).backproject(m).asnumpy()[0]
+            )
+        )
     if name == "torch_fourier_slice":
         import torch_fourier_slice as tfs
 
@@ -279,6 +312,15 @@ def _peer_backprojection(name: str, n: int, rotations: np.ndarray) -> Callable[[
 
     del F
     return back
+
+
+def _peer_adjoint(
+    name: str, n: int, rotations: np.ndarray, fwd: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Exact adjoint of a peer's forward: ASPIRE's ``backproject``, autograd for the others."""
+    if name == "aspire":
+        return _peer_backprojection(name, n, rotations)
+    return _adjoint_of(fwd, n)
 
 
 def _adjoint_of(fwd: Callable[[torch.Tensor], torch.Tensor], n: int) -> Callable:
@@ -379,7 +421,7 @@ def bench_spa_peers(
             with torch.no_grad():
                 imgs = fwd(vol)  # also the warm-up call
                 t_fwd = _best(lambda f=fwd: f(vol), repeats)
-            adj = _adjoint_of(fwd, size)
+            adj = _peer_adjoint(name, size, rot, fwd)
             adj(imgs)  # warm-up (first autograd call)
             t_adj = _best(lambda a=adj, i=imgs: a(i), repeats)
             back = _peer_backprojection(name, size, rot)
@@ -401,8 +443,8 @@ def bench_spa_peers(
         }
         if report is not None:
             report(
-                f"| {pip_name} | {t_fwd:.4g} | {t_adj:.4g} (autograd) | {t_back:.4g} | "
-                f"{corr_t:.5f} | {corr_r:.3f} |"
+                f"| {pip_name} | {t_fwd:.4g} | {t_adj:.4g} ({_ADJOINT_KIND[name]}) | "
+                f"{t_back:.4g} | {corr_t:.5f} | {corr_r:.3f} |"
             )
     return out
 
@@ -501,7 +543,7 @@ def bench_spa_solve(
         try:
             fwd = peer_forward(name, size, rot)
             t0 = time.perf_counter()
-            adj = _adjoint_of(fwd, size)
+            adj = _peer_adjoint(name, size, rot, fwd)
             rhs = adj(b)
             setup = time.perf_counter() - t0
 
@@ -528,7 +570,7 @@ def bench_spa_solve(
         }
         if report is not None:
             report(
-                f"| {pip_name} CG (forward + autograd adjoint) | {setup:.3g} | "
+                f"| {pip_name} CG (forward + {_ADJOINT_KIND[name]} adjoint) | {setup:.3g} | "
                 f"{loop / n_iter:.3g} | {setup + loop:.3g} | {corr:.4f} |"
             )
     return out
