@@ -43,6 +43,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="both learning rates")
     ap.add_argument("--channels", type=int, default=None)
     ap.add_argument("--fsc-every", type=int, default=1)
+    ap.add_argument(
+        "--independent-critics",
+        action="store_true",
+        help="different initial weights for the two half-set discriminators",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
@@ -57,6 +62,8 @@ def main() -> None:
         changes["lr_volume"] = changes["lr_discriminator"] = args.lr
     if args.channels is not None:
         changes["channels"] = args.channels
+    if args.independent_critics:
+        changes["same_discriminator_init"] = False
     cfg = preset_config(args.preset, **changes)
     sim = simulate_spa(
         args.density,

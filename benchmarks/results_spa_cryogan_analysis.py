@@ -89,7 +89,28 @@ def main() -> None:
         pixel_size_angstrom=px,
         ylabel="FSC",
     )
+    _slices(truth, al.aligned, d / "slices.png")
     print(json.dumps(out, indent=1))
+
+
+def _slices(truth: np.ndarray, rec: np.ndarray, path: Path) -> None:
+    """Central z/y/x slices of the truth (top) and the aligned CryoGAN full map (bottom)."""
+    from cryowedge.viz.figures import _plt, save_png
+
+    plt = _plt()
+    fig, axes = plt.subplots(2, 3, figsize=(6.6, 4.6))
+    c = truth.shape[0] // 2
+    for row, (vol, name) in enumerate(((truth, "truth"), (rec, "CryoGAN (aligned)"))):
+        for col, sl in enumerate((vol[c], vol[:, c], vol[:, :, c])):
+            ax = axes[row, col]
+            ax.imshow(sl, cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(name)
+    for col, t in enumerate(("z = n/2", "y = n/2", "x = n/2")):
+        axes[0, col].set_title(t, fontsize=9)
+    save_png(fig, path)
 
 
 if __name__ == "__main__":

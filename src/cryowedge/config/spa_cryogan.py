@@ -105,6 +105,11 @@ class CryoGanConfig(BaseConfig):
         description="train two independent GANs on the two half sets "
         "(half-map FSC); False: one GAN on all particles",
     )
+    same_discriminator_init: bool = Field(
+        True,
+        description="start both half-set discriminators from the same weights (the thesis); "
+        "False: independent initialisations",
+    )
     fsc_every: int = Field(
         1, ge=0, description="half-map FSC every this many epochs (0: only at the end)"
     )

@@ -541,7 +541,9 @@ def train_cryogan(
                 inverted_contrast=stack.inverted_contrast,
                 patches=_patch_subset(patches, idx, stack.n_particles),
                 seed=config.seed * 1000 + 17 * (h + 1),
-                discriminator_seed=config.seed,
+                discriminator_seed=(
+                    config.seed if config.same_discriminator_init else config.seed * 1000 + 101 + h
+                ),
                 device=device,
             )
         )
