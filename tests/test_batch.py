@@ -41,7 +41,7 @@ def client():
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+    with dask.config.set({"distributed.scheduler.allowed-failures": 4,
                           "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                memory_limit="2GB", dashboard_address=":0",
@@ -229,7 +229,23 @@ def test_dewedge_fits_one_shared_network_and_refines_every_tomogram(client, tmp_
     assert [t["name"] for t in shared["tomograms"]] == ["TS_0", "TS_1"]
 
 
+def test_a_file_in_the_way_fails_its_item_and_is_not_touched(client, series_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ts_2.mrc").write_bytes(b"someone else's tomogram")
+    report = run_batch("fbp", series_dir, out, config={"thickness": 8}, client=client)
+    rows = report.by_name()
+    assert rows["ts_2"].status == "failed" and "exists" in rows["ts_2"].error
+    assert (out / "ts_2.mrc").read_bytes() == b"someone else's tomogram"
+    assert rows["ts_0"].status == rows["ts_1"].status == "done"
+
+
 # ------------------------------------------------------------------------------ bad input
+
+
+def test_output_folder_that_is_the_input_folder_is_refused(series_dir):
+    with pytest.raises(ValueError, match="is the input folder"):
+        run_batch("fbp", series_dir, series_dir)
 
 
 def test_empty_folder_is_refused(tmp_path):

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,9 +283,11 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
                        "memory_limit_bytes": _worker_memory_limit(client),
                        "dashboard": _dashboard(client)}
         return
-    # a worker holds one task at a time (saturation 1.0), so a dying worker blames only the
-    # item it was running; that item is run again ``retries`` times
-    settings = {"distributed.scheduler.allowed-failures": int(batch.retries),
+    # A worker holds one task at a time (saturation 1.0). The item's own run count (in its
+    # running file, see ItemTask.max_attempts) decides when it is given up; the scheduler
+    # is allowed a few more failures so that its blame (every task on a dying worker) never
+    # gives up an item first.
+    settings = {"distributed.scheduler.allowed-failures": int(batch.retries) + 3,
                 "distributed.scheduler.worker-saturation": 1.0}
     with dask.config.set(settings):
         if batch.scheduler:
@@ -441,6 +444,8 @@ def run_batch(
             raise ValueError(f"{item.where()}: its overrides are invalid for {method}: "
                              f"{_first_line(err)}") from None
     out = Path(outdir)
+    _check_outputs_are_not_inputs(method, out, items,
+                                  None if isinstance(inputs, (list, tuple)) else inputs)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise PermissionError(f"output folder {out} is not writable.")
@@ -470,11 +475,38 @@ def run_batch(
         raise BatchInterrupted(report) from None
     report = BatchReport(method, out, results, time.perf_counter() - t0, runner.cluster,
                          run_seconds=runner.run_seconds)
+    for path in out.glob(".*.batch-running"):  # run counts of items given up in this run
+        path.unlink(missing_ok=True)
     report.write()
     logger.info("batch %s: %d done, %d skipped, %d failed in %.1f s", method,
                 report.count("done"), report.count("skipped"), report.count("failed"),
                 report.wall_seconds)
     return report
+
+
+def _check_outputs_are_not_inputs(method: str, out: Path, items: Sequence[BatchItem],
+                                  source: Any) -> None:
+    """``ValueError`` when the output folder is the input folder, or an output would be an
+    input file."""
+    from cryowedge.io.tilt_series import find_angle_file
+    from cryowedge.workflows.outputs import same_file
+
+    if source is not None and Path(source).is_dir() and out.exists() and same_file(source, out):
+        raise ValueError(f"OUTDIR {out} is the input folder; choose another folder (the "
+                         "tomograms would be read as tilt series on a re-run).")
+    final = "dewedge-refine" if method == "dewedge" else "reconstruct"
+    inputs = {}
+    for item in items:
+        for path in (item.tilt_series, item.angles or find_angle_file(item.tilt_series),
+                     item.defocus_file):
+            if path is not None:
+                inputs[str(Path(path).resolve())] = item
+    for item in items:
+        for path in (output_path(out, item.name, final), marker_path(out, item.name, final)):
+            hit = inputs.get(str(path.resolve()))
+            if hit is not None:
+                raise ValueError(f"the output {path} of {item.where()} is an input of "
+                                 f"{hit.where()}; choose another OUTDIR.")
 
 
 def _first_line(err: Exception) -> str:
@@ -496,12 +528,14 @@ class _Runner:
         self.memory_limit: int | None = None  # per worker, bytes, as the cluster reports it
         self.external = False  # a cluster this run did not start (its workers live on)
         self.client: Any = None
-        self.futures: list[Any] = []
+        self.futures: dict[Any, BatchItem] = {}
         self.results: dict[str, ItemResult] = {}
         self.started: list[tuple[str, str]] = []  # (name, stage) submitted and not finished
         self.total = 0
         self.finished = 0
         self.run_seconds = 0.0
+        self.t_start = time.time()  # files modified since then were written by this run
+        self.run_id = uuid.uuid4().hex[:12]
 
     def _tick(self, result: ItemResult | None = None) -> None:
         self.finished += 1
@@ -537,26 +571,32 @@ class _Runner:
             task = ItemTask(item, stage, config.model_dump(mode="json"), digest,
                             str(self.outdir), self.batch.threads_per_worker,
                             self.memory_limit,
-                            self.hook, dict(extra or {}))
+                            self.hook, dict(extra or {}), self.batch.retries + 1,
+                            self.run_id)
             future = client.submit(run_item, task, pure=False, retries=0,
                                    key=f"cryowedge-{stage}-{item.name}-{digest[:8]}")
             futures[future] = item
             tasks[item.name] = task
             self.started.append((item.name, stage))
-        self.client, self.futures = client, list(futures)
+        self.client, self.futures = client, futures  # (released as their results come)
         pending = as_completed(list(futures), loop=client.loop)
         for future in pending:
             item = futures[future]
             if self._innocent_victim(future, item, stage):
+                logger.info("%s: its worker died under another item; running it again",
+                            item.name)
                 # the worker died under another item (a scheduler that queues several tasks
                 # per worker blames them all): run this one again, it never ran to its end
                 again = client.submit(run_item, tasks[item.name], pure=False,
                                       key=f"{future.key}-again-{time.time_ns()}")
                 futures[again] = item
-                self.futures.append(again)
                 pending.add(again)
+                del futures[future]
+                future.release()
                 continue
             result = self._result_of(future, item, stage)
+            del futures[future]
+            future.release()  # a worker that dies later cannot take its result along
             results[item.name] = self.results[item.name] = result
             self.started.remove((item.name, stage))
             self._tick(result)
@@ -585,7 +625,7 @@ class _Runner:
         except Exception as err:  # noqa: BLE001 - KilledWorker, a lost connection
             from distributed.scheduler import KilledWorker
 
-            remove_item_files(self.outdir, item.name, stage)
+            remove_item_files(self.outdir, item.name, stage, since=self.t_start)
             (self.outdir / f".{item.name}.{stage}.batch-running").unlink(missing_ok=True)
             if isinstance(err, KilledWorker):
                 message = (f"the worker running it died {self.batch.retries + 1} time(s) "
@@ -637,12 +677,12 @@ class _Runner:
         up after itself, and only items that had not started are cleaned here."""
         if self.external and self.client is not None and self.futures:
             with contextlib.suppress(Exception):
-                self.client.cancel(self.futures)
+                self.client.cancel(list(self.futures))
         for name, stage in list(self.started):
             running = self.outdir / f".{name}.{stage}.batch-running"
             if self.external and running.exists():
                 continue
-            remove_item_files(self.outdir, name, stage)
+            remove_item_files(self.outdir, name, stage, since=self.t_start)
             running.unlink(missing_ok=True)
         final = "dewedge-refine" if self.method == "dewedge" else "reconstruct"
         results = []

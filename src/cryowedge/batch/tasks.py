@@ -68,6 +68,12 @@ class ItemTask:
         Test/diagnostic callable ``hook(name, attempt)`` run in the worker first.
     extra
         Stage-specific values (the dewedge checkpoint).
+    max_attempts
+        Runs of this item whose worker may die before it is given up (``retries + 1``): the
+        count lives in the item's ``.<name>.<stage>.batch-running`` file, so it does not
+        depend on which tasks the scheduler blames for a worker's death.
+    run_id
+        Token of this batch run: run counts of an earlier run (another token) start over.
     """
 
     item: BatchItem
@@ -79,6 +85,8 @@ class ItemTask:
     memory_limit_bytes: int | None = None
     hook: Callable[[str, int], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 2
+    run_id: str = ""
 
 
 @dataclass
@@ -161,11 +169,19 @@ def item_files(outdir: str | Path, name: str, stage: str = "reconstruct") -> lis
     return files
 
 
-def remove_item_files(outdir: str | Path, name: str, stage: str = "reconstruct") -> list[Path]:
-    """Remove what an unfinished item left (partial outputs, temporaries, a stale marker)."""
+def remove_item_files(outdir: str | Path, name: str, stage: str = "reconstruct", *,
+                      since: float | None = None) -> list[Path]:
+    """Remove what an unfinished item left (partial outputs, temporaries, a stale marker).
+
+    ``since`` (a :func:`time.time`) removes only files modified since then, i.e. made by
+    this run, and hidden temporaries: a file of the same name that was there before (not
+    written by a batch) is never touched."""
     removed = []
     for path in item_files(outdir, name, stage):
         try:
+            if since is not None and not path.name.startswith(".") and not path.is_dir():
+                if not path.exists() or path.stat().st_mtime < since:
+                    continue
             if path.is_dir():
                 path.rmdir()  # emptied above (rglob lists children first after sorting)
             elif path.exists() or path.is_symlink():
@@ -178,12 +194,15 @@ def remove_item_files(outdir: str | Path, name: str, stage: str = "reconstruct")
     return removed
 
 
-def write_marker(task: ItemTask, text: str) -> Path:
+def write_marker(task: ItemTask, text: str, result: ItemResult | None = None) -> Path:
     """The completion marker, atomically: hash line, comments, then the config YAML."""
+    import json
+
     from cryowedge.io._atomic import write_text_atomic
 
     path = marker_path(task.outdir, task.item.name, task.stage)
     header = [f"{HASH_PREFIX}{task.config_hash}",
+              f"# result: {json.dumps(result.__dict__ if result is not None else {})}",
               f"# cryowedge batch: {task.stage} of {task.item.tilt_series}",
               f"# angles: {task.item.angles or 'next to the stack'}",
               f"# pixel_size_angstrom: {task.item.pixel_size_angstrom or 'from the file'}"]
@@ -253,43 +272,77 @@ def warm_up() -> None:
     import cryowedge.workflows.reconstruct  # noqa: F401
 
 
-def _attempt(outdir: str, name: str, stage: str) -> int:
-    """1 for a first run; 2, 3, … when an earlier attempt of this item died mid-way."""
+def _attempt(outdir: str, name: str, stage: str, run_id: str) -> int:
+    """1 for a first run; 2, 3, … when an earlier attempt of this item in this batch run
+    (``run_id``) died mid-way."""
     path = _running_path(outdir, name, stage)
     try:
-        attempt = int(path.read_text().split()[0]) + 1
+        words = path.read_text().split()
+        attempt = int(words[0]) + 1 if words[1] == run_id else 1
     except (OSError, ValueError, IndexError):
         attempt = 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{attempt} pid {os.getpid()}\n")
+    path.write_text(f"{attempt} {run_id} pid {os.getpid()}\n")
     return attempt
+
+
+def _finished_result(task: ItemTask) -> ItemResult | None:
+    """The stored result of an item already complete with this task's hash (Dask runs a
+    finished task again when the worker holding its result dies: it is not redone)."""
+    import json
+
+    path = marker_path(task.outdir, task.item.name, task.stage)
+    if read_marker_hash(path) != task.config_hash or not output_path(
+            task.outdir, task.item.name, task.stage).exists():
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            handle.readline()
+            line = handle.readline()
+        return ItemResult(**json.loads(line.removeprefix("# result: ")))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def run_item(task: ItemTask) -> ItemResult:
     """Run one item on this worker (see the module docstring); never raises."""
     item, outdir = task.item, task.outdir
-    attempt = _attempt(outdir, item.name, task.stage)
+    finished = _finished_result(task)
+    if finished is not None:
+        return finished
+    attempt = _attempt(outdir, item.name, task.stage, task.run_id)
     worker, _ = _worker_slot()
     result = ItemResult(item.name, str(item.tilt_series), "failed", attempts=attempt,
                         worker=worker)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
+    if attempt > task.max_attempts:  # it died in every run so far: do not run it again
+        remove_item_files(outdir, item.name, task.stage)  # (its running file stays)
+        result.attempts = attempt - 1
+        result.error = (f"the worker running it died {attempt - 1} time(s) (killed, or above "
+                        "the memory limit); not run again")
+        return result
     try:
         result.device = _pin(task)
-        remove_item_files(outdir, item.name, task.stage)  # an earlier attempt's leftovers
+        # files of an earlier attempt (this item ran before and died) or of a run with another
+        # config (its marker) are ours to replace; anything else is left, and a file that is
+        # in the way then fails the item ("exists") instead of being overwritten
+        ours = attempt > 1 or read_marker_hash(marker_path(outdir, item.name,
+                                                           task.stage)) is not None
+        remove_item_files(outdir, item.name, task.stage, since=None if ours else started)
         if task.hook is not None:
             task.hook(item.name, attempt)
         with _PeakMemory() as peak:
             output, text = _STAGES[task.stage](task, result.device)
         result.peak_memory_bytes = peak.peak
-        write_marker(task, text)
         result.status, result.output = "done", str(output)
+        result.seconds = time.perf_counter() - t0
+        write_marker(task, text, result)
     except Exception as err:  # noqa: BLE001 - every failure becomes a row of the report
         logger.debug("item %s failed:\n%s", item.name, traceback.format_exc())
         result.error = f"{type(err).__name__}: {err}"
-        remove_item_files(outdir, item.name, task.stage)
-    finally:
-        result.seconds = time.perf_counter() - t0
-        _running_path(outdir, item.name, task.stage).unlink(missing_ok=True)
+        remove_item_files(outdir, item.name, task.stage, since=started)
+    result.seconds = time.perf_counter() - t0
+    _running_path(outdir, item.name, task.stage).unlink(missing_ok=True)
     return result
 
 
