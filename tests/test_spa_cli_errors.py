@@ -144,10 +144,15 @@ def test_missing_files(star: Path, tmp_path: Path):
     assert "true-pose STAR file not found" in line
     line = one_error_line(invoke("simulate", out, "--density", tmp_path / "map.mrc"))
     assert "density map not found" in line
-    # the stack the STAR file names is gone
-    star.with_suffix(".mrcs").unlink()
+    # the stack the STAR file names is gone (renamed): an error, and --stack NAME=FILE reads it
+    moved = star.with_name("renamed.mrcs")
+    star.with_suffix(".mrcs").rename(moved)
     line = one_error_line(invoke("reconstruct", star, "-o", out))
     assert "p.mrcs" in line and "does not exist" in line and "image_root" in line
+    line = one_error_line(invoke("reconstruct", star, "-o", out, "--stack", "p.mrcs"))
+    assert "--stack expects NAME=FILE" in line and "'p.mrcs'" in line
+    stack = load_particles(star, stack_paths={"p.mrcs": moved})
+    assert stack.n_particles == 6
     assert_nothing_written(out)
     with pytest.raises(FileNotFoundError):
         reconstruct_particles(tmp_path / "nothing.star", out)

@@ -25,10 +25,9 @@ PIXEL_ANGSTROM = 5.0 * 1e4 / 38168
 
 @pytest.fixture
 def real_star(tmp_path: Path) -> Path:
-    """The STAR file next to its stack under the name the STAR file uses."""
+    """A copy of the STAR file (its rlnImageName says 'empiar_10076_7.mrc'; the stack in
+    ../shared/data is 'empiar_10076_7_particles.mrc': --stack maps one to the other)."""
     star = shared_data("empiar_10076_7_particles.star")
-    stack = shared_data("empiar_10076_7_particles.mrc")
-    (tmp_path / "empiar_10076_7.mrc").symlink_to(stack)
     copy = tmp_path / "particles.star"
     copy.write_text(star.read_text())
     return copy
@@ -40,7 +39,10 @@ def test_real_particles_through_the_cli(real_star: Path, tmp_path: Path):
     torch.set_num_threads(1)
     try:
         # read with their CTF
-        stack = load_particles(real_star, need_angles=False)
+        mrc = shared_data("empiar_10076_7_particles.mrc")
+        remap = f"empiar_10076_7.mrc={mrc}"
+        stack = load_particles(real_star, need_angles=False,
+                               stack_paths={"empiar_10076_7.mrc": mrc})
         assert stack.images.shape == (7, 320, 320)
         assert stack.pixel_size_angstrom == pytest.approx(PIXEL_ANGSTROM, rel=1e-6)
         assert stack.ctf is not None
@@ -48,7 +50,8 @@ def test_real_particles_through_the_cli(real_star: Path, tmp_path: Path):
         assert float(stack.ctf.voltage_kv[0]) == 300.0
         # the STAR file has no angles: a clear error, nothing written
         out = tmp_path / "out"
-        result = CliRunner().invoke(app, ["spa", "reconstruct", str(real_star), "-o", str(out)])
+        result = CliRunner().invoke(app, ["spa", "reconstruct", str(real_star), "-o", str(out),
+                                          "--stack", remap])
         assert result.exit_code == 2, result.output
         assert "rlnAngleRot" in result.output and "Traceback" not in result.output
         assert not (out / "map.mrc").exists()
@@ -63,7 +66,7 @@ def test_real_particles_through_the_cli(real_star: Path, tmp_path: Path):
         starfile.write(table, with_angles)
         result = CliRunner().invoke(app, [
             "spa", "reconstruct", str(with_angles), "-o", str(out), "--bin", "8",
-            "--n-iter", "3", "--inverted-contrast"])
+            "--n-iter", "3", "--inverted-contrast", "--stack", remap])
         assert result.exit_code == 0, result.output
         vol = read_mrc(out / "map.mrc")
         assert vol.data.shape == (40, 40, 40)

@@ -67,6 +67,22 @@ def _config(model: type, path: Path | None, options: list[ConfigOption],
     return base.updated(**changes_for(options, given))
 
 
+def _stack_paths(items: list[str] | None) -> dict[str, str] | None:
+    """``["NAME=FILE", ...]`` → ``{NAME: FILE}``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name.strip() or not file.strip():
+            raise ValueError(
+                f"--stack expects NAME=FILE (the stack name used in rlnImageName, then the "
+                f"file to read), got {item!r}."
+            )
+        out[name.strip()] = file.strip()
+    return out
+
+
 def _report(result: Any, out: Path) -> None:
     m = result.metrics
     parts = []
@@ -129,6 +145,9 @@ def _reconstruct(
     image_root: Path | None = typer.Option(
         None, help="folder the stack paths of the STAR file are relative to \\[default: its "
         "folder]"),
+    stack: list[str] | None = typer.Option(
+        None, help="NAME=FILE: read the stack that rlnImageName calls NAME from FILE "
+        "(repeatable)"),
     config: Path | None = typer.Option(None, help="YAML file with SpaReconstructConfig fields"),
     overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
     *,
@@ -143,7 +162,8 @@ def _reconstruct(
             with progress_bar(f"spa reconstruct ({cfg.method})") as progress:
                 result = reconstruct_particles(
                     star, out, config=cfg, reference=reference, pixel_size_angstrom=pixel_size,
-                    image_root=image_root, overwrite=overwrite, progress=progress,
+                    image_root=image_root, stack_paths=_stack_paths(stack),
+                    overwrite=overwrite, progress=progress,
                     config_path=config)
     except KeyboardInterrupt:
         _interrupted(out)
@@ -163,6 +183,9 @@ def _refine(
     image_root: Path | None = typer.Option(
         None, help="folder the stack paths of the STAR file are relative to \\[default: its "
         "folder]"),
+    stack: list[str] | None = typer.Option(
+        None, help="NAME=FILE: read the stack that rlnImageName calls NAME from FILE "
+        "(repeatable)"),
     config: Path | None = typer.Option(None, help="YAML file with SpaRefineConfig fields"),
     overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
     *,
@@ -177,7 +200,8 @@ def _refine(
             with progress_bar("spa refine") as progress:
                 result = refine_particles(
                     star, out, config=cfg, reference=reference, true_star=true_star,
-                    pixel_size_angstrom=pixel_size, image_root=image_root, overwrite=overwrite,
+                    pixel_size_angstrom=pixel_size, image_root=image_root,
+                    stack_paths=_stack_paths(stack), overwrite=overwrite,
                     progress=progress, config_path=config)
     except KeyboardInterrupt:
         _interrupted(out)

@@ -203,6 +203,7 @@ def load_particles(
     *,
     pixel_size_angstrom: float | None = None,
     image_root: PathLike | None = None,
+    stack_paths: Mapping[str, PathLike] | None = None,
     need_angles: bool = True,
 ) -> Any:
     """Read a RELION particle STAR file and its stack(s) for ``config``.
@@ -247,6 +248,7 @@ def load_particles(
         ctf=read_ctf,
         pixel_size_angstrom=pixel_size_angstrom,
         image_root=image_root,
+        stack_paths=stack_paths,
         inverted_contrast=cfg.inverted_contrast,
     )
     if cfg.ctf == "auto" and missing:
@@ -568,6 +570,7 @@ def reconstruct_particles(
     reference: PathLike | None = None,
     pixel_size_angstrom: float | None = None,
     image_root: PathLike | None = None,
+    stack_paths: Mapping[str, PathLike] | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     config_path: PathLike | None = None,
@@ -584,7 +587,8 @@ def reconstruct_particles(
     ----------
     star
         RELION particle STAR file (3.0 or 3.1+) with angles; images in the MRCS stack(s) it
-        names (relative to ``image_root``, default its folder).
+        names (relative to ``image_root``, default its folder; ``stack_paths`` maps a name
+        in ``rlnImageName`` to the actual file).
     output_dir
         Output directory.
     config
@@ -614,7 +618,7 @@ def reconstruct_particles(
     _prepare(outputs, [star, reference, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
     stack = bin_stack(load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
-                                     image_root=image_root), cfg.bin)
+                                     image_root=image_root, stack_paths=stack_paths), cfg.bin)
     ref = read_reference(reference, stack.image_size)
     logger.info("spa reconstruct: %d particles of %d px, %.4g Å", stack.n_particles,
                 stack.image_size, stack.pixel_size_angstrom)
@@ -728,6 +732,7 @@ def refine_particles(
     true_star: PathLike | None = None,
     pixel_size_angstrom: float | None = None,
     image_root: PathLike | None = None,
+    stack_paths: Mapping[str, PathLike] | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     config_path: PathLike | None = None,
@@ -768,12 +773,13 @@ def refine_particles(
     _prepare(outputs, [star, reference, true_star, config_path], overwrite, None)
     report_progress(progress, "reading particles", 0.0)
     original = load_particles(star, cfg, pixel_size_angstrom=pixel_size_angstrom,
-                              image_root=image_root)
+                              image_root=image_root, stack_paths=stack_paths)
     stack = bin_stack(original, cfg.bin)
     ref = read_reference(reference, stack.image_size)
     true_rot = None
     if true_star is not None:
         truth_stack = read_relion_particles(true_star, ctf=False, image_root=image_root,
+                                            stack_paths=stack_paths,
                                             pixel_size_angstrom=stack.pixel_size_angstrom)
         if truth_stack.rotations is None or truth_stack.n_particles != stack.n_particles:
             raise ValueError(
