@@ -50,9 +50,19 @@ def test_simulate_writes_true_angles_and_truth(workdir):
     assert len(table) == 48
     tilt = table["rlnAngleTilt"].to_numpy()
     assert tilt.max() <= 90.0 + 1e-6  # half of SO(3) by default
+    assert np.ptp(table["rlnAngleRot"].to_numpy() % 360.0) > 180.0  # no C_n restriction
+
     truth = read_mrc(sim / "truth.mrc")
     assert truth.data.shape == (16, 16, 16)
     assert yaml.safe_load((sim / "orient_simulate.yaml").read_text())["n_particles"] == 48
+
+
+def test_simulate_asymmetric_unit(tmp_path):
+    r = invoke("simulate", tmp_path, "--box", 8, "--n-particles", 40, "--cyclic", 4)
+    assert r.exit_code == 0, r.output
+    star = starfile.read(tmp_path / "particles.star")
+    rot = (star["particles"] if isinstance(star, dict) else star)["rlnAngleRot"].to_numpy()
+    assert np.all((rot % 360.0 >= 0) & (rot % 360.0 < 90.0 + 1e-6))
 
 
 def test_train_writes_a_resumable_checkpoint(workdir):

@@ -50,6 +50,11 @@ class _DensityFields(BaseConfig):
         True, description="orientations uniform on half of SO(3) (projection directions with "
         "tilt <= 90°, as the thesis) instead of all of it", json_schema_extra=cli("--half"),
     )
+    cyclic: int = Field(
+        1, ge=1, description="C_n symmetry of the particle about the map's z axis: sample only "
+        "the asymmetric unit (RELION rot in [0, 360/n)), the thesis's fix for symmetric "
+        "particles; 1 = none"
+    )
     snr: float | None = Field(
         None, gt=0, description="white Gaussian noise at var(signal)/σ² (a ratio, not dB); "
         "default noise-free (the thesis's set-up)"

@@ -82,7 +82,7 @@ def simulate_to_dir(out: str | os.PathLike[str], cfg: Any, *, overwrite: bool = 
     d = _out_dir(out, ["particles.star", "particles.mrcs", "truth.mrc"], overwrite)
     model = prepare_density(cfg.density, box_size=cfg.box_size,
                             source_pixel_size_angstrom=cfg.source_pixel_size_angstrom)
-    q = uniform_quaternions(cfg.n_particles, cfg.seed, half=cfg.half_so3)
+    q = uniform_quaternions(cfg.n_particles, cfg.seed, half=cfg.half_so3, cyclic=cfg.cyclic)
     ps = project_density(model, q, snr=cfg.snr, seed=cfg.seed, progress=progress)
     star, mrcs = write_relion_particles(d / "particles.star", ps.to_stack(), overwrite=True)
     truth = write_mrc(d / "truth.mrc", model.truth, voxel_size_angstrom=model.pixel_size_angstrom)
@@ -110,10 +110,10 @@ def _training_sets(cfg: Any, progress: Progress | None,
     model = prepare_density(cfg.density, box_size=cfg.box_size,
                             source_pixel_size_angstrom=cfg.source_pixel_size_angstrom)
     sub = None if progress is None else (lambda s, f: progress("project training set", f))
-    train = project_density(model, uniform_quaternions(cfg.n_train, cfg.seed, half=cfg.half_so3),
-                            snr=cfg.snr, seed=cfg.seed, progress=sub)
-    val = project_density(model, uniform_quaternions(cfg.n_val, cfg.seed + 1, half=cfg.half_so3),
-                          snr=cfg.snr, seed=cfg.seed + 1)
+    q_train = uniform_quaternions(cfg.n_train, cfg.seed, half=cfg.half_so3, cyclic=cfg.cyclic)
+    q_val = uniform_quaternions(cfg.n_val, cfg.seed + 1, half=cfg.half_so3, cyclic=cfg.cyclic)
+    train = project_density(model, q_train, snr=cfg.snr, seed=cfg.seed, progress=sub)
+    val = project_density(model, q_val, snr=cfg.snr, seed=cfg.seed + 1)
     return train, val
 
 
