@@ -12,6 +12,7 @@ from __future__ import annotations
 from cryowedge.batch.items import BatchItem, discover_items, read_table
 from cryowedge.batch.run import BatchInterrupted, BatchReport, item_hash, run_batch
 from cryowedge.batch.tasks import ItemResult
+from cryowedge.config.batch import BatchConfig
 
-__all__ = ["BatchInterrupted", "BatchItem", "BatchReport", "ItemResult", "discover_items",
-           "item_hash", "read_table", "run_batch"]
+__all__ = ["BatchConfig", "BatchInterrupted", "BatchItem", "BatchReport", "ItemResult",
+           "discover_items", "item_hash", "read_table", "run_batch"]
