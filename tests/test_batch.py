@@ -356,3 +356,32 @@ def test_worker_memory_limit_makes_the_item_stream(series_dir, tmp_path):
         "streamed_slab_rows"] is None
     np.testing.assert_allclose(read_mrc(tmp_path / "s" / "ts_0.mrc").data,
                                read_mrc(tmp_path / "w" / "ts_0.mrc").data, rtol=1e-5, atol=1e-6)
+
+
+def test_ctrl_c_on_a_local_cluster_leaves_no_partial_outputs(series_dir, tmp_path):
+    """run_batch's own cluster: Ctrl-C (here: raised after the first result) stops the
+    workers mid-item; the item that was being written leaves nothing behind."""
+    import json
+
+    def slow_writer(name: str, attempt: int) -> None:  # runs in the worker process
+        try:  # the first item to start runs normally; the others stall mid-write
+            os.close(os.open(tmp_path / "first", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            (tmp_path / "out" / f".{name}.1234abcd.tmp.mrc").write_bytes(b"half a tomogram")
+            time.sleep(30)
+
+    def interrupt(result):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(BatchInterrupted) as stop:
+        run_batch("fbp", series_dir, out, config={"thickness": 8}, workers=1,
+                  memory_limit="2GB", hook=slow_writer, on_result=interrupt)
+    statuses = {r.name: r.status for r in stop.value.report.items}
+    (first,) = [n for n, s in statuses.items() if s == "done"]
+    assert sorted(statuses.values()) == ["done", "interrupted", "interrupted"]
+    assert _hidden(out) == []
+    assert sorted(p.name for p in out.iterdir()) == [
+        "batch_report.json", "batch_report.md", f"{first}.config.yaml", f"{first}.mrc",
+        f"{first}.run.yaml"]
+    assert json.loads((out / "batch_report.json").read_text())["interrupted"] is True
