@@ -97,6 +97,7 @@ def test_corrupt_file_is_reported_and_the_others_finish(client, series_dir, tmp_
     assert rows["broken"].status == "failed" and "MRC" in rows["broken"].error
     assert [rows[f"ts_{i}"].status for i in range(3)] == ["done"] * 3
     assert steps[-1] == ("items 4/4", 1.0)
+    assert report.run_seconds > 0 and report.overhead_per_item() is not None
     assert not report.ok
     # the outputs equal a direct reconstruction with the resolved per-item config
     from cryowedge.config.models import ReconstructConfig

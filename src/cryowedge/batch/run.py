@@ -579,6 +579,7 @@ class _Runner:
             tasks[item.name] = task
             self.started.append((item.name, stage))
         self.client, self.futures = client, futures  # (released as their results come)
+        submitted = bool(futures)
         pending = as_completed(list(futures), loop=client.loop)
         for future in pending:
             item = futures[future]
@@ -600,7 +601,7 @@ class _Runner:
             results[item.name] = self.results[item.name] = result
             self.started.remove((item.name, stage))
             self._tick(result)
-        if futures:
+        if submitted:
             self.run_seconds += time.perf_counter() - t_run
         return [results[item.name] for item in items]
 
