@@ -125,13 +125,12 @@ class _Plans:
         op, dtype, dev = self.op, self.dtype, self.device
         nz, ny, nx = op.volume_shape
         elt = torch.empty((), dtype=dtype).element_size()
-        rot = op.copy_rotation(i)
         bg = 1.0 - (
             self.s
             if op.copy_supports[i] is op.support
             else torch.from_numpy(op.copy_supports[i]).to(device=dev, dtype=dtype)
         )
-        plan: dict[str, Any] = {"rot": rot, "bg": bg}
+        plan: dict[str, Any] = {"bg": bg}
         size = 0
         if self.block == "copy":
             proj = op.copy_projector(i)  # B_i = proj · (1 − S_i); D_i = dpart (mask inside)
