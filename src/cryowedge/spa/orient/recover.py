@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from cryowedge.config.spa_orient import RECOVERY_DEFAULTS as _R
 from cryowedge.spa.orient.quaternions import (
     as_unit_quaternions,
     canonical_quaternions,
@@ -176,18 +177,20 @@ def _sample_pairs(n: int, b: int, gen: torch.Generator) -> tuple[torch.Tensor, t
 def recover_orientations(
     oracle: DistanceOracle,
     *,
-    n_steps: int = 2000,
-    batch_pairs: int = 4096,
-    lr: float = 0.1,
-    lr_final: float = 1e-3,
+    n_steps: int = _R["n_steps"],
+    batch_pairs: int = _R["batch_pairs"],
+    lr: float = _R["lr"],
+    lr_final: float = _R["lr_final"],
     init: ArrayLike | None = None,
     seed: int | None = 0,
-    n_restarts: int = 1,
-    eval_pairs: int = 100_000,
+    n_restarts: int = _R["n_restarts"],
+    eval_pairs: int = _R["eval_pairs"],
     progress: Progress | None = None,
     device: torch.device | str | None = None,
 ) -> RecoveryResult:
     """Minimise ``Σ (d̂_ij − d_q(q_i, q_j))²`` over ``P`` quaternions (eq. 5.7, module docstring).
+
+    Defaults: :data:`cryowedge.config.spa_orient.RECOVERY_DEFAULTS`.
 
     Parameters
     ----------

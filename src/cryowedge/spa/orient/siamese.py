@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryowedge.config.spa_orient import SIAMESE_DEFAULTS as _D
 from cryowedge.spa.orient.data import ProjectionSet
 from cryowedge.spa.orient.quaternions import quaternion_distance
 
@@ -56,8 +57,9 @@ Progress = Callable[[str, float], None]
 
 @dataclass
 class SiameseConfig:
-    """Architecture and training settings (defaults: a small net that trains on 2 CPU cores in
-    minutes on 32² images; the thesis: 250 epochs, batch 256, Adam 1e-3, TensorFlow, ~10 h).
+    """Architecture and training settings (defaults:
+    :data:`cryowedge.config.spa_orient.SIAMESE_DEFAULTS`, a small net that trains on 2 CPU
+    cores in minutes on 32² images; the thesis: 250 epochs, batch 256, Adam 1e-3, ~10 h).
 
     Attributes
     ----------
@@ -81,19 +83,19 @@ class SiameseConfig:
         Float16 autocast + gradient scaling on CUDA (ignored on CPU).
     """
 
-    channels: tuple[int, ...] = (16, 32, 64)
-    embedding_dim: int = 32
-    hidden: int = 128
-    epochs: int = 20
-    steps_per_epoch: int = 50
-    batch_images: int = 64
-    lr: float = 1e-3
-    lr_final: float = 1e-5
-    weight_decay: float = 0.0
-    val_pairs: int = 2000
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
+    channels: tuple[int, ...] = _D["channels"]
+    embedding_dim: int = _D["embedding_dim"]
+    hidden: int = _D["hidden"]
+    epochs: int = _D["epochs"]
+    steps_per_epoch: int = _D["steps_per_epoch"]
+    batch_images: int = _D["batch_images"]
+    lr: float = _D["lr"]
+    lr_final: float = _D["lr_final"]
+    weight_decay: float = _D["weight_decay"]
+    val_pairs: int = _D["val_pairs"]
+    seed: int = _D["seed"]
+    device: str = _D["device"]
+    amp: bool = _D["amp"]
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
