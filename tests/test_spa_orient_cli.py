@@ -137,3 +137,16 @@ def test_recover_bad_input(workdir, tmp_path):
     assert r.exit_code == 2
     r = invoke("train", tmp_path / "t", "--channels", "8,x")
     assert r.exit_code == 2 and "channels" in r.output
+
+
+def test_yaml_config_and_option_precedence(tmp_path):
+    cfg = tmp_path / "sim.yaml"
+    cfg.write_text("box_size: 8\nn_particles: 12\nhalf_so3: false\nseed: 5\n")
+    r = invoke("simulate", tmp_path / "out", "--config", cfg, "--n-particles", 6)
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((tmp_path / "out" / "orient_simulate.yaml").read_text())
+    assert saved["n_particles"] == 6 and saved["box_size"] == 8 and saved["half_so3"] is False
+    assert read_mrc(tmp_path / "out" / "truth.mrc").data.shape == (8, 8, 8)
+    cfg.write_text("n_particle: 3\n")
+    r = invoke("simulate", tmp_path / "bad", "--config", cfg)
+    assert r.exit_code == 2 and "n_particles" in r.output
