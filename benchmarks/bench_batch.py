@@ -110,7 +110,7 @@ def main() -> None:
                    "tv": ["--thickness", str(nz), "--n-iter", str(args.tv_iter),
                           "--cg-iter", "5"]}
     worst = 0.0
-    with tempfile.TemporaryDirectory(prefix="bench_batch_", dir=".") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
         root = Path(tmp)
         data = root / "in"
         data.mkdir()
