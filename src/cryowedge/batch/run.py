@@ -309,7 +309,8 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
             finally:
                 client.close()
             return
-        n_workers = batch.workers or default_workers(batch.threads_per_worker)
+        n_workers = batch.workers or default_workers(batch.threads_per_worker,
+                                                     batch.memory_limit_bytes)
         threads = str(batch.threads_per_worker)
         t0 = time.perf_counter()
         cluster = LocalCluster(
@@ -345,8 +346,9 @@ def _dashboard(client: Any) -> str | None:
         return None
 
 
-def default_workers(threads_per_worker: int) -> int:
-    """One worker per GPU when there are GPUs, else ``cores // threads_per_worker``."""
+def default_workers(threads_per_worker: int, memory_limit_bytes: int | None = None) -> int:
+    """One worker per GPU when there are GPUs, else ``cores // threads_per_worker``; never
+    more than the machine's memory holds at ``memory_limit_bytes`` each."""
     try:
         import torch
 
@@ -355,7 +357,12 @@ def default_workers(threads_per_worker: int) -> int:
     except ImportError:  # pragma: no cover
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, threads_per_worker))
+    n = max(1, (cores or 1) // max(1, threads_per_worker))
+    if memory_limit_bytes:
+        import psutil
+
+        n = min(n, max(1, psutil.virtual_memory().total // memory_limit_bytes))
+    return n
 
 
 # ------------------------------------------------------------------------------ run

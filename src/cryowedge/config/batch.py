@@ -37,7 +37,8 @@ class BatchConfig(BaseConfig):
 
     workers: int | None = Field(
         None, ge=1, description="local Dask workers, each running one tilt series at a time "
-        "(default: one per GPU, else cores // threads-per-worker)")
+        "(default: one per GPU, else cores // threads-per-worker, at most memory // "
+        "memory-limit)")
     threads_per_worker: int = Field(
         1, ge=1, description="CPU threads of each worker's reconstruction (torch.set_num_threads)")
     memory_limit: str = Field(
