@@ -19,6 +19,7 @@ from cryowedge.geometry.rotations import random_rotations
 from cryowedge.spa.bench import (
     PEERS,
     _corr,
+    _import_peer,
     _peer_adjoint,
     _test_particle,
     bench_spa_peers,
@@ -31,15 +32,8 @@ from cryowedge.spa.projector import SpaProjector
 INSTALLED = [name for name in PEERS if importlib.util.find_spec(name) is not None]
 
 
-def _importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except Exception:  # a compiled extension built for another torch raises OSError
-        return False
-    return True
-
-
-WORKING = [name for name in INSTALLED if _importable(name)]
+# A compiled extension built for another torch raises OSError on import: not "working".
+WORKING = [name for name in INSTALLED if _import_peer(name)[0] is not None]
 
 
 def test_table_structure_and_extrapolation() -> None:
@@ -135,3 +129,16 @@ def test_cli_bad_projections() -> None:
     result = CliRunner().invoke(app, ["bench", "spa", "--projections", "5,x", "--no-peers"])
     assert result.exit_code == 2
     assert "--projections" in result.output
+
+
+def test_importing_a_peer_leaves_logging_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """ASPIRE's import-time fileConfig would disable the cryowedge loggers (caplog sees nothing)."""
+    import logging
+
+    for name in WORKING:
+        _import_peer(name)
+    log = logging.getLogger("cryowedge.spa.bench")
+    assert not log.disabled
+    with caplog.at_level(logging.INFO, logger="cryowedge"):
+        log.info("still heard")
+    assert "still heard" in caplog.text

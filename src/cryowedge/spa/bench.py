@@ -40,6 +40,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,9 +216,56 @@ def bench_spa_table(
 
 
 # ---------------------------------------------------------------------------- peers
+def _import_quietly(name: str) -> Any:
+    """Import a peer without letting it reconfigure this process's logging.
+
+    ASPIRE's ``__init__`` calls ``logging.config.fileConfig``: it disables every logger that
+    exists (``cryowedge.*`` included, which breaks ``caplog`` in the test suite), sets the root
+    to DEBUG with a stdout handler, and opens a log file under ``./logs``. Here its
+    configuration directory (``ASPIREDIR``, read by ``confuse``) points to a temporary one that
+    sends the log file to a temporary folder and keeps ``sys.excepthook``, and the root
+    logger's level and handlers and every logger's ``disabled`` flag are restored after the
+    import.
+    """
+    import logging
+    import os
+    import sys
+    import tempfile
+
+    if name in sys.modules:
+        return sys.modules[name]
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    disabled = {
+        key: lg.disabled
+        for key, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    env_before = os.environ.get("ASPIREDIR")
+    if name == "aspire" and env_before is None:
+        tmp = Path(tempfile.mkdtemp(prefix="cryowedge-aspire-"))
+        (tmp / "config.yaml").write_text(
+            f"logging:\n    log_dir: {(tmp / 'logs').as_posix()}\n    log_exceptions: 0\n"
+        )
+        os.environ["ASPIREDIR"] = str(tmp)
+    try:
+        return __import__(name)
+    finally:
+        if env_before is None:
+            os.environ.pop("ASPIREDIR", None)
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        root.setLevel(level)
+        for key, lg in logging.Logger.manager.loggerDict.items():
+            if isinstance(lg, logging.Logger):
+                lg.disabled = disabled.get(key, False)
+
+
 def _import_peer(name: str) -> tuple[Any, str | None]:
     try:
-        module = __import__(name)
+        module = _import_quietly(name)
     except Exception as exc:  # ImportError, or OSError from a compiled extension
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     return module, None
@@ -251,6 +299,7 @@ def peer_forward(
     rot = np.asarray(rotations, dtype=np.float64)
     mats = torch.as_tensor(rot.transpose(0, 2, 1) if transpose else rot, dtype=torch.float32)
     if name == "aspire":
+        _import_quietly("aspire")
         from aspire.volume import Volume
 
         m = mats.numpy()
@@ -291,6 +340,7 @@ def _peer_backprojection(name: str, n: int, rotations: np.ndarray) -> Callable[[
 
     mats = torch.as_tensor(np.asarray(rotations).transpose(0, 2, 1), dtype=torch.float32)
     if name == "aspire":
+        _import_quietly("aspire")
         from aspire.image import Image
 
         m = mats.numpy()
