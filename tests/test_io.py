@@ -783,6 +783,28 @@ def test_slab_writer_round_trip_and_header(tmp_path: Path) -> None:
     assert mrcfile.validate(str(out), print_file=_stdio.StringIO())
 
 
+def test_write_mrc_is_deterministic(tmp_path: Path, monkeypatch) -> None:
+    """The same data written at two different times give the same bytes (resumed batch runs
+    are compared byte for byte); the label names cryowedge, not a timestamp."""
+    import datetime as _dt
+
+    import mrcfile.mrcobject
+
+    class _DayLater(_dt.datetime):  # mrcfile stamps its default label with datetime.now()
+        @classmethod
+        def now(cls, tz=None):
+            return _dt.datetime(2031, 1, 2, 3, 4, 5)
+
+    vol = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    write_mrc(tmp_path / "a.mrc", vol, voxel_size_angstrom=1.5)
+    monkeypatch.setattr(mrcfile.mrcobject, "datetime", _DayLater)
+    write_mrc(tmp_path / "b.mrc", vol, voxel_size_angstrom=1.5)
+    assert (tmp_path / "a.mrc").read_bytes() == (tmp_path / "b.mrc").read_bytes()
+    with mrcfile.open(tmp_path / "a.mrc") as mrc:
+        assert mrc.header.label[0].startswith(b"Created by cryowedge")
+        assert int(mrc.header.nlabl) == 1
+
+
 def test_slab_writer_leaves_nothing_on_failure(tmp_path: Path, monkeypatch) -> None:
     from cryowedge.io.mrc import MrcSlabWriter
 

@@ -367,6 +367,18 @@ def _mrc_compatible(array: np.ndarray, name: str = "data") -> np.ndarray:
     raise TypeError(f"{name} has dtype {array.dtype}, which is not numeric; MRC stores numbers.")
 
 
+def _label_header(header: Any) -> None:
+    """Replace mrcfile's "Created by mrcfile.py <date time>" label by a fixed one.
+
+    The same data written twice must give the same bytes (a resumed batch run is compared
+    byte for byte with an uninterrupted one); the file's modification time keeps the date.
+    """
+    from .._version import __version__
+
+    header.label[0] = f"Created by cryowedge {__version__}".encode("ascii")[:80]
+    header.nlabl = max(int(header.nlabl), 1)
+
+
 def write_mrc(
     path: str | os.PathLike[str],
     data: ArrayLike,
@@ -451,6 +463,7 @@ def write_mrc(
                 mrc.header.origin.x = origin[2]
                 mrc.header.origin.y = origin[1]
                 mrc.header.origin.z = origin[0]
+                _label_header(mrc.header)
         _log_caught(caught, final, set())
     logger.debug("wrote %s: shape %s, dtype %s, voxel %s Å", final, array.shape, array.dtype, voxel)
     return final
@@ -752,6 +765,7 @@ class MrcSlabWriter:
             with mrcfile.new(tmp, overwrite=True) as mrc:
                 mrc.set_data(np.zeros((2, 1, 1), dtype=np.float32))
                 mrc.set_volume()
+                _label_header(mrc.header)
                 header = mrc.header.copy()
         header.nx, header.ny, header.nz = nx, ny, nz
         header.mx, header.my, header.mz = nx, ny, nz
