@@ -313,12 +313,13 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
                                                      batch.memory_limit_bytes)
         threads = str(batch.threads_per_worker)
         t0 = time.perf_counter()
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True,
-            memory_limit=batch.memory_limit_bytes,
-            dashboard_address=":0",  # a free port (the dashboard itself needs bokeh)
-            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            silence_logs=logging.ERROR)
+        with dask.config.set(local_worker_environment(batch.threads_per_worker)):
+            cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True,
+                memory_limit=batch.memory_limit_bytes,
+                dashboard_address=":0",  # a free port (the dashboard itself needs bokeh)
+                env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+                silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
         client.run(warm_up)  # every worker imports torch and the workflows now
         info = {"local_workers": n_workers,
@@ -344,6 +345,25 @@ def _dashboard(client: Any) -> str | None:
         return client.dashboard_link if _has_bokeh() else None
     except Exception:  # noqa: BLE001 - no dashboard is not an error
         return None
+
+
+def local_worker_environment(threads_per_worker: int) -> dict[str, Any]:
+    """Dask settings for the environment a local worker process starts with.
+
+    The nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in a new worker's environment by default
+    (to hand memory back to the OS). Setting it turns off glibc's dynamic mmap threshold, so
+    every large temporary array is a fresh ``mmap`` with page faults: the reconstructions ran
+    2.2–2.7× slower in a worker than in a plain process (TV, 64×128×128, 41 tilts: 5.1 s
+    against 2.3 s on one thread). ``None`` unsets it. The thread counts are set before the
+    process starts, where OpenMP reads them.
+    """
+    threads = int(threads_per_worker)
+    return {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+        "distributed.nanny.pre-spawn-environ.OMP_NUM_THREADS": threads,
+        "distributed.nanny.pre-spawn-environ.MKL_NUM_THREADS": threads,
+        "distributed.nanny.pre-spawn-environ.OPENBLAS_NUM_THREADS": threads,
+    }
 
 
 def default_workers(threads_per_worker: int, memory_limit_bytes: int | None = None) -> int:
