@@ -313,7 +313,8 @@ def open_client(batch: BatchConfig, client: Any = None) -> Iterator[tuple[Any, d
                                                      batch.memory_limit_bytes)
         threads = str(batch.threads_per_worker)
         t0 = time.perf_counter()
-        with dask.config.set(local_worker_environment(batch.threads_per_worker)):
+        with dask.config.set(local_worker_environment(batch.threads_per_worker)), \
+                _without_environment_variable("MALLOC_TRIM_THRESHOLD_"):
             cluster = LocalCluster(
                 n_workers=n_workers, threads_per_worker=1, processes=True,
                 memory_limit=batch.memory_limit_bytes,
@@ -364,6 +365,22 @@ def local_worker_environment(threads_per_worker: int) -> dict[str, Any]:
         "distributed.nanny.pre-spawn-environ.MKL_NUM_THREADS": threads,
         "distributed.nanny.pre-spawn-environ.OPENBLAS_NUM_THREADS": threads,
     }
+
+
+@contextlib.contextmanager
+def _without_environment_variable(name: str) -> Iterator[None]:
+    """``name`` removed from this process's environment while worker processes are spawned.
+
+    A Dask nanny writes its pre-spawn variables into the environment of the process that
+    starts it and leaves them there, so after any earlier ``LocalCluster`` this process holds
+    ``MALLOC_TRIM_THRESHOLD_=65536`` and new workers inherit it whatever the config says.
+    """
+    saved = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved
 
 
 def default_workers(threads_per_worker: int, memory_limit_bytes: int | None = None) -> int:
