@@ -29,9 +29,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def small_sim():
-    """16³ noise-free ribosome particles with CTF and shifts, clean images kept."""
+    """16³ noise-free particles of the bundled 1A5T map with CTF and shifts, clean images kept."""
     return simulate_spa(
-        "ribosome",
+        "1a5t",
         box_size=16,
         n_particles=6,
         snr=None,
@@ -161,7 +161,7 @@ def test_align_maps_recovers_rotation_and_mirror():
     from cryowedge.geometry.rotations import euler_zyz_to_matrix
     from cryowedge.operators.rotation import Rotation3D
 
-    truth = simulate_spa("ribosome", box_size=16, n_particles=2, snr=None).truth
+    truth = simulate_spa("1a5t", box_size=16, n_particles=2, snr=None).truth
     r = euler_zyz_to_matrix(40.0, 70.0, -20.0)
     moved = mirror_x(Rotation3D((16,) * 3, r).forward(torch.as_tensor(truth)).numpy())
     res = align_maps(moved, truth, n_rotations=300, refine_candidates=30)
@@ -171,7 +171,7 @@ def test_align_maps_recovers_rotation_and_mirror():
 
 
 def _resume_setup(tmp_path, name, epochs):
-    sim = simulate_spa("ribosome", box_size=16, n_particles=32, snr=1.0, ctf=True, seed=1)
+    sim = simulate_spa("1a5t", box_size=16, n_particles=32, snr=1.0, ctf=True, seed=1)
     cfg = preset_config(
         "cpu-small",
         epochs=epochs,

@@ -11,6 +11,8 @@ from cryowedge.config.spa_cryogan import CryoGanConfig
 
 _TINY = [
     "--simulate",
+    "--sim-density",
+    "1a5t",  # bundled: the test must not need ../shared/data
     "--sim-box",
     "16",
     "--sim-particles",
