@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -124,3 +126,17 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:  # a full disk, a read-only or vanished directory: one line, no traceback
         where = f" ({exc.filename})" if exc.filename else ""
         raise fail(f"{exc.strerror or exc}{where}") from None
+
+
+def print_written(result: Any, out: Path) -> None:
+    """One line: how many files a workflow wrote to ``out``, in how long, and their names."""
+    console.print(f"wrote {len(result.files)} files to {out}/ in {result.seconds:.1f} s "
+                  f"({', '.join(sorted(p.name for p in result.files.values()))})",
+                  markup=False, soft_wrap=True)
+
+
+def interrupted_exit(out: Path) -> typer.Exit:
+    """Say that ``out`` may hold partial outputs after Ctrl-C; the exit (code 130) to raise."""
+    console.print(f"[bold yellow]interrupted; {out} may hold a partial set of outputs.[/]",
+                  soft_wrap=True)
+    return typer.Exit(code=130)

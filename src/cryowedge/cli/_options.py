@@ -24,6 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import typer
@@ -205,6 +206,16 @@ def config_options(
             )
         )
     return options
+
+
+def config_from(model: type, path: str | Path | None, options: Sequence[ConfigOption],
+                given: Mapping[str, Any]) -> Any:
+    """``model`` from the YAML file at ``path`` (or its defaults), then the options given,
+    validated as one model."""
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {str(path)!r}; check the path.")
+    base = model.from_yaml(path) if path else model()
+    return base.updated(**changes_for(options, given))
 
 
 def changes_for(

@@ -26,8 +26,20 @@ from typing import Any, Literal
 import typer
 from typer.core import TyperGroup
 
-from cryowedge.cli._common import console, progress_bar, user_errors
-from cryowedge.cli._options import ConfigCommand, ConfigOption, changes_for, config_options
+from cryowedge.cli._common import (
+    console,
+    interrupted_exit,
+    print_written,
+    progress_bar,
+    user_errors,
+)
+from cryowedge.cli._options import (
+    ConfigCommand,
+    ConfigOption,
+    changes_for,
+    config_from,
+    config_options,
+)
 from cryowedge.config.crm import CrmConfig, CrmSimulateConfig
 
 #: The sub-command that ``cryowedge crm TILTSERIES ...`` runs.
@@ -81,8 +93,7 @@ def simulate_options() -> list[ConfigOption]:
 def build_config(config_path: Path | None, options: list[ConfigOption],
                  given: dict[str, Any]) -> CrmConfig:
     """The YAML file (or the defaults), then the options given, validated as one model."""
-    base = CrmConfig.from_yaml(config_path) if config_path else CrmConfig()
-    return base.updated(**changes_for(options, given))  # type: ignore[return-value]
+    return config_from(CrmConfig, config_path, options, given)  # type: ignore[no-any-return]
 
 
 def _report(result: Any, out: Path) -> None:
@@ -91,15 +102,7 @@ def _report(result: Any, out: Path) -> None:
     labels = {"crm": "CRM", "avg": "AVG", "m-avg": "M-AVG"}
     console.print(metrics_table_markdown({labels.get(k, k): v for k, v in result.metrics.items()}),
                   markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {len(result.files)} files to {out}/ in {result.seconds:.1f} s "
-                  f"({', '.join(sorted(p.name for p in result.files.values()))})",
-                  markup=False, soft_wrap=True)
-
-
-def _interrupted(out: Path) -> None:
-    console.print(f"[bold yellow]interrupted; {out} may hold a partial set of outputs.[/]",
-                  soft_wrap=True)
-    raise typer.Exit(code=130)
+    print_written(result, out)
 
 
 # ----------------------------------------------------------------------------- reconstruct
@@ -132,7 +135,7 @@ def _reconstruct(
                     reference=reference, pixel_size_angstrom=pixel_size, overwrite=overwrite,
                     progress=progress, config_path=config)
     except KeyboardInterrupt:
-        _interrupted(out)
+        raise interrupted_exit(out)
     _report(result, out)
 
 
@@ -183,7 +186,7 @@ def _run(
                 result = run_dataset(dataset, output_dir, cfg, overwrite=overwrite,
                                      progress=progress, config_path=config)
     except KeyboardInterrupt:
-        _interrupted(output_dir)
+        raise interrupted_exit(output_dir)
     _report(result, output_dir)
 
 
@@ -205,7 +208,7 @@ def _compare(
                 result = compare_dataset(dataset, output_dir, cfg, overwrite=overwrite,
                                          progress=progress, config_path=config)
     except KeyboardInterrupt:
-        _interrupted(output_dir)
+        raise interrupted_exit(output_dir)
     _report(result, output_dir)
 
 

@@ -26,8 +26,14 @@ from typing import Any
 
 import typer
 
-from cryowedge.cli._common import console, progress_bar, user_errors
-from cryowedge.cli._options import ConfigCommand, ConfigOption, changes_for, config_options
+from cryowedge.cli._common import (
+    console,
+    interrupted_exit,
+    print_written,
+    progress_bar,
+    user_errors,
+)
+from cryowedge.cli._options import ConfigCommand, ConfigOption, config_from, config_options
 from cryowedge.config.spa import SpaReconstructConfig, SpaRefineConfig, SpaSimulateConfig
 
 spa_app = typer.Typer(
@@ -56,15 +62,6 @@ def refine_options() -> list[ConfigOption]:
         dataclasses.replace(o, help_panel="Refinement" if o.name in own else "Final map")
         for o in config_options(SpaRefineConfig)
     ]
-
-
-def _config(model: type, path: Path | None, options: list[ConfigOption],
-            given: dict[str, Any]) -> Any:
-    """The YAML file (or the defaults), then the options given, validated as one model."""
-    if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"config file not found: {str(path)!r}; check the path.")
-    base = model.from_yaml(path) if path else model()
-    return base.updated(**changes_for(options, given))
 
 
 def _stack_paths(items: list[str] | None) -> dict[str, str] | None:
@@ -97,15 +94,7 @@ def _report(result: Any, out: Path) -> None:
                      f"{m['mean_angle_error_after_deg']:.2f}° (mean)")
     for line in parts:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {len(result.files)} files to {out}/ in {result.seconds:.1f} s "
-                  f"({', '.join(sorted(p.name for p in result.files.values()))})",
-                  markup=False, soft_wrap=True)
-
-
-def _interrupted(out: Path) -> None:
-    console.print(f"[bold yellow]interrupted; {out} may hold a partial set of outputs.[/]",
-                  soft_wrap=True)
-    raise typer.Exit(code=130)
+    print_written(result, out)
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -122,12 +111,12 @@ def _simulate(
 
     try:
         with user_errors():
-            cfg = _config(SpaSimulateConfig, config, simulate_options(), given)
+            cfg = config_from(SpaSimulateConfig, config, simulate_options(), given)
             with progress_bar("spa simulate") as progress:
                 result = simulate_particles(output_dir, cfg, overwrite=overwrite,
                                             progress=progress, config_path=config)
     except KeyboardInterrupt:
-        _interrupted(output_dir)
+        raise interrupted_exit(output_dir)
     m = result.metrics
     console.print(f"{m['particles']} particles of {m['box_px']} px at "
                   f"{m['pixel_size_angstrom']:.3g} Å from {m['density']}, SNR {m['snr']}, "
@@ -158,7 +147,7 @@ def _reconstruct(
 
     try:
         with user_errors():
-            cfg = _config(SpaReconstructConfig, config, reconstruct_options(), given)
+            cfg = config_from(SpaReconstructConfig, config, reconstruct_options(), given)
             with progress_bar(f"spa reconstruct ({cfg.method})") as progress:
                 result = reconstruct_particles(
                     star, out, config=cfg, reference=reference, pixel_size_angstrom=pixel_size,
@@ -166,7 +155,7 @@ def _reconstruct(
                     overwrite=overwrite, progress=progress,
                     config_path=config)
     except KeyboardInterrupt:
-        _interrupted(out)
+        raise interrupted_exit(out)
     _report(result, out)
 
 
@@ -196,7 +185,7 @@ def _refine(
 
     try:
         with user_errors():
-            cfg = _config(SpaRefineConfig, config, refine_options(), given)
+            cfg = config_from(SpaRefineConfig, config, refine_options(), given)
             with progress_bar("spa refine") as progress:
                 result = refine_particles(
                     star, out, config=cfg, reference=reference, true_star=true_star,
@@ -204,7 +193,7 @@ def _refine(
                     stack_paths=_stack_paths(stack), overwrite=overwrite,
                     progress=progress, config_path=config)
     except KeyboardInterrupt:
-        _interrupted(out)
+        raise interrupted_exit(out)
     _report(result, out)
 
 

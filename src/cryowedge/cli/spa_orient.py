@@ -28,7 +28,7 @@ from typing import Any
 import typer
 
 from cryowedge.cli._common import console, progress_bar, user_errors
-from cryowedge.cli._options import ConfigCommand, ConfigOption, changes_for, config_options
+from cryowedge.cli._options import ConfigCommand, ConfigOption, config_from, config_options
 from cryowedge.config.spa_orient import OrientRecoverConfig, OrientSimulateConfig, OrientTrainConfig
 
 __all__ = ["register", "orient_app"]
@@ -55,11 +55,6 @@ def recover_options() -> list[ConfigOption]:
     return config_options(OrientRecoverConfig)
 
 
-def _config(model: Any, path: Path | None, options: list[ConfigOption], given: dict) -> Any:
-    base = model.from_yaml(path) if path else model()
-    return base.updated(**changes_for(options, given))
-
-
 def _save(cfg: Any, out: Path, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / name).write_text(cfg.to_yaml())
@@ -76,7 +71,7 @@ def _simulate(
     from cryowedge.spa.orient.workflow import simulate_to_dir
 
     with user_errors():
-        cfg = _config(OrientSimulateConfig, config, simulate_options(), given)
+        cfg = config_from(OrientSimulateConfig, config, simulate_options(), given)
         with progress_bar("orient simulate") as progress:
             files = simulate_to_dir(out, cfg, overwrite=overwrite, progress=progress)
         _save(cfg, out, "orient_simulate.yaml")
@@ -98,7 +93,7 @@ def _train(
     from cryowedge.spa.orient.workflow import train_to_dir
 
     with user_errors():
-        cfg = _config(OrientTrainConfig, config, train_options(), given)
+        cfg = config_from(OrientTrainConfig, config, train_options(), given)
         _ = cfg.siamese_config()  # validate before projecting
         with progress_bar("orient train") as progress:
             result = train_to_dir(out, cfg, particles=particles, overwrite=overwrite,
@@ -126,7 +121,7 @@ def _recover(
     from cryowedge.spa.orient.workflow import recover_to_dir
 
     with user_errors():
-        cfg = _config(OrientRecoverConfig, config, recover_options(), given)
+        cfg = config_from(OrientRecoverConfig, config, recover_options(), given)
         for what, p in (("particles", particles), ("model", model),
                         ("reference map", reference_map)):
             if p is not None and not Path(p).is_file():
