@@ -8,8 +8,8 @@ from __future__ import annotations
 import typer
 
 from cryowedge._version import __version__
-from cryowedge.cli import bench, crm, demo, dewedge, evaluate, reconstruct, simulate, spa, stet
 from cryowedge.cli import batch as _batch_cli
+from cryowedge.cli import bench, crm, demo, dewedge, evaluate, reconstruct, simulate, spa, stet
 from cryowedge.cli._common import setup_logging
 
 app = typer.Typer(
