@@ -170,10 +170,98 @@ def test_align_maps_recovers_rotation_and_mirror():
     assert np.corrcoef(res.aligned.ravel(), truth.ravel())[0, 1] > 0.9
 
 
-def _resume_setup(tmp_path, name, epochs):
+def test_radial_threshold_floor():
+    from cryowedge.spa.cryogan.simulator import radial_threshold
+
+    v = torch.rand(9, 9, 9, generator=torch.Generator().manual_seed(3)) - 0.2
+    # No floor: plain positivity.
+    torch.testing.assert_close(radial_threshold(v.clone(), 4.0, 0.0, 0.0), v.clamp(min=0))
+    out = radial_threshold(v.clone(), 4.0, 0.1, 0.3)
+    vmax = float(v.max())
+    ax = torch.arange(9.0) - 4
+    r = torch.sqrt(ax[:, None, None] ** 2 + ax[None, :, None] ** 2 + ax[None, None, :] ** 2)
+    floor = vmax * (0.1 + 0.3 * r / 4.0)
+    keep = v >= floor
+    torch.testing.assert_close(out[keep], v[keep])
+    assert float(out[~keep].abs().max()) == 0.0
+    # The floor grows with the radius: more is removed in the outer shell than at the centre.
+    inner, outer = r <= 2, r >= 3
+    assert keep[inner].float().mean() > keep[outer].float().mean()
+
+
+def test_highpass_filter_removes_low_frequencies_only():
+    from cryowedge.spa.cryogan.simulator import highpass_filter
+
+    n = 16
+    z, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float64),) * 3, indexing="ij")
+    low = 1.0 + torch.cos(2 * torch.pi * 1 * x / n)  # 0 and 1/16 cycles/voxel
+    high = torch.cos(2 * torch.pi * 6 * y / n)  # 6/16 = 0.375 cycles/voxel
+    out = highpass_filter(low + high, cutoff_cycles_per_voxel=0.2)
+    torch.testing.assert_close(out, high, atol=1e-10, rtol=0)
+
+
+def test_gaussian_blur_matches_scipy_and_keeps_the_mean():
+    from scipy.ndimage import gaussian_filter
+
+    from cryowedge.spa.cryogan.discriminator import gaussian_blur
+
+    img = torch.rand(2, 24, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = gaussian_blur(img, 2.0)
+    ref = np.stack([gaussian_filter(a, 2.0, mode="wrap", truncate=6.0) for a in img.numpy()])
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-4)
+    torch.testing.assert_close(out.mean(dim=(1, 2)), img.mean(dim=(1, 2)))
+    assert gaussian_blur(img, 0.0) is img
+
+
+def test_learned_signal_scale_multiplies_the_projections(small_sim):
+    st = small_sim.stack
+    sim = CryoGanSimulator(16, st.pixel_size_angstrom, ctf=st.ctf, learn_signal_scale=True)
+    with torch.no_grad():
+        sim.volume.copy_(torch.rand(16, 16, 16, generator=torch.Generator().manual_seed(0)))
+        sim.log_signal_scale.fill_(np.log(2.5))
+    latent = sim.sample_latent(3, torch.Generator().manual_seed(4))
+    out = sim.simulate(latent)
+    clean = sim.noiseless(latent).detach()
+    torch.testing.assert_close(out.detach(), 2.5 * clean + sim.noise_scale.detach() * latent.noise)
+    out.square().sum().backward()
+    assert float(sim.log_signal_scale.grad.abs()) > 0
+
+
+def test_two_stage_schedule_restarts_and_highpasses(small_sim):
+    # A cutoff of half Nyquist, so that the low band holds more than the DC term at 16³.
+    gan = _tiny_gan(
+        small_sim,
+        stage1_epochs=1,
+        max_shift_px=1.5,
+        positivity=False,
+        stage2_highpass_fraction_nyquist=0.5,
+    )
+    gan.run_epoch()
+    assert gan.simulator.max_shift_px == 0.0  # stage 1: no shifts
+    lr_after_stage1 = gan.opt_g.param_groups[0]["lr"]
+    assert lr_after_stage1 < gan.config.lr_volume  # decayed
+    before = gan.simulator.volume.detach().clone()
+    gan.run_epoch()  # stage 2
+    assert gan.in_stage2 and gan.simulator.max_shift_px == 1.5
+    # The optimiser restarted at the initial rate (then decayed once at the epoch's end).
+    assert gan.opt_g.param_groups[0]["lr"] == pytest.approx(lr_after_stage1)
+    # Only the support mask (a product) can move the low frequencies after stage 1: measured
+    # 1.4 % of the update's energy there, 13 % without the high-pass.
+    delta = (gan.simulator.volume.detach() - before).to(torch.float64)
+    spec = torch.fft.fftn(delta)
+    k = torch.fft.fftfreq(16, dtype=torch.float64)
+    mag = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
+    cutoff = 0.5 * gan.config.stage2_highpass_fraction_nyquist - 1 / 16
+    low_energy = float(spec[mag <= cutoff].abs().square().sum())
+    assert float(delta.abs().max()) > 0
+    assert low_energy < 0.04 * float(spec.abs().square().sum())
+
+
+def _resume_setup(tmp_path, name, epochs, **changes):
     sim = simulate_spa("1a5t", box_size=16, n_particles=32, snr=1.0, ctf=True, seed=1)
     cfg = preset_config(
         "cpu-small",
+        **changes,
         epochs=epochs,
         batch_size=4,
         n_discr=2,
@@ -184,10 +272,20 @@ def _resume_setup(tmp_path, name, epochs):
     return sim.stack, cfg, tmp_path / name
 
 
-def test_resume_continues_identically(tmp_path):
-    stack, cfg2, out_a = _resume_setup(tmp_path, "a", 2)
+# The thesis's schedules (blur, radial floor, two stages, signal scale) resume exactly too.
+_SCHEDULES = {
+    "blur_sigma_px": 2.0,
+    "stage1_epochs": 1,
+    "learn_signal_scale": True,
+    "radial_floor_ramp_epochs": 2.0,
+}
+
+
+@pytest.mark.parametrize("changes", [{}, _SCHEDULES], ids=["plain", "schedules"])
+def test_resume_continues_identically(tmp_path, changes):
+    stack, cfg2, out_a = _resume_setup(tmp_path, "a", 2, **changes)
     full = train_cryogan(stack, cfg2, out_dir=out_a)
-    _, cfg1, out_b = _resume_setup(tmp_path, "b", 1)
+    _, cfg1, out_b = _resume_setup(tmp_path, "b", 1, **changes)
     train_cryogan(stack, cfg1, out_dir=out_b)
     resumed = train_cryogan(stack, cfg2, out_dir=out_b, resume=True)
     assert [r.epoch for r in resumed.history] == [1, 2]
@@ -269,8 +367,9 @@ def test_patch_noise_uses_the_ctf_particles_patch(small_sim):
     st = small_sim.stack
     rng = np.random.default_rng(0)
     patches = rng.standard_normal((6, 16, 16)).astype(np.float32) + 3.0
-    sim = CryoGanSimulator(16, st.pixel_size_angstrom, ctf=st.ctf, noise="patches",
-                           patches=patches, noise_scale=0.5)
+    sim = CryoGanSimulator(
+        16, st.pixel_size_angstrom, ctf=st.ctf, noise="patches", patches=patches, noise_scale=0.5
+    )
     lat = sim.sample_latent(5, torch.Generator().manual_seed(4))
     want = patches[lat.ctf_index] - patches[lat.ctf_index].mean(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(lat.noise.numpy(), want, atol=1e-6)

@@ -71,6 +71,50 @@ class CryoGanConfig(BaseConfig):
         description="epochs over which both clip values "
         "grow linearly from ~0 to their maximum (0: no ramp)",
     )
+    learn_signal_scale: bool = Field(
+        False,
+        description="also learn a scale of the projections (thesis real data: two learned "
+        "scalars, projection and noise); False: only the noise scale (the ratio, synthetic data)",
+    )
+    radial_floor_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="radial clipping (thesis A.6.5, our reading): coefficients below "
+        "max·(f·ramp + f·r/R) are set to 0, f this fraction, ramp 0→1 over "
+        "radial_floor_ramp_epochs, r/R the distance to the centre over the support radius "
+        "(0: plain positivity)",
+    )
+    radial_floor_ramp_epochs: float = Field(
+        16.0,
+        gt=0,
+        description="epochs over which the floor at the centre grows from 0 to "
+        "radial_floor_fraction of the maximum (the thesis: its 16 epochs)",
+    )
+    blur_sigma_px: float = Field(
+        0.0,
+        ge=0,
+        description="Gaussian blur σ (pixels) of real and simulated images before the "
+        "discriminator, shrinking by blur_decay per epoch (thesis real data: 2; synthetic: none)",
+    )
+    blur_decay: float = Field(
+        0.02, ge=0, lt=1, description="relative decrease of blur_sigma_px per epoch"
+    )
+    stage1_epochs: int = Field(
+        0,
+        ge=0,
+        description="two-stage schedule (thesis real data: 8): the first this many epochs "
+        "without shifts; then the volume's optimiser restarts, shifts are switched on and the "
+        "volume updates are limited to frequencies finer than "
+        "stage2_highpass_fraction_nyquist (0: one stage)",
+    )
+    stage2_highpass_fraction_nyquist: float = Field(
+        0.17,
+        gt=0,
+        lt=1,
+        description="stage 2 refines only frequencies above this fraction of Nyquist "
+        "(thesis: 15 Å at a 2.548 Å Nyquist ≈ 0.17)",
+    )
     channels: int = Field(
         96, ge=1, description="discriminator width C (blocks have C·1, 2, 4, … channels)"
     )

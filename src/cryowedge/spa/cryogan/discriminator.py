@@ -19,7 +19,13 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["Discriminator", "gradient_penalty", "interpolates", "normalize_images"]
+__all__ = [
+    "Discriminator",
+    "gaussian_blur",
+    "gradient_penalty",
+    "interpolates",
+    "normalize_images",
+]
 
 
 class Discriminator(nn.Module):
@@ -72,6 +78,22 @@ def normalize_images(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     mean = images.mean(dim=(-2, -1), keepdim=True)
     std = images.std(dim=(-2, -1), keepdim=True)
     return (images - mean) / (std + eps)
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """``(B, n, n)`` images convolved (periodically) with a Gaussian of std ``sigma_px`` pixels.
+
+    Applied in Fourier space, ``exp(−2π² σ² |k|²)`` with ``k`` in cycles/pixel; differentiable.
+    """
+    if sigma_px <= 0:
+        return images
+    n0, n1 = images.shape[-2:]
+    ky = torch.fft.fftfreq(n0, device=images.device)
+    kx = torch.fft.rfftfreq(n1, device=images.device)
+    k2 = ky[:, None] ** 2 + kx[None, :] ** 2
+    filt = torch.exp(-2.0 * math.pi**2 * sigma_px**2 * k2).to(images.dtype)
+    spec = torch.fft.rfft2(images)
+    return torch.fft.irfft2(spec * filt, s=(n0, n1))
 
 
 def interpolates(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

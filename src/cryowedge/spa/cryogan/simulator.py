@@ -12,11 +12,20 @@
   (:func:`cryowedge.spa.ctf_model.ctf_arrays`, sign following ``inverted_contrast``);
 * ``n`` — standard Gaussian noise, or a background patch from the data (the patch of the
   particle whose CTF was drawn when there is one patch per particle), times the learned
-  scale ``σ = exp(log_noise_scale)``.
+  scale ``σ = exp(log_noise_scale)``;
+* optionally a learned signal scale ``a = exp(log_signal_scale)`` on the projections (thesis
+  A.6.6: "two scalars that are learnt ... the same for every pair of noise/projection
+  images"), so that ``b_sim = a·C_h S_t P_θ c + σ n``.
 
 Gradients reach ``c`` through :func:`cryowedge.operators.autograd.apply_forward` (the backward
 of the projector is its exact adjoint). :meth:`CryoGanSimulator.constrain_` applies the
-volume constraints after a step: symmetrisation, spherical support and positivity.
+volume constraints after a step: symmetrisation, spherical support, positivity and, when
+asked, the thesis's radial clipping (:func:`radial_threshold`, our reading of A.6.5: "the
+clipping value increases linearly with the distance from the center ... to the border of the
+mask, while its minimum value at the center increases linearly from 0 to 10% of the maximum
+protein value with the number of epochs"): coefficients below a floor that grows from the centre
+to the border are set to 0, so early training is plain positivity and the map fades towards
+the mask edge instead of ending in a step.
 """
 
 from __future__ import annotations
@@ -38,7 +47,14 @@ from cryowedge.spa.particles import CTFParams
 from cryowedge.spa.projector import SpaProjector
 from cryowedge.spa.refine import sphere_mask
 
-__all__ = ["BLOBS", "CryoGanSimulator", "Latent", "uniform_rotations"]
+__all__ = [
+    "BLOBS",
+    "CryoGanSimulator",
+    "Latent",
+    "highpass_filter",
+    "radial_threshold",
+    "uniform_rotations",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +69,51 @@ def uniform_rotations(n: int, generator: torch.Generator) -> np.ndarray:
     """``(n, 3, 3)`` float64 rotations uniform on SO(3) (Haar), drawn from ``generator``."""
     q = torch.randn(n, 4, generator=generator, dtype=torch.float64).numpy()
     return quaternion_to_matrix(q)
+
+
+def radial_threshold(
+    volume: torch.Tensor, radius: float, centre_fraction: float, border_fraction: float
+) -> torch.Tensor:
+    """Zero the coefficients of ``volume`` below a radial floor (in place; returns ``volume``).
+
+    ``floor(r) = max(volume) · (centre_fraction + border_fraction · r / radius)`` with ``r`` the
+    distance (voxels) from the box centre ``n // 2``; values below it (negatives included) become
+    0. ``centre_fraction = border_fraction = 0`` is plain positivity.
+
+    Parameters
+    ----------
+    volume : torch.Tensor
+        ``(n, n, n)`` coefficients.
+    radius : float
+        Support radius (voxels) where the floor reaches ``centre + border`` fraction.
+    centre_fraction, border_fraction : float
+        Floor at the centre and its increase at ``radius``, as fractions of the maximum value.
+    """
+    n = volume.shape[-1]
+    vmax = float(volume.max())
+    if vmax <= 0:
+        return volume.clamp_(min=0.0)
+    ax = torch.arange(n, dtype=volume.dtype, device=volume.device) - n // 2
+    r = torch.sqrt(ax[:, None, None] ** 2 + ax[None, :, None] ** 2 + ax[None, None, :] ** 2)
+    floor = vmax * (centre_fraction + border_fraction * (r / max(radius, 1e-12)))
+    return volume.mul_((volume >= floor).to(volume.dtype))
+
+
+def highpass_filter(volume: torch.Tensor, cutoff_cycles_per_voxel: float) -> torch.Tensor:
+    """``(n, n, n)`` ``volume`` with the frequencies below the cutoff removed (raised-cosine edge).
+
+    The edge is one shell wide (``1/n`` cycles/voxel) below the cutoff, so the filter is 0 for
+    ``|k| ≤ cutoff − 1/n`` and 1 for ``|k| ≥ cutoff`` (``k`` in cycles/voxel, Nyquist 0.5).
+    """
+    n = volume.shape[-1]
+    k = torch.fft.fftfreq(n, dtype=torch.float64, device=volume.device)
+    kr = torch.fft.rfftfreq(n, dtype=torch.float64, device=volume.device)
+    mag = torch.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kr[None, None, :] ** 2)
+    lo = cutoff_cycles_per_voxel - 1.0 / n
+    t = ((mag - lo) / (1.0 / n)).clamp(0.0, 1.0)
+    filt = (0.5 - 0.5 * torch.cos(math.pi * t)).to(volume.dtype)
+    spec = torch.fft.rfftn(volume, dim=(-3, -2, -1))
+    return torch.fft.irfftn(spec * filt, s=volume.shape[-3:], dim=(-3, -2, -1))
 
 
 @dataclass(frozen=True)
@@ -101,6 +162,8 @@ class CryoGanSimulator(nn.Module):
         ``(K, n, n)`` background patches (zero mean is enforced).
     noise_scale : float
         Initial ``σ`` (> 0).
+    learn_signal_scale : bool
+        Multiply the projections by a learned ``a`` (initially 1; thesis A.6.6).
     support_fraction : float
         Support radius as a fraction of ``n // 2`` (coefficients outside are kept at 0).
     positivity : bool
@@ -123,6 +186,7 @@ class CryoGanSimulator(nn.Module):
         noise: str = "gaussian",
         patches: np.ndarray | None = None,
         noise_scale: float = 1.0,
+        learn_signal_scale: bool = False,
         support_fraction: float = 0.95,
         positivity: bool = True,
         symmetry: str = "C1",
@@ -169,7 +233,13 @@ class CryoGanSimulator(nn.Module):
         self.log_noise_scale = nn.Parameter(
             torch.tensor(math.log(noise_scale), dtype=dtype, device=self.device)
         )
+        self.log_signal_scale = (
+            nn.Parameter(torch.zeros((), dtype=dtype, device=self.device))
+            if learn_signal_scale
+            else None
+        )
         radius = max(1.0, support_fraction * (n // 2))
+        self.support_radius = radius
         self.register_buffer(
             "support", torch.as_tensor(sphere_mask(n, radius), device=self.device), persistent=False
         )
@@ -247,22 +317,38 @@ class CryoGanSimulator(nn.Module):
         latent = self.sample_latent(batch, generator)
         return self.simulate(latent)
 
+    @property
+    def signal_scale(self) -> torch.Tensor:
+        """The learned ``a`` (scalar tensor; 1 when not learned)."""
+        if self.log_signal_scale is None:
+            return torch.ones((), dtype=self.dtype, device=self.device)
+        return self.log_signal_scale.exp()
+
     def simulate(self, latent: Latent) -> torch.Tensor:
-        """``C_h S_t P_θ c + σ n`` for a given latent (``(B, n, n)``)."""
+        """``a·C_h S_t P_θ c + σ n`` for a given latent (``(B, n, n)``)."""
         clean = self.noiseless(latent)
+        if self.log_signal_scale is not None:
+            clean = clean * self.signal_scale.to(clean.dtype)
         noise = latent.noise.to(dtype=clean.dtype, device=clean.device)
         return clean + self.noise_scale.to(clean.dtype) * noise
 
     # ---------------------------------------------------------------- constraints
     @torch.no_grad()
-    def constrain_(self) -> None:
-        """Symmetrise, zero outside the support, clip at 0 (positivity), in place."""
+    def constrain_(self, floor_centre: float = 0.0, floor_border: float = 0.0) -> None:
+        """Symmetrise, zero outside the support, then positivity, in place.
+
+        With ``floor_centre`` or ``floor_border`` > 0 (and ``positivity``), positivity becomes
+        :func:`radial_threshold` with these fractions of the maximum.
+        """
         v = self.volume
         if self.symmetry_matrices.shape[0] > 1:
             v.copy_(symmetrize(v.detach(), self.symmetry_matrices))
         v.mul_(self.support.to(v.dtype))
         if self.positivity:
-            v.clamp_(min=0.0)
+            if floor_centre > 0 or floor_border > 0:
+                radial_threshold(v, self.support_radius, floor_centre, floor_border)
+            else:
+                v.clamp_(min=0.0)
 
     def voxel_map(self) -> np.ndarray:
         """``(n, n, n)`` float32 voxel map ``Σ_k c[k] ϕ(x − k)`` of the current volume."""

@@ -42,8 +42,13 @@ from cryowedge.config.spa_cryogan import CryoGanConfig
 from cryowedge.metrics.fourier import fourier_shell_correlation
 from cryowedge.metrics.report import FSC_RESOLUTION_RULE
 from cryowedge.spa.cryogan.align import align_maps
-from cryowedge.spa.cryogan.discriminator import Discriminator, gradient_penalty, normalize_images
-from cryowedge.spa.cryogan.simulator import CryoGanSimulator
+from cryowedge.spa.cryogan.discriminator import (
+    Discriminator,
+    gaussian_blur,
+    gradient_penalty,
+    normalize_images,
+)
+from cryowedge.spa.cryogan.simulator import CryoGanSimulator, highpass_filter
 from cryowedge.spa.particles import ParticleStack
 
 __all__ = [
@@ -144,10 +149,11 @@ class CryoGan:
             ctf=ctf,
             inverted_contrast=inverted_contrast,
             blob=config.blob,
-            max_shift_px=config.max_shift_px,
+            max_shift_px=0.0 if config.stage1_epochs > 0 else config.max_shift_px,
             noise=config.noise,
             patches=patches,
             noise_scale=scale,
+            learn_signal_scale=config.learn_signal_scale,
             support_fraction=config.support_fraction,
             positivity=config.positivity,
             symmetry=config.symmetry,
@@ -197,6 +203,24 @@ class CryoGan:
             return 1.0
         return min(1.0, (self.iteration + 1) / ramp)
 
+    def floor_fractions(self) -> tuple[float, float]:
+        """Radial clipping ``(centre, border)`` fractions now (:func:`radial_threshold`)."""
+        c = self.config
+        progress = self.iteration / (c.radial_floor_ramp_epochs * self.iterations_per_epoch)
+        f = c.radial_floor_fraction
+        return f * min(1.0, progress), f
+
+    @property
+    def blur_sigma_px(self) -> float:
+        """Blur σ (pixels) of the critic's inputs in this epoch."""
+        c = self.config
+        return c.blur_sigma_px * (1.0 - c.blur_decay) ** self.epoch
+
+    @property
+    def in_stage2(self) -> bool:
+        """Whether the two-stage schedule's second (high-pass) stage is running."""
+        return 0 < self.config.stage1_epochs <= self.epoch
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.config.amp and self.device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -204,6 +228,9 @@ class CryoGan:
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(torch.float32)
+        sigma = self.blur_sigma_px
+        if sigma > 0:
+            images = gaussian_blur(images, sigma)
         return normalize_images(images) if self.config.normalize_images else images
 
     def _real_batch(self) -> torch.Tensor:
@@ -246,13 +273,21 @@ class CryoGan:
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         f = self.clip_factor()
-        vol, log_s = self.simulator.volume, self.simulator.log_noise_scale
+        sim = self.simulator
+        vol = sim.volume
         if vol.grad is not None:
             vol.grad.clamp_(-c.clip_volume * f, c.clip_volume * f)
-        if log_s.grad is not None:
-            log_s.grad.clamp_(-c.clip_noise_scale * f, c.clip_noise_scale * f)
+        for log_s in (sim.log_noise_scale, sim.log_signal_scale):
+            if log_s is not None and log_s.grad is not None:
+                log_s.grad.clamp_(-c.clip_noise_scale * f, c.clip_noise_scale * f)
+        before = vol.detach().clone() if self.in_stage2 else None
         self.opt_g.step()
-        self.simulator.constrain_()
+        if before is not None:
+            # Stage 2 refines only the high frequencies: the update's low ones are dropped.
+            with torch.no_grad():
+                cutoff = 0.5 * c.stage2_highpass_fraction_nyquist
+                vol.copy_(before + highpass_filter(vol.detach() - before, cutoff))
+        sim.constrain_(*self.floor_fractions())
         return float(loss.detach())
 
     def train_iteration(self) -> dict[str, float]:
@@ -262,12 +297,29 @@ class CryoGan:
             stats = self.discriminator_step()
         stats["loss_volume"] = self.volume_step()
         stats["noise_scale"] = float(self.simulator.noise_scale.detach())
+        stats["signal_scale"] = float(self.simulator.signal_scale.detach())
         self.iteration += 1
         self.last = stats
         return stats
 
     def run_epoch(self, on_iteration: Callable[[int, int], None] | None = None) -> dict[str, float]:
-        """One epoch (a fresh permutation of the real images), then the learning-rate decay."""
+        """One epoch (a fresh permutation of the real images), then the learning-rate decay.
+
+        At the start of epoch ``stage1_epochs`` (two-stage schedule) the volume's Adam state and
+        learning rate restart and the shifts are switched on.
+        """
+        c = self.config
+        if c.stage1_epochs > 0 and self.epoch == c.stage1_epochs:
+            logger.info("CryoGAN stage 2 from epoch %d: shifts on, high-pass updates", self.epoch)
+            self.opt_g = torch.optim.Adam(
+                self.simulator.parameters(),
+                lr=c.lr_volume,
+                betas=(c.beta1, c.beta2),
+                eps=c.adam_eps,
+            )
+            self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, 1.0 - c.lr_decay)
+        one_stage = c.stage1_epochs == 0
+        self.simulator.max_shift_px = c.max_shift_px if one_stage or self.in_stage2 else 0.0
         self._perm = torch.randperm(self.n_images, generator=self.generator)
         self._cursor = 0
         n_it = self.iterations_per_epoch
