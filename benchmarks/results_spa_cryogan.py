@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from cryowedge.config.spa_cryogan import preset_config
 from cryowedge.spa.cryogan import train_cryogan
@@ -48,6 +49,13 @@ def main() -> None:
         action="store_true",
         help="different initial weights for the two half-set discriminators",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any CryoGanConfig field (repeatable), e.g. --set blur_sigma_px=2",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
@@ -64,6 +72,11 @@ def main() -> None:
         changes["channels"] = args.channels
     if args.independent_critics:
         changes["same_discriminator_init"] = False
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects FIELD=VALUE, got {item!r}")
+        changes[key] = yaml.safe_load(value)
     cfg = preset_config(args.preset, **changes)
     sim = simulate_spa(
         args.density,

@@ -377,3 +377,29 @@ def test_patch_noise_uses_the_ctf_particles_patch(small_sim):
     np.testing.assert_allclose(diff, 0.5 * want, atol=1e-5)
     with pytest.raises(ValueError, match="patches must have shape"):
         CryoGanSimulator(16, 2.0, noise="patches", patches=patches[:, :8])
+
+
+def test_positivity_warns_on_a_reference_with_negative_mass(caplog):
+    from cryowedge.spa.cryogan.train import negative_mass_fraction
+
+    assert negative_mass_fraction(np.array([1.0, 2.0, 0.0])) == 0.0
+    assert negative_mass_fraction(np.array([1.0, -0.5, 3.0])) == pytest.approx(0.125)
+    sim = simulate_spa("1a5t", box_size=16, n_particles=8, snr=1.0, ctf=False, seed=2)
+    cfg = preset_config(
+        "cpu-small",
+        epochs=1,
+        batch_size=4,
+        n_discr=1,
+        channels=4,
+        align_rotations=20,
+        fsc_every=0,
+        half_sets=False,
+    )
+    zero_mean = sim.truth - sim.truth.mean()
+    with caplog.at_level("WARNING", logger="cryowedge.spa.cryogan.train"):
+        train_cryogan(sim.stack, cfg, truth=zero_mean)
+    assert "positivity=False" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cryowedge.spa.cryogan.train"):
+        train_cryogan(sim.stack, cfg, truth=np.clip(sim.truth, 0, None))
+    assert "positivity" not in caplog.text

@@ -57,6 +57,7 @@ __all__ = [
     "CryoGanResult",
     "EpochRecord",
     "half_map_fsc",
+    "negative_mass_fraction",
     "resolve_device",
     "train_cryogan",
 ]
@@ -494,6 +495,14 @@ def _truth_metrics(
     return fsc.resolution_angstrom(0.5, px, rule=FSC_RESOLUTION_RULE), al.correlation
 
 
+def negative_mass_fraction(volume: np.ndarray) -> float:
+    """``Σ|v[v < 0]| / Σ v[v > 0]`` of a map (0 for a non-negative map, ``inf`` if all ≤ 0)."""
+    v = np.asarray(volume, dtype=np.float64)
+    pos = float(v[v > 0].sum())
+    neg = float(-v[v < 0].sum())
+    return neg / pos if pos > 0 else (math.inf if neg > 0 else 0.0)
+
+
 def _check_stack(stack: ParticleStack, config: CryoGanConfig, patches: np.ndarray | None) -> None:
     if not isinstance(stack, ParticleStack):
         raise TypeError(f"stack must be a ParticleStack, got {type(stack).__name__}.")
@@ -579,6 +588,15 @@ def train_cryogan(
         raise ValueError(
             f"truth must be ({stack.image_size},)*3 to match the images, got {np.shape(truth)}."
         )
+    if truth is not None and config.positivity:
+        neg = negative_mass_fraction(np.asarray(truth))
+        if neg > 0.2:
+            logger.warning(
+                "the reference map's negative values hold %.0f %% of its positive mass: a "
+                "volume kept >= 0 (positivity) cannot represent it; consider positivity=False "
+                "(e.g. a map from EMDB simulated as is)",
+                100 * neg,
+            )
     device = resolve_device(config.device)
     px = stack.pixel_size_angstrom
     halves = _split(stack, config)
@@ -676,7 +694,7 @@ def train_cryogan(
                 )
         history.append(rec)
         logger.info(
-            "epoch %d/%d: %.1f s, W %.3g, σ %.3g, half-map FSC 0.143 %.3g Å (%.3g Nyquist)",
+            "epoch %d/%d: %.1f s, W %.3g, σ %.3g, half-map FSC 0.143 %.3g Å (%.3g Nyquist)%s",
             epoch + 1,
             config.epochs,
             seconds,
@@ -684,6 +702,10 @@ def train_cryogan(
             rec.noise_scale,
             rec.resolution_angstrom,
             rec.fraction_nyquist,
+            ""
+            if math.isnan(rec.truth_correlation)
+            else f", vs truth cc {rec.truth_correlation:.3f}, "
+            f"FSC 0.5 {rec.truth_resolution_angstrom:.3g} Å",
         )
         if on_epoch is not None:
             on_epoch(rec)
