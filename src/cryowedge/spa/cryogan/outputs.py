@@ -53,8 +53,17 @@ def epoch_table_markdown(history: list[EpochRecord], pixel_size_angstrom: float)
     return "\n".join(lines) + "\n"
 
 
-def resolution_plot(history: list[EpochRecord], path: str | Path) -> Path:
-    """PNG of the half-map resolution (fraction of Nyquist) and the truth cc against epochs."""
+def _fraction_of_nyquist(resolution_angstrom: float, pixel_size_angstrom: float | None) -> float:
+    if pixel_size_angstrom is None or not np.isfinite(resolution_angstrom):
+        return float("nan")
+    return 2.0 * pixel_size_angstrom / resolution_angstrom
+
+
+def resolution_plot(
+    history: list[EpochRecord], path: str | Path, pixel_size_angstrom: float | None = None
+) -> Path:
+    """PNG against epochs: the half-map resolution (fraction of Nyquist), and with a truth its
+    correlation and its FSC = 0.5 resolution (fraction of Nyquist; needs the pixel size, Å)."""
     from cryowedge.viz.figures import _plt, save_png
 
     plt = _plt()
@@ -66,6 +75,10 @@ def resolution_plot(history: list[EpochRecord], path: str | Path) -> Path:
     tc = np.array([r.truth_correlation for r in history])
     if np.isfinite(tc).any():
         ax.plot(ep[np.isfinite(tc)], tc[np.isfinite(tc)], "s--", label="cc with truth (aligned)")
+        tr = np.array([r.truth_resolution_angstrom for r in history])
+        tf = np.array([_fraction_of_nyquist(r, pixel_size_angstrom) for r in tr])
+        okt = np.isfinite(tf)
+        ax.plot(ep[okt], tf[okt], "^-.", label="FSC 0.5 vs truth (fraction of Nyquist)")
     ax.axhline(0.336, color="grey", lw=0.8, ls=":", label="thesis 0.34 Nyquist (180³, GPU)")
     ax.set_xlabel("epoch")
     ax.set_ylim(0, 1)
@@ -106,5 +119,5 @@ def write_outputs(result: CryoGanResult, out_dir: str | Path) -> dict[str, Path]
             w.writerow(asdict(r))
     paths["csv"] = out / "resolution_vs_epoch.csv"
     if result.history:
-        paths["plot"] = resolution_plot(result.history, out / "resolution_vs_epoch.png")
+        paths["plot"] = resolution_plot(result.history, out / "resolution_vs_epoch.png", px)
     return paths
