@@ -137,8 +137,11 @@ def check_tilt_series(tilt_series: Any, geometry: Any, name: str = "tilt_series"
     check_finite(tilt_series, name)
 
 
-def check_scan_mask_shape(mask_shape: Sequence[int], data_shape: Sequence[int], what: str = "data") -> None:
-    """Raise unless a STET scan mask's ``(n_tilts, ny, nx)`` shape equals the data's (both named)."""
+def check_scan_mask_shape(
+    mask_shape: Sequence[int], data_shape: Sequence[int], what: str = "data"
+) -> None:
+    """Raise unless a STET scan mask's ``(n_tilts, ny, nx)`` shape equals the data's (both
+    named)."""
     if tuple(mask_shape) != tuple(data_shape):
         raise ValueError(
             f"scan mask shape {tuple(mask_shape)} does not match the {what} shape "

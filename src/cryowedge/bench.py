@@ -75,7 +75,9 @@ def _astra_2d_slices(
         sino_id = astra.data2d.create("-sino", proj_geom, np.ascontiguousarray(aligned[:, y, :]))
         rec_id = astra.data2d.create("-vol", vol_geom, 0)
         cfg = astra.astra_dict(algorithm)
-        cfg.update(ProjectorId=projector, ProjectionDataId=sino_id, ReconstructionDataId=rec_id, **config)
+        cfg.update(
+            ProjectorId=projector, ProjectionDataId=sino_id, ReconstructionDataId=rec_id, **config
+        )
         if options:
             cfg["option"] = dict(options)
         alg = astra.algorithm.create(cfg)
@@ -90,14 +92,18 @@ def _astra_2d_slices(
     return out, seconds
 
 
-def astra_fbp_slices(aligned: np.ndarray, angles_deg: np.ndarray, nz: int) -> tuple[np.ndarray, float] | None:
+def astra_fbp_slices(
+    aligned: np.ndarray, angles_deg: np.ndarray, nz: int
+) -> tuple[np.ndarray, float] | None:
     """ASTRA 2D CPU FBP (``linear`` projector, Ram-Lak), one XZ slice at a time.
 
     ``aligned`` is ``(n_tilts, ny, n_perp)``. Returns ``(volume (ny, nz, nx), seconds)`` (in our
     orientation: ASTRA's rows are flipped to our ``z``) or
     None when ``astra`` is not installed.
     """
-    return _astra_2d_slices(aligned, angles_deg, nz, range(aligned.shape[1]), "FBP", FilterType="Ram-Lak")
+    return _astra_2d_slices(
+        aligned, angles_deg, nz, range(aligned.shape[1]), "FBP", FilterType="Ram-Lak"
+    )
 
 
 #: Prefix of the lines that announce a phase as it starts (``"... building the projector"``);
@@ -182,9 +188,13 @@ def bench_projector(
         report("fbp_speedup_vs_astra: n/a")
         return result
     rec_astra, t_astra = astra_result
-    ours_vol = fbp(data, geom, volume_shape=(size, size, size), projector=op, padding="zero").cpu().numpy()
+    ours_vol = (
+        fbp(data, geom, volume_shape=(size, size, size), projector=op, padding="zero").cpu().numpy()
+    )
     corr = float(np.corrcoef(ours_vol.transpose(1, 0, 2).ravel(), rec_astra.ravel())[0, 1])
-    result.update(astra_fbp_s=t_astra, fbp_speedup_vs_astra=t_astra / t_fbp, correlation_with_astra=corr)
+    result.update(
+        astra_fbp_s=t_astra, fbp_speedup_vs_astra=t_astra / t_fbp, correlation_with_astra=corr
+    )
     report(f"astra_fbp (2D CPU linear, slice by slice): {t_astra:.3f} s")
     report(f"correlation cryowedge vs astra FBP: {corr:.4f}")
     report(f"fbp_speedup_vs_astra: {t_astra / t_fbp:.1f}")
@@ -342,7 +352,9 @@ def bench_iterative(
     slices = np.unique(((np.arange(k) + 0.5) * size / k).astype(np.int64))
     aligned = data.cpu().numpy()
     if with_astra:
-        _phase(report, f"ASTRA 2D CPU SIRT, {n_iter} iterations on {slices.size} of {size} XZ slices")
+        _phase(
+            report, f"ASTRA 2D CPU SIRT, {n_iter} iterations on {slices.size} of {size} XZ slices"
+        )
     astra_result = astra_sirt_slices(aligned, angles, size, n_iter, slices) if with_astra else None
     if astra_result is None:
         missing = "not installed (pip install astra-toolbox)" if with_astra else "skipped"
@@ -382,7 +394,8 @@ def fbp_peak_memory(size: int = 512, n_tilts: int = 61) -> float:
         "import resource, numpy as np, torch\n"
         "from cryowedge.geometry.tilt import TiltGeometry\n"
         "from cryowedge.recon.fbp import fbp\n"
-        f"g = TiltGeometry(tilt_angles_deg=np.linspace(-60, 60, {n_tilts}), detector_shape=({size}, {size}))\n"
+        f"g = TiltGeometry(tilt_angles_deg=np.linspace(-60, 60, {n_tilts}), "
+        f"detector_shape=({size}, {size}))\n"
         f"data = np.random.default_rng(0).random(({n_tilts}, {size}, {size}), dtype=np.float32)\n"
         f"vol = fbp(data, g, volume_shape=({size}, {size}, {size}))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)\n"
@@ -402,7 +415,8 @@ STREAMED_SHAPE = (128, 8192, 512)
 
 
 def parse_scale_size(spec: str) -> tuple[int, int, int]:
-    """``"256"`` → ``(256, 256, 256)``, ``"k3"`` → ``(300, 1023, 1440)``, ``"64x512x128"`` → as given."""
+    """``"256"`` → ``(256, 256, 256)``, ``"k3"`` → ``(300, 1023, 1440)``, ``"64x512x128"`` → as
+    given."""
     text = str(spec).strip().lower()
     if text in SCALE_SIZES:
         return SCALE_SIZES[text]
@@ -432,11 +446,15 @@ def _scale_child(case: dict[str, Any]) -> dict[str, Any]:
             vm = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
         return {"seconds": 0.0, "vm_size_gb": vm / 1e9}
     nz, ny, nx = case["shape"]
-    geom = TiltGeometry(tilt_angles_deg=np.linspace(-60.0, 60.0, case["n_tilts"]), detector_shape=(ny, nx))
+    geom = TiltGeometry(
+        tilt_angles_deg=np.linspace(-60.0, 60.0, case["n_tilts"]), detector_shape=(ny, nx)
+    )
     options = {"n_iter": case["sirt_iter"]} if case["method"] == "sirt" else {}
     if case.get("input"):  # streamed: lazily read stack → MRC output
         series = open_mrc_lazy(case["input"])
-        rows = case.get("slab_rows") or plan_slab_rows((nz, ny, nx), geom.n_tilts, nx, case["method"])
+        rows = case.get("slab_rows") or plan_slab_rows(
+            (nz, ny, nx), geom.n_tilts, nx, case["method"]
+        )
         rows = rows or ny
         t0 = time.perf_counter()
         stream_reconstruct(series, geom, (nz, ny, nx), case["output"],
@@ -474,7 +492,11 @@ def _run_case(case: dict[str, Any], address_space_bytes: int | None = None) -> d
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(case)], capture_output=True,
                           text=True, preexec_fn=limit, check=False)
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        tail = (
+            proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit code {proc.returncode}"
+        )
         raise RuntimeError(f"bench scale case {case} failed: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -509,13 +531,13 @@ def bench_scale(
     of each of ``sizes`` (see :func:`parse_scale_size`), FBP and SIRT with ``sirt_iter``
     iterations, run as ``cryowedge reconstruct`` does by default: in memory when the memory
     estimate fits the budget (:func:`~cryowedge.workflows.streaming.plan_slab_rows`), else
-    streamed in slabs (the note says which). Streamed case: a noise stack of ``(n_tilts, ny, nx)`` for ``streamed_shape =
-    (nz, ny, nx)`` written to an MRC file in ``workdir`` (default: a temporary directory,
-    removed), reconstructed with streamed FBP into an MRC file by a process limited to
-    ``address_space_gb`` of address space (``RLIMIT_AS``, as ``ulimit -v``); then the same
-    with a quarter of ``ny`` and the same slab height, to show that the peak RSS does not
-    grow with ``y``. The streamed output is compared on ``check_rows`` rows (not aligned with
-    the slabs) with an in-memory FBP of those rows.
+    streamed in slabs (the note says which). Streamed case: a noise stack of
+    ``(n_tilts, ny, nx)`` for ``streamed_shape = (nz, ny, nx)`` written to an MRC file in
+    ``workdir`` (default: a temporary directory, removed), reconstructed with streamed FBP into
+    an MRC file by a process limited to ``address_space_gb`` of address space (``RLIMIT_AS``,
+    as ``ulimit -v``); then the same with a quarter of ``ny`` and the same slab height, to show
+    that the peak RSS does not grow with ``y``. The streamed output is compared on
+    ``check_rows`` rows (not aligned with the slabs) with an in-memory FBP of those rows.
 
     Parameters
     ----------
@@ -559,7 +581,10 @@ def bench_scale(
             raise ValueError(f"bench scale methods are fbp and sirt, got {method!r}.")
     shapes = [(str(spec), parse_scale_size(spec)) for spec in sizes]
     rows: list[dict[str, Any]] = []
-    header = f"{'case':<34} {'method':<8} {'volume (z,y,x)':<18} {'tilts':>5} {'seconds':>9} {'peak_rss_gb':>11}  note"
+    header = (
+        f"{'case':<34} {'method':<8} {'volume (z,y,x)':<18} {'tilts':>5} {'seconds':>9} "
+        f"{'peak_rss_gb':>11}  note"
+    )
     report(f"bench scale: torch threads {torch.get_num_threads()}, each case in a fresh process")
     _phase(report, "measuring the interpreter's own footprint")
     probe = _run_case({"probe": True}, None)
@@ -567,7 +592,9 @@ def bench_scale(
            f"{probe['peak_rss_gb']:.2f} GB RSS")
     report(header)
 
-    def line(case: str, method: str, shape: tuple[int, int, int], res: dict[str, Any], note: str = "") -> None:
+    def line(
+        case: str, method: str, shape: tuple[int, int, int], res: dict[str, Any], note: str = ""
+    ) -> None:
         rows.append({"case": case, "method": method, "shape": shape, **res, "note": note})
         report(f"{case:<34} {method:<8} {'x'.join(map(str, shape)):<18} {n_tilts:>5} "
                f"{res['seconds']:>9.2f} {res['peak_rss_gb']:>11.2f}  {note}".rstrip())
@@ -576,8 +603,13 @@ def bench_scale(
     try:
         for spec, shape in shapes:
             for method in methods:
-                case = {"shape": shape, "n_tilts": n_tilts, "method": method, "sirt_iter": sirt_iter,
-                        "output": str(folder / f"default_{spec}_{method}.mrc")}
+                case = {
+                    "shape": shape,
+                    "n_tilts": n_tilts,
+                    "method": method,
+                    "sirt_iter": sirt_iter,
+                    "output": str(folder / f"default_{spec}_{method}.mrc"),
+                }
                 label = f"{method}-{sirt_iter}" if method == "sirt" else method
                 _phase(report, f"default {spec} {label}")
                 res = _run_case(case)
@@ -612,7 +644,9 @@ def bench_scale(
         k = min(check_rows, ny)
         y0 = max(0, min(ny - k, ny // 2 - k // 2 + 3))
         series = open_mrc_lazy(folder / f"input_{ny}.mrc")[:, y0 : y0 + k]
-        geom = TiltGeometry(tilt_angles_deg=np.linspace(-60.0, 60.0, n_tilts), detector_shape=(k, nx))
+        geom = TiltGeometry(
+            tilt_angles_deg=np.linspace(-60.0, 60.0, n_tilts), detector_shape=(k, nx)
+        )
         ref = method_slab_runner("fbp")(series, geom, (nz, k, nx))
         got = open_mrc_lazy(folder / f"output_{ny}.mrc")[:, y0 : y0 + k]
         rel = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-30))

@@ -29,8 +29,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log output (-vv for debug)"),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="more log output (-vv for debug)"
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version"
+    ),
 ) -> None:
     setup_logging(verbose)
 

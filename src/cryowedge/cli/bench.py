@@ -23,7 +23,9 @@ import typer
 
 from cryowedge.cli._common import user_errors
 
-bench_app = typer.Typer(help="Benchmarks (ratios measured side by side in one run).", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks (ratios measured side by side in one run).", no_args_is_help=True
+)
 
 
 @bench_app.command("projector")
@@ -43,7 +45,9 @@ def projector(
         dev = resolve_device(device)
         if memory:
             typer.echo(f"fbp_512_peak_memory_gb: {fbp_peak_memory(512, n_tilts):.2f}")
-        bench_projector(size, n_tilts, repeats=repeats, device=str(dev), with_astra=astra, report=typer.echo)
+        bench_projector(
+            size, n_tilts, repeats=repeats, device=str(dev), with_astra=astra, report=typer.echo
+        )
 
 
 @bench_app.command("iterative")
@@ -81,11 +85,14 @@ QUICK_SCALE = {"sizes": "32", "streamed_shape": "16x256x48", "slab_rows": 32, "c
 @bench_app.command("scale")
 def scale(
     sizes: str = typer.Option("256,512,k3", help="in-memory sizes: N (cube), NZxNYxNX or k3 "
-                              "(61 tilts of 1440x1023, thickness 300), comma-separated; '' for none"),
+                              "(61 tilts of 1440x1023, thickness 300), comma-separated; "
+                              "'' for none"),
     methods: str = typer.Option("fbp,sirt", help="in-memory methods (fbp, sirt)"),
     n_tilts: int = typer.Option(61, help="number of tilts over ±60°"),
     sirt_iter: int = typer.Option(20, help="SIRT iterations"),
-    streamed_shape: str = typer.Option("128x8192x512", help="streamed volume NZxNYxNX ('' to skip)"),
+    streamed_shape: str = typer.Option(
+        "128x8192x512", help="streamed volume NZxNYxNX ('' to skip)"
+    ),
     limit_gb: float = typer.Option(2.0, help="address-space limit (RLIMIT_AS, GB) of the streamed "
                                    "process; 0 for none"),
     slab_rows: int = typer.Option(0, help="streamed slab height (0: planned from the memory left)"),
@@ -106,7 +113,9 @@ def scale(
             methods=[m.strip() for m in methods.split(",") if m.strip()],
             n_tilts=n_tilts,
             sirt_iter=sirt_iter,
-            streamed_shape=parse_scale_size(streamed_shape) if streamed_shape.strip() else (0, 0, 0),
+            streamed_shape=(
+                parse_scale_size(streamed_shape) if streamed_shape.strip() else (0, 0, 0)
+            ),
             address_space_gb=limit_gb if limit_gb > 0 else None,
             slab_rows=slab_rows or None,
             check_rows=check_rows,

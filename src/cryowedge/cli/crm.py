@@ -135,7 +135,7 @@ def _reconstruct(
                     reference=reference, pixel_size_angstrom=pixel_size, overwrite=overwrite,
                     progress=progress, config_path=config)
     except KeyboardInterrupt:
-        raise interrupted_exit(out)
+        raise interrupted_exit(out) from None
     _report(result, out)
 
 
@@ -186,7 +186,7 @@ def _run(
                 result = run_dataset(dataset, output_dir, cfg, overwrite=overwrite,
                                      progress=progress, config_path=config)
     except KeyboardInterrupt:
-        raise interrupted_exit(output_dir)
+        raise interrupted_exit(output_dir) from None
     _report(result, output_dir)
 
 
@@ -208,7 +208,7 @@ def _compare(
                 result = compare_dataset(dataset, output_dir, cfg, overwrite=overwrite,
                                          progress=progress, config_path=config)
     except KeyboardInterrupt:
-        raise interrupted_exit(output_dir)
+        raise interrupted_exit(output_dir) from None
     _report(result, output_dir)
 
 

@@ -25,8 +25,10 @@ from cryowedge.cli._common import console, progress_bar, user_errors
 def demo(
     out: Path = typer.Option(Path("cryowedge_demo"), help="output directory"),
     config: Path | None = typer.Option(
-        None, help="YAML with DemoConfig fields: simulate: {...}, methods: {name: {method: ..., ...}} "
-        "\\[default: the registered methods' demo presets]"),
+        None,
+        help="YAML with DemoConfig fields: simulate: {...}, methods: {name: {method: ..., ...}} "
+        "\\[default: the registered methods' demo presets]",
+    ),
     overwrite: bool = typer.Option(
         False, help="replace the files of an earlier demo (the old ones are kept as <name>~)"
     ),

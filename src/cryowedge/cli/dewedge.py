@@ -6,7 +6,7 @@ Examples::
     cryowedge dewedge prepare TS.mrc --angles TS.mdoc --out ddw/       # halves, full, mask
     cryowedge dewedge prepare --halves even.mrc odd.mrc --angles TS.tlt --out ddw/
     cryowedge dewedge prepare --frames frames/ --angles TS.tlt --out ddw/   # even/odd frames
-    cryowedge dewedge fit ddw/ --epochs 200 --chans 32                  # checkpoints in ddw/checkpoints
+    cryowedge dewedge fit ddw/ --epochs 200 --chans 32                  # -> ddw/checkpoints/
     cryowedge dewedge fit ddw/ --resume --epochs 300                    # continue, fit longer
     cryowedge dewedge refine ddw/                                       # ddw/<name>_refined.mrc
     cryowedge dewedge run TS.mrc --out n2n/ --mode n2n                  # Noise2Noise baseline

@@ -27,7 +27,9 @@ def evaluate(
     volumes: list[Path] = typer.Argument(..., help="MRC volumes to score"),
     reference: Path = typer.Option(..., help="ground-truth / reference MRC"),
     out: Path = typer.Option(Path("evaluation"), help="directory for metrics.md/.json and fsc.png"),
-    tilt_range: tuple[float, float] | None = typer.Option(None, help="tilt range (deg) for the missing-wedge correlations"),
+    tilt_range: tuple[float, float] | None = typer.Option(
+        None, help="tilt range (deg) for the missing-wedge correlations"
+    ),
     normalize: str = typer.Option(
         DEFAULT_NORMALIZE,
         help="grey levels before the metrics: none | zscore (reference mean and std) | "

@@ -116,7 +116,7 @@ def _simulate(
                 result = simulate_particles(output_dir, cfg, overwrite=overwrite,
                                             progress=progress, config_path=config)
     except KeyboardInterrupt:
-        raise interrupted_exit(output_dir)
+        raise interrupted_exit(output_dir) from None
     m = result.metrics
     console.print(f"{m['particles']} particles of {m['box_px']} px at "
                   f"{m['pixel_size_angstrom']:.3g} Å from {m['density']}, SNR {m['snr']}, "
@@ -155,7 +155,7 @@ def _reconstruct(
                     overwrite=overwrite, progress=progress,
                     config_path=config)
     except KeyboardInterrupt:
-        raise interrupted_exit(out)
+        raise interrupted_exit(out) from None
     _report(result, out)
 
 
@@ -193,7 +193,7 @@ def _refine(
                     stack_paths=_stack_paths(stack), overwrite=overwrite,
                     progress=progress, config_path=config)
     except KeyboardInterrupt:
-        raise interrupted_exit(out)
+        raise interrupted_exit(out) from None
     _report(result, out)
 
 

@@ -665,7 +665,8 @@ class CglsConfig(IterativeConfig):
     solver="cryowedge.solvers:tv_admm",
     summary="TV-regularised least squares by ADMM + CG",
     slab_mode="halo",  # the gradient couples neighbouring rows
-    work_arrays=(23, 6),  # measured at 256³ (x, rhs, CG vectors, gradient splits, duals, temporaries)
+    # measured at 256³ (x, rhs, CG vectors, gradient splits, duals, temporaries)
+    work_arrays=(23, 6),
     demo={"tv_admm": {"n_iter": 15, "cg_iter": 5, "positivity": True}},
 )
 class TvConfig(_RelaxedConfig):

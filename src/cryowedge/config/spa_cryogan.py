@@ -6,14 +6,14 @@ The only home of CryoGAN's defaults. :class:`CryoGanConfig` holds the thesis's s
 penalty λ = 0.001, discriminator gradient norm ≤ 10⁶ and per-voxel volume gradient ≤ 10³,
 both clip values ramped from 0 over the first 2 epochs, a spherical support of 95 % of the
 box (171/180), positivity with the radial clipping floor (our reading of A.6.5: 10 % of the
-maximum at the centre after 16 epochs, rising towards the border), 16 epochs, a discriminator of six conv blocks with C = 96
-channels (96 … 3072). :data:`PRESETS` adds ``cpu-small``: the same algorithm with a narrower
-discriminator (C = 16, thesis §8.4: "C = 16–32 for 64² inputs on CPU"), λ = 1 (the
-thesis's real-data value, steadier with a small discriminator), the smaller blob and a
-volume learning rate of 1e-2: a CPU run makes ~50× fewer volume steps than the thesis's
-(hundreds, not ~10⁴). On the hollow-shell test particle the map's correlation with the truth
-went from 0.73 to 0.79 in 16 steps at 3e-3, reached 0.98 in 80 steps at 1e-2 and 0.99 in 40 at
-3e-2 (docs/results.md, CryoGAN).
+maximum at the centre after 16 epochs, rising towards the border), 16 epochs, a discriminator
+of six conv blocks with C = 96 channels (96 … 3072). :data:`PRESETS` adds ``cpu-small``: the
+same algorithm with a narrower discriminator (C = 16, thesis §8.4: "C = 16–32 for 64² inputs
+on CPU"), λ = 1 (the thesis's real-data value, steadier with a small discriminator), the
+smaller blob and a volume learning rate of 1e-2: a CPU run makes ~50× fewer volume steps than
+the thesis's (hundreds, not ~10⁴). On the hollow-shell test particle the map's correlation with
+the truth went from 0.73 to 0.79 in 16 steps at 3e-3, reached 0.98 in 80 steps at 1e-2 and 0.99
+in 40 at 3e-2 (docs/results.md, CryoGAN).
 
 The thesis's real-data options are fields too, off by default: the critic-input blur
 (``blur_sigma_px``), the two-stage schedule (``stage1_epochs``) and the learned signal scale.

@@ -61,18 +61,28 @@ class CRMCopy:
     def __post_init__(self) -> None:
         angles = np.asarray(self.tilt_angles_deg, dtype=np.float64).reshape(-1)
         if angles.size == 0 or not np.all(np.isfinite(angles)):
-            raise ValueError(f"tilt_angles_deg must be a non-empty finite list, got {self.tilt_angles_deg!r}.")
+            raise ValueError(
+                f"tilt_angles_deg must be a non-empty finite list, got {self.tilt_angles_deg!r}."
+            )
         if np.any(np.abs(angles) > 90.0):
             raise ValueError(
-                f"tilt_angles_deg must lie within [-90, 90]; got {angles.min():.1f}..{angles.max():.1f}. "
+                f"tilt_angles_deg must lie within [-90, 90]; got "
+                f"{angles.min():.1f}..{angles.max():.1f}. "
                 "Express the copy's orientation with rotation_xyz instead of shifting its angles."
             )
         angles.setflags(write=False)
         object.__setattr__(self, "tilt_angles_deg", angles)
         if self.rotation_xyz is not None:
             rot = np.asarray(self.rotation_xyz, dtype=np.float64)
-            if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6) or np.linalg.det(rot) < 0:
-                raise ValueError(f"rotation_xyz must be a proper (3, 3) rotation matrix, got {self.rotation_xyz!r}.")
+            if (
+                rot.shape != (3, 3)
+                or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6)
+                or np.linalg.det(rot) < 0
+            ):
+                raise ValueError(
+                    "rotation_xyz must be a proper (3, 3) rotation matrix, "
+                    f"got {self.rotation_xyz!r}."
+                )
             rot.setflags(write=False)
             object.__setattr__(self, "rotation_xyz", rot)
 
@@ -82,7 +92,9 @@ class CRMCopy:
 
     @property
     def is_identity(self) -> bool:
-        return self.rotation_xyz is None or bool(np.allclose(self.rotation_xyz, np.eye(3), atol=1e-12))
+        return self.rotation_xyz is None or bool(
+            np.allclose(self.rotation_xyz, np.eye(3), atol=1e-12)
+        )
 
 
 def sphere_support(volume_shape: Sequence[int], radius_px: float) -> np.ndarray:
@@ -97,7 +109,7 @@ def sphere_support(volume_shape: Sequence[int], radius_px: float) -> np.ndarray:
     if not radius_px > 0:
         raise ValueError(f"support radius must be > 0 voxels, got {radius_px!r}.")
     grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
-    r2 = sum(g.astype(np.float64) ** 2 for g, n in zip(grids, shape) if n > 1)
+    r2 = sum(g.astype(np.float64) ** 2 for g, n in zip(grids, shape, strict=True) if n > 1)
     return np.asarray(r2 <= float(radius_px) ** 2)
 
 
@@ -143,35 +155,45 @@ class CRMData:
             if len(set(shapes)) > 1:
                 odd = next(i for i, sh in enumerate(shapes) if sh != shapes[0])
                 raise ValueError(
-                    f"copies have different sub-tilt-series shapes: copy 0 is {shapes[0]}, copy {odd} is "
-                    f"{shapes[odd]}; every copy needs the same (n_tilts, ny, nx) images (crop or pad them)."
+                    f"copies have different sub-tilt-series shapes: copy 0 is {shapes[0]}, "
+                    f"copy {odd} is {shapes[odd]}; every copy needs the same (n_tilts, ny, nx) "
+                    "images (crop or pad them)."
                 )
         proj = np.asarray(self.projections)
         if proj.ndim == 3:  # a list of 2D copies given as (N, n_tilts, nx)
             proj = proj[:, :, None, :]
         if proj.ndim != 4:
             raise ValueError(
-                f"projections must be (N copies, n_tilts, ny, nx), got shape {np.shape(self.projections)}."
+                "projections must be (N copies, n_tilts, ny, nx), "
+                f"got shape {np.shape(self.projections)}."
             )
         if not np.issubdtype(proj.dtype, np.floating):
             proj = proj.astype(np.float32)
         self.projections = proj
         n_copies = proj.shape[0]
         if len(self.copies) != n_copies:
-            raise ValueError(f"{n_copies} copies of projections but {len(self.copies)} CRMCopy entries; give one per copy.")
+            raise ValueError(
+                f"{n_copies} copies of projections but {len(self.copies)} CRMCopy entries; "
+                "give one per copy."
+            )
         for i, copy in enumerate(self.copies):
             if copy.n_tilts != proj.shape[1]:
                 raise ValueError(
-                    f"copy {i} has {copy.n_tilts} tilt angles but its sub-tilt-series has {proj.shape[1]} images."
+                    f"copy {i} has {copy.n_tilts} tilt angles but its sub-tilt-series has "
+                    f"{proj.shape[1]} images."
                 )
         support = np.asarray(self.support)
         if support.ndim == 2:
             support = support[:, None, :]
         if support.ndim != 3:
-            raise ValueError(f"support must be a (z, y, x) mask, got shape {np.shape(self.support)}.")
+            raise ValueError(
+                f"support must be a (z, y, x) mask, got shape {np.shape(self.support)}."
+            )
         values = np.unique(support)
         if not np.all(np.isin(values, (0, 1))):
-            raise ValueError(f"support must hold only 0/1 values, got {values[:5]}; threshold it first.")
+            raise ValueError(
+                f"support must hold only 0/1 values, got {values[:5]}; threshold it first."
+            )
         support = support.astype(bool)
         if support.shape[1:] != proj.shape[2:]:
             raise ValueError(
@@ -179,12 +201,20 @@ class CRMData:
                 f"its (y, x) must equal the image (y, x)."
             )
         if not support.any():
-            raise ValueError("support is empty: no voxel belongs to the particle; give a larger radius or mask.")
+            raise ValueError(
+                "support is empty: no voxel belongs to the particle; give a larger radius or mask."
+            )
         if support.all():
-            raise ValueError("support covers the whole box, so there is no background to separate; use a smaller mask.")
+            raise ValueError(
+                "support covers the whole box, so there is no background to separate; "
+                "use a smaller mask."
+            )
         self.support = support
         if self.truth is not None and np.shape(self.truth) != support.shape:
-            raise ValueError(f"truth shape {np.shape(self.truth)} differs from the support shape {support.shape}.")
+            raise ValueError(
+                f"truth shape {np.shape(self.truth)} differs from the support shape "
+                f"{support.shape}."
+            )
         if not self.pixel_size_angstrom > 0:
             raise ValueError(f"pixel_size_angstrom must be > 0, got {self.pixel_size_angstrom!r}.")
         if self.names and len(self.names) != n_copies:

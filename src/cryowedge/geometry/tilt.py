@@ -123,7 +123,9 @@ class TiltGeometry:
         object.__setattr__(self, "detector_shape", shape)
         px = float(self.pixel_size_angstrom)
         if not np.isfinite(px) or px <= 0:
-            raise ValueError(f"pixel_size_angstrom must be > 0 (Å), got {self.pixel_size_angstrom!r}.")
+            raise ValueError(
+                f"pixel_size_angstrom must be > 0 (Å), got {self.pixel_size_angstrom!r}."
+            )
         object.__setattr__(self, "pixel_size_angstrom", px)
         try:
             axis = float(self.tilt_axis_angle_deg)
@@ -425,7 +427,8 @@ class TiltGeometry:
             else f", view_matrices=np.array({self.view_matrices.tolist()!r})"
         )
         return (
-            f"TiltGeometry(tilt_angles_deg=np.array({angles}), detector_shape={self.detector_shape}, "
+            f"TiltGeometry(tilt_angles_deg=np.array({angles}), "
+            f"detector_shape={self.detector_shape}, "
             f"pixel_size_angstrom={self.pixel_size_angstrom!r}, "
             f"tilt_axis_angle_deg={self.tilt_axis_angle_deg!r}, shifts_px={shifts}{mats})"
         )
@@ -476,7 +479,9 @@ def missing_wedge_mask(
     """Missing-wedge mask for a tilt range; see :meth:`TiltGeometry.missing_wedge_mask`."""
     shape = tuple(int(s) for s in volume_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}.")
+        raise ValueError(
+            f"volume_shape must be (nz, ny, nx) with positive sizes, got {volume_shape!r}."
+        )
     lo, hi = (float(a) for a in tilt_range_deg)
     nz, _, nx = shape
     kz = np.fft.fftfreq(nz)

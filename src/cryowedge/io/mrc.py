@@ -699,7 +699,9 @@ class MrcSlabWriter:
 
     Examples
     --------
-    >>> with MrcSlabWriter("tomo.mrc", (64, 512, 512), voxel_size_angstrom=10.0) as out:  # doctest: +SKIP
+    >>> with MrcSlabWriter(
+    ...     "tomo.mrc", (64, 512, 512), voxel_size_angstrom=10.0
+    ... ) as out:  # doctest: +SKIP
     ...     for y0 in range(0, 512, 128):
     ...         out.write_rows(y0, reconstruct(y0, y0 + 128))  # (64, 128, 512)
     """
@@ -715,7 +717,9 @@ class MrcSlabWriter:
     ) -> None:
         dims = tuple(int(s) for s in shape)
         if len(dims) != 3 or min(dims) < 1:
-            raise ValueError(f"shape must be (nz, ny, nx) with positive sizes, got {tuple(shape)!r}.")
+            raise ValueError(
+                f"shape must be (nz, ny, nx) with positive sizes, got {tuple(shape)!r}."
+            )
         self.path = Path(path)
         self.shape = dims
         self.voxel_size_angstrom = _as_zyx_triplet(voxel_size_angstrom, "voxel_size_angstrom")
@@ -815,7 +819,9 @@ class MrcSlabWriter:
         For a tilt series written image by image (``z`` is then the tilt index).
         """
         if self._stack is None:
-            raise RuntimeError("MrcSlabWriter.write_sections must be called inside its 'with' block.")
+            raise RuntimeError(
+                "MrcSlabWriter.write_sections must be called inside its 'with' block."
+            )
         nz, ny, nx = self.shape
         data = np.ascontiguousarray(to_numpy(block), dtype=np.float32)
         k = data.shape[0] if data.ndim == 3 else -1

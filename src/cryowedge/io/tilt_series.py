@@ -72,7 +72,8 @@ def _read_stack(
         if fei_angles is None:
             raise  # no FEI extended header either: a corrupt file, not an old FEI stack
         logger.warning("%s is an old FEI/Tecnai stack (no 'MAP ' id): read with the FEI reader "
-                       "(int16 counts offset, tilt angles from its extended header)", stack_path.name)
+                       "(int16 counts offset, tilt angles from its extended header)",
+                       stack_path.name)
         return data, None, fei_angles
     if lazy and mrc.file_ndim != 3:  # a single image, which the lazy view shows as one section
         raise ValueError(f"tilt series {stack_path.name} must be a 3D array (n_tilts, y, x), got "

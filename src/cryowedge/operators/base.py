@@ -36,7 +36,8 @@ class LinearOperatorLike(Protocol):
 
 
 class LinearOperator:
-    """Base class: ``A(x)`` is ``A.forward(x)``, ``A.T(y)`` is ``A.adjoint(y)``, ``A @ B`` composes."""
+    """Base class: ``A(x)`` is ``A.forward(x)``, ``A.T(y)`` is ``A.adjoint(y)``, ``A @ B``
+    composes."""
 
     domain_shape: tuple[int, ...]
     range_shape: tuple[int, ...]

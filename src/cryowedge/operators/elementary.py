@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +21,14 @@ import torch
 from cryowedge.operators._sparse import csr_matmul, to_torch_csr
 from cryowedge.operators.base import LinearOperator, LinearOperatorLike
 
-__all__ = ["as_binary_mask", "MatrixOperator", "MaskOperator", "FiniteDifference", "RangeSubset", "RowForm"]
+__all__ = [
+    "as_binary_mask",
+    "MatrixOperator",
+    "MaskOperator",
+    "FiniteDifference",
+    "RangeSubset",
+    "RowForm",
+]
 
 
 @dataclass(frozen=True)

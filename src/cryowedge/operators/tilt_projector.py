@@ -184,7 +184,9 @@ def _work_buffers(
     the caching allocator makes that moot, so no second block is held (``None``).
     """
     buf = torch.empty((*in_shape, chunk), dtype=dtype, device=device)
-    out_buf = torch.empty((n_out, chunk), dtype=dtype, device=device) if device.type == "cpu" else None
+    out_buf = (
+        torch.empty((n_out, chunk), dtype=dtype, device=device) if device.type == "cpu" else None
+    )
     return buf, out_buf
 
 
@@ -248,7 +250,9 @@ class TiltProjector(LinearOperator):
         """Stored non-zeros of the slice matrix ``A``."""
         return int(self._a.nnz)
 
-    def _matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _matrices(
+        self, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not dtype.is_floating_point:
             raise TypeError(f"projector input must be a floating-point tensor, got {dtype}.")
         key = (dtype, device)
@@ -289,7 +293,8 @@ class TiltProjector(LinearOperator):
                 dst_cols[b, y0:y1].copy_(out.reshape(r_out, c_out, y1 - y0).permute(2, 0, 1))
 
     def forward_aligned(self, volume: torch.Tensor) -> torch.Tensor:
-        """Project into the aligned frame: ``(..., nz, ny, nx)`` → ``(..., n_tilts, ny, n_perp)``."""
+        """Project into the aligned frame: ``(..., nz, ny, nx)`` →
+        ``(..., n_tilts, ny, n_perp)``."""
         self._check_domain(volume, "volume")
         lead = volume.shape[:-3]
         vol = volume.reshape(-1, *self.domain_shape)
@@ -344,7 +349,9 @@ class TiltProjector(LinearOperator):
     def subset(self, tilt_indices: np.ndarray | list[int]) -> TiltProjector:
         """The projector of a subset of tilts (block methods such as SART use one per tilt)."""
         return TiltProjector(
-            self.geometry[np.asarray(tilt_indices)], self.domain_shape, chunk_columns=self.chunk_columns
+            self.geometry[np.asarray(tilt_indices)],
+            self.domain_shape,
+            chunk_columns=self.chunk_columns,
         )
 
     def restrict_rows(self, y0: int, y1: int) -> TiltProjector:

@@ -37,7 +37,8 @@ __all__ = [
 
 
 def padded_length(n: int) -> int:
-    """FFT length for filtering ``n`` samples: the next power of two ≥ ``2n`` (avoids wrap-around)."""
+    """FFT length for filtering ``n`` samples: the next power of two ≥ ``2n`` (avoids
+    wrap-around)."""
     return int(2 ** int(np.ceil(np.log2(max(2 * n, 2)))))
 
 
@@ -70,7 +71,8 @@ def window(name: str, freq: np.ndarray, cutoff: float = 1.0) -> np.ndarray:
 
 
 def radial_weighting(freq: np.ndarray, cutoff: float, falloff: float) -> np.ndarray:
-    """IMOD-style radial low-pass: 1 up to ``cutoff``, then Gaussian with σ = ``falloff`` (cycles/px)."""
+    """IMOD-style radial low-pass: 1 up to ``cutoff``, then Gaussian with σ = ``falloff``
+    (cycles/px)."""
     check_in_range(cutoff, "radial_cutoff", 0.0, 0.5, high_inclusive=True)
     check_positive(falloff, "radial_falloff")
     f = np.abs(freq)
@@ -135,7 +137,8 @@ def exact_weighting(
     check_positive(thickness_px, "thickness_px")
     check_positive_int(max_work_bytes, "max_work_bytes")
     theta = np.deg2rad(np.asarray(tilt_angles_deg, dtype=np.float64)).reshape(-1)
-    scaled = thickness_px * np.abs(np.asarray(freq, dtype=np.float64)).reshape(-1)  # D|ν|, (n_freq,)
+    # D|ν|, (n_freq,)
+    scaled = thickness_px * np.abs(np.asarray(freq, dtype=np.float64)).reshape(-1)
     n_tilts, n_freq = theta.size, scaled.size
     dsin = np.abs(np.sin(theta[:, None] - theta[None, :]))  # (a, b)
     # Work block (rows of a, frequencies, all b), b last so each sum runs over a contiguous

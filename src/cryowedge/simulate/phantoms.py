@@ -178,12 +178,12 @@ def _local_box(
     """Slices of the box ``center ± radius`` clipped to ``shape`` and the centred grids."""
     lo = np.maximum(np.floor(center - radius).astype(int), 0)
     hi = np.minimum(np.ceil(center + radius).astype(int) + 1, shape)
-    slices = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    slices = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=False))
     grids = [
         (np.arange(s.start, s.stop, dtype=np.float64) - c).reshape(
             [-1 if i == ax else 1 for i in range(len(shape))]
         )
-        for ax, (s, c) in enumerate(zip(slices, center))
+        for ax, (s, c) in enumerate(zip(slices, center, strict=False))
     ]
     return slices, grids
 
@@ -288,7 +288,7 @@ def hollow_spheres(
         )
     densities = gen.uniform(lo_d, hi_d, size=n_spheres)
     volume = np.zeros(box, dtype=np.float32)
-    for c, r, dens in zip(centers, radii, densities):
+    for c, r, dens in zip(centers, radii, densities, strict=True):
         slices, (gz, gy, gx) = _local_box(c, r + half_t + 1.5, box)
         d = np.sqrt(gz**2 + gy**2 + gx**2)
         shell = np.clip(half_t + 0.5 - np.abs(d - r), 0.0, 1.0) * dens
@@ -675,7 +675,7 @@ def crowded_cell(
     labels = np.zeros(box, dtype=np.uint8)
     labels[objects > 0.5 * membrane_density] = LABEL_MEMBRANE
     lumen_density = np.float32(0.5 * cytoplasm_density)
-    for c, r in zip(vesicle_c, vesicle_r):
+    for c, r in zip(vesicle_c, vesicle_r, strict=True):
         slices, (gz, gy, gx) = _local_box(c, r + bilayer_halfwidth + 1.0, box)
         d = np.sqrt(gz**2 + gy**2 + gx**2) - r
         shell = (membrane_density * _bilayer(d, half_sep, leaf_sigma)).astype(np.float32)
@@ -684,7 +684,7 @@ def crowded_cell(
         background[slices] = np.where(lumen, lumen_density, background[slices])
         np.maximum(objects[slices], shell, out=objects[slices])
         labels[slices][shell > 0.5 * membrane_density] = LABEL_VESICLE
-    for c, m in zip(positions, rotations):
+    for c, m in zip(positions, rotations, strict=True):
         rotated = rotate_volume(template, m, order=1)
         ci = c.astype(int)
         sl = tuple(slice(int(a) - k, int(a) + k + 1) for a in ci)

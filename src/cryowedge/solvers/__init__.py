@@ -17,7 +17,12 @@ needs ``row_form()``), so later methods reuse them on their own operators.
 from cryowedge.solvers._common import Callback, IterationInfo, SolverResult
 from cryowedge.solvers.admm import REGULARIZERS, regularizer_value, tv_admm
 from cryowedge.solvers.algebraic import art, sart, sirt
-from cryowedge.solvers.callbacks import CallbackList, HistoryCallback, ProgressCallback, StoreIterates
+from cryowedge.solvers.callbacks import (
+    CallbackList,
+    HistoryCallback,
+    ProgressCallback,
+    StoreIterates,
+)
 from cryowedge.solvers.cgls import cgls
 
 #: Solvers by their ``--method`` name. The method registry (:mod:`cryowedge.config.registry`)

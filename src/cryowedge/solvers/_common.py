@@ -165,7 +165,10 @@ def report(
         stop = True
     if tol is not None and info.relative_change < tol:
         logger.info(
-            "relative change %.3g < tol %.3g at iteration %d", info.relative_change, tol, info.iteration
+            "relative change %.3g < tol %.3g at iteration %d",
+            info.relative_change,
+            tol,
+            info.iteration,
         )
         stop = True
     if stop:

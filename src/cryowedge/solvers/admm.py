@@ -41,7 +41,12 @@ from cryowedge.solvers._common import (
     relative_change,
     report,
 )
-from cryowedge.solvers.prox import group_soft_threshold, l21_norm, project_nonnegative, soft_threshold
+from cryowedge.solvers.prox import (
+    group_soft_threshold,
+    l21_norm,
+    project_nonnegative,
+    soft_threshold,
+)
 
 __all__ = ["tv_admm", "REGULARIZERS", "regularizer_value"]
 
@@ -61,7 +66,9 @@ class _Split:
     y: torch.Tensor
 
 
-def regularizer_value(x: torch.Tensor, regularizer: str, tv_axes: Sequence[int] | None = None) -> float:
+def regularizer_value(
+    x: torch.Tensor, regularizer: str, tv_axes: Sequence[int] | None = None
+) -> float:
     """``R(Lx)`` for ``regularizer`` in :data:`REGULARIZERS` (without the weight λ)."""
     regularizer = check_choice(regularizer, "regularizer", REGULARIZERS)
     if regularizer == "l1":

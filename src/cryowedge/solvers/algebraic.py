@@ -116,7 +116,8 @@ def _blocks(operator: LinearOperatorLike, n_blocks: int | None) -> list[np.ndarr
     n_blocks = n_rows if n_blocks is None else int(n_blocks)
     if not 1 <= n_blocks <= n_rows:
         raise ValueError(
-            f"n_blocks must lie in [1, {n_rows}] (the first range axis, e.g. tilts), got {n_blocks}."
+            f"n_blocks must lie in [1, {n_rows}] (the first range axis, e.g. tilts), "
+            f"got {n_blocks}."
         )
     return [np.asarray(b) for b in np.array_split(np.arange(n_rows), n_blocks)]
 
@@ -162,7 +163,9 @@ def sart(
     b, x = prepare(operator, data, x0, device, dtype)
     blocks = _blocks(operator, n_blocks)
     if callable(getattr(operator, "row_form", None)):
-        return _sart_rows(operator, b, x, blocks, n_iter, relaxation, positivity, callback, tol, order, seed)
+        return _sart_rows(
+            operator, b, x, blocks, n_iter, relaxation, positivity, callback, tol, order, seed
+        )
     subset = getattr(operator, "subset", None)
     ops = [subset(idx) if callable(subset) else RangeSubset(operator, idx) for idx in blocks]
     index_dev = [torch.as_tensor(idx, device=b.device) for idx in blocks]
@@ -180,7 +183,10 @@ def sart(
         return value
 
     if not cache_v:
-        logger.info("SART: column sums recomputed per block (cache would exceed %d bytes)", _SART_CACHE_BYTES)
+        logger.info(
+            "SART: column sums recomputed per block (cache would exceed %d bytes)",
+            _SART_CACHE_BYTES,
+        )
     rng = np.random.default_rng(seed)
     result = SolverResult(x=x, n_iter=0, history={})
     for k in range(1, n_iter + 1):
@@ -193,8 +199,14 @@ def sart(
             x.addcmul_(ops[i].adjoint(residual.mul_(w_inv[i])), v_inv(i))
             if positivity:
                 x.clamp_(min=0.0)
-        info = IterationInfo(k, n_iter, x, residual_norm=sq_residual**0.5,
-                             objective=0.5 * sq_residual, relative_change=relative_change(x, previous))
+        info = IterationInfo(
+            k,
+            n_iter,
+            x,
+            residual_norm=sq_residual**0.5,
+            objective=0.5 * sq_residual,
+            relative_change=relative_change(x, previous),
+        )
         if report(result, callback, info, tol):
             break
     return result
@@ -230,8 +242,12 @@ def _sart_rows(
         sub = matrix[r0:r1]
         mats.append(to_torch_csr(sub, dtype=b.dtype, device=b.device))
         mats_t.append(to_torch_csr(sub.T.tocsr(), dtype=b.dtype, device=b.device))
-        row_sums = torch.as_tensor(np.asarray(sub.sum(axis=1)).ravel(), dtype=b.dtype, device=b.device)
-        col_sums = torch.as_tensor(np.asarray(sub.sum(axis=0)).ravel(), dtype=b.dtype, device=b.device)
+        row_sums = torch.as_tensor(
+            np.asarray(sub.sum(axis=1)).ravel(), dtype=b.dtype, device=b.device
+        )
+        col_sums = torch.as_tensor(
+            np.asarray(sub.sum(axis=0)).ravel(), dtype=b.dtype, device=b.device
+        )
         w_inv.append(safe_reciprocal(row_sums).mul_(relaxation)[:, None])
         v_inv.append(safe_reciprocal(col_sums)[:, None])
         spans.append((r0, r1))
@@ -249,8 +265,14 @@ def _sart_rows(
             if positivity:
                 cols.clamp_(min=0.0)
         x = rows.from_columns(cols)
-        info = IterationInfo(k, n_iter, x, residual_norm=sq_residual**0.5,
-                             objective=0.5 * sq_residual, relative_change=relative_change(cols, previous))
+        info = IterationInfo(
+            k,
+            n_iter,
+            x,
+            residual_norm=sq_residual**0.5,
+            objective=0.5 * sq_residual,
+            relative_change=relative_change(cols, previous),
+        )
         if report(result, callback, info, tol):
             break
     return result

@@ -57,7 +57,9 @@ class ProgressCallback:
     ``progress`` is the ``rich.progress.Progress`` in use (``None`` before the first call).
     """
 
-    def __init__(self, description: str = "solving", *, progress: Any = None, total: int | None = None) -> None:
+    def __init__(
+        self, description: str = "solving", *, progress: Any = None, total: int | None = None
+    ) -> None:
         self.description = description
         self._own = progress is None
         self._progress = progress

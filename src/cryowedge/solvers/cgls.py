@@ -43,9 +43,13 @@ def cgls(
     """
     check_common(operator, n_iter, relaxation, tol)
     if relaxation != 1.0:
-        raise ValueError(f"CGLS chooses its own step lengths; relaxation must be 1.0, got {relaxation!r}.")
+        raise ValueError(
+            f"CGLS chooses its own step lengths; relaxation must be 1.0, got {relaxation!r}."
+        )
     if positivity:
-        raise ValueError("CGLS cannot enforce positivity; use method 'sirt', 'sart' or 'tv' instead.")
+        raise ValueError(
+            "CGLS cannot enforce positivity; use method 'sirt', 'sart' or 'tv' instead."
+        )
     b, x = prepare(operator, data, x0, device, dtype)
     r = b - operator.forward(x)
     s = operator.adjoint(r)

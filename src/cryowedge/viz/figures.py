@@ -79,7 +79,8 @@ def _plt():
 
 
 def save_png(fig: Any, path: str | Path) -> Path:
-    """Lay out ``fig``, write it atomically as a 110-dpi PNG at ``path``, close it; return the path."""
+    """Lay out ``fig``, write it atomically as a 110-dpi PNG at ``path``, close it; return the
+    path."""
     fig.tight_layout()
     path = Path(path)
     with atomic_write(path) as tmp:

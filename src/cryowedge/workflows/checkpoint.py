@@ -207,8 +207,11 @@ def load_checkpoint(path: str | Path, *, method: str, data_shape: tuple[int, ...
         raise FileNotFoundError(f"no checkpoint at {path}; run without --resume first.")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     state = CheckpointState(
-        x=payload["x"], iterations_done=int(payload["iterations_done"]), method=str(payload["method"]),
-        data_shape=tuple(payload["data_shape"]), meta=dict(payload.get("meta", {})),
+        x=payload["x"],
+        iterations_done=int(payload["iterations_done"]),
+        method=str(payload["method"]),
+        data_shape=tuple(payload["data_shape"]),
+        meta=dict(payload.get("meta", {})),
     )
     if state.method != method:
         raise ValueError(f"checkpoint {path} is for method {state.method!r}, not {method!r}.")

@@ -145,7 +145,8 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
     px = sim_cfg.pixel_size_angstrom
     files = {
         "ground_truth": write_mrc(out / "ground_truth.mrc", truth, voxel_size_angstrom=px),
-        "tilt_series": write_mrc(out / "tilt_series.mrc", sim.tilt_series, voxel_size_angstrom=px, image_stack=True),
+        "tilt_series": write_mrc(out / "tilt_series.mrc", sim.tilt_series, voxel_size_angstrom=px,
+                                 image_stack=True),
         "angles": write_tilt_angles(out / "tilt_series.tlt", sim.geometry.tilt_angles_deg),
     }
     volumes: dict[str, np.ndarray] = {}
@@ -188,7 +189,8 @@ def run_demo(output_dir: str | Path = "cryowedge_demo", config: DemoConfig | Non
                            tilt_range_deg=sim.geometry.tilt_range_deg, output_dir=out)
     panel = {"ground truth": truth, **volumes}
     files["orthoslices"] = orthoslice_panel(panel, out / "orthoslices.png", pixel_size_angstrom=px)
-    files.update({"metrics_md": out / "metrics.md", "metrics_json": out / "metrics.json", "fsc": out / "fsc.png"})
+    files.update({"metrics_md": out / "metrics.md", "metrics_json": out / "metrics.json",
+                  "fsc": out / "fsc.png"})
     seconds = time.perf_counter() - start
     write_text_atomic(out / "metrics.md", metrics_table_markdown(rows, normalize=DEFAULT_NORMALIZE)
                       + f"\n\nwall time: {seconds:.1f} s\n")

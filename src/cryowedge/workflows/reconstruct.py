@@ -265,7 +265,8 @@ def reconstruct_file(
         record["tilt_axis_check"] = axis_check.to_record()
     if estimated is not None:
         record["thickness_estimated"] = {
-            "thickness": estimated.thickness, "signal_thickness": round(estimated.signal_thickness, 1),
+            "thickness": estimated.thickness,
+            "signal_thickness": round(estimated.signal_thickness, 1),
             "z_offset": round(estimated.z_offset, 1), "binning": estimated.binning}
     if keep is not None:  # the views dropped, 1-based, as the list resolved them
         record["excluded_views"] = [int(v) + 1 for v in np.setdiff1d(np.arange(n_views), keep)]
@@ -461,12 +462,14 @@ def plan_streaming(
         return check_slab_rows(config.slab_rows, shape[1])
     if spec.slab_mode == "none":
         return None
-    return plan_slab_rows(shape, geometry.n_tilts, geometry.aligned_detector_shape[1], config.method,
-                          memory_budget_bytes, halo_rows=_halo_rows(config))
+    return plan_slab_rows(shape, geometry.n_tilts, geometry.aligned_detector_shape[1],
+                          config.method, memory_budget_bytes, halo_rows=_halo_rows(config))
 
 
 def _halo_rows(config: ReconstructConfig) -> int:
-    return int(getattr(config, "halo_rows", 0)) if get_method(config.method).slab_mode == "halo" else 0
+    if get_method(config.method).slab_mode != "halo":
+        return 0
+    return int(getattr(config, "halo_rows", 0))
 
 
 def reconstruct_streamed(

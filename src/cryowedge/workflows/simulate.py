@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["make_phantom", "simulate_from_config", "simulate_to_files", "simulated_outputs"]
 
 
-def simulated_outputs(config: SimulateConfig | Any, output_dir: str | Path) -> tuple[list[Path], int]:
+def simulated_outputs(
+    config: SimulateConfig | Any, output_dir: str | Path
+) -> tuple[list[Path], int]:
     """The files a simulation into ``output_dir`` writes, and their estimated total size (bytes).
 
     ``config`` is a :class:`SimulateConfig` or anything with its phantom and tilt fields (the
@@ -45,7 +47,8 @@ def simulated_outputs(config: SimulateConfig | Any, output_dir: str | Path) -> t
 
 def simulate_to_files(config: SimulateConfig, output_dir: str | Path, *,
                       progress: ProgressFn | None = None, device: str | None = None,
-                      overwrite: bool = False, config_path: str | Path | None = None) -> dict[str, Path]:
+                      overwrite: bool = False,
+                      config_path: str | Path | None = None) -> dict[str, Path]:
     """Simulate and write ``ground_truth.mrc``, ``tilt_series.mrc`` (+ ``.tlt``), even/odd halves.
 
     Before simulating, the outputs are checked (:func:`cryowedge.workflows.outputs.check_outputs`):
@@ -66,14 +69,19 @@ def simulate_to_files(config: SimulateConfig, output_dir: str | Path, *,
     px = config.pixel_size_angstrom
     files = {
         "ground_truth": write_mrc(out / "ground_truth.mrc", volume, voxel_size_angstrom=px),
-        "tilt_series": write_mrc(out / "tilt_series.mrc", sim.tilt_series, voxel_size_angstrom=px, image_stack=True),
+        "tilt_series": write_mrc(out / "tilt_series.mrc", sim.tilt_series, voxel_size_angstrom=px,
+                                 image_stack=True),
         "angles": write_tilt_angles(out / "tilt_series.tlt", sim.geometry.tilt_angles_deg),
     }
     if sim.even is not None and sim.odd is not None:
-        files["even"] = write_mrc(out / "tilt_series_even.mrc", sim.even, voxel_size_angstrom=px, image_stack=True)
-        files["odd"] = write_mrc(out / "tilt_series_odd.mrc", sim.odd, voxel_size_angstrom=px, image_stack=True)
-        files["even_angles"] = write_tilt_angles(out / "tilt_series_even.tlt", sim.geometry.tilt_angles_deg)
-        files["odd_angles"] = write_tilt_angles(out / "tilt_series_odd.tlt", sim.geometry.tilt_angles_deg)
+        files["even"] = write_mrc(out / "tilt_series_even.mrc", sim.even,
+                                  voxel_size_angstrom=px, image_stack=True)
+        files["odd"] = write_mrc(out / "tilt_series_odd.mrc", sim.odd,
+                                 voxel_size_angstrom=px, image_stack=True)
+        files["even_angles"] = write_tilt_angles(out / "tilt_series_even.tlt",
+                                                  sim.geometry.tilt_angles_deg)
+        files["odd_angles"] = write_tilt_angles(out / "tilt_series_odd.tlt",
+                                                 sim.geometry.tilt_angles_deg)
     files = {k: Path(v) for k, v in files.items()}
     files["run"] = write_run_record(out, "simulate", config.model_dump(mode="json"),
                                     {k: str(v) for k, v in files.items()})

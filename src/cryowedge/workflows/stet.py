@@ -112,7 +112,8 @@ def stet_simulate_files(
         "tilt_series": write_mrc(series, sim.data, voxel_size_angstrom=px, image_stack=True),
         "angles": write_tilt_angles(out / "tilt_series.tlt", geometry.tilt_angles_deg),
         # bool → MRC mode 0 (8-bit), 1 = scanned
-        "mask": write_mrc(mask_path_for(series), sim.mask, voxel_size_angstrom=px, image_stack=True),
+        "mask": write_mrc(mask_path_for(series), sim.mask, voxel_size_angstrom=px,
+                          image_stack=True),
     }
     files = {k: Path(v) for k, v in files.items()}
     files["run"] = write_run_record(
@@ -207,9 +208,9 @@ def stet_reconstruct_file(
         logger.info("%d non-zero values at unscanned pixels are ignored", outside)
     shape = series.geometry.default_volume_shape(cfg.thickness)
     check_outputs([output_path], overwrite=True, n_bytes=mrc_nbytes(shape) + 65536)  # free space
-    common = dict(volume_shape=shape, tv_lambda=cfg.tv_lambda, n_iter=cfg.n_iter, regularizer=cfg.regularizer,
-                  positivity=cfg.positivity, cg_iter=cfg.cg_iter, rho=cfg.rho,
-                  normalize=cfg.normalize, device=device)
+    common = dict(volume_shape=shape, tv_lambda=cfg.tv_lambda, n_iter=cfg.n_iter,
+                  regularizer=cfg.regularizer, positivity=cfg.positivity, cg_iter=cfg.cg_iter,
+                  rho=cfg.rho, normalize=cfg.normalize, device=device)
     if cfg.method == "tv":
         cb = CallbackList([iteration_progress(progress, "CS-TV", 0.1, 0.8), callback])
         result = reconstruct_stet(series.data, mask, series.geometry, callback=cb, **common)
@@ -217,8 +218,8 @@ def stet_reconstruct_file(
         inpaint_cb = iteration_progress(progress, "inpainting", 0.1, 0.2)
         cb = CallbackList([iteration_progress(progress, "TV", 0.3, 0.6), callback])
         result = inpaint_then_reconstruct(series.data, mask, series.geometry, mu=cfg.inpaint_mu,
-                                          inpaint_iter=cfg.inpaint_iter, inpaint_callback=inpaint_cb,
-                                          callback=cb, **common)
+                                          inpaint_iter=cfg.inpaint_iter,
+                                          inpaint_callback=inpaint_cb, callback=cb, **common)
     volume = result.x.detach().cpu().numpy().astype(np.float32)
     report_progress(progress, "writing", 0.9)
     if overwrite:
@@ -229,7 +230,8 @@ def stet_reconstruct_file(
     write_run_record(
         output_path.parent, "stet reconstruct",
         {**cfg.model_dump(mode="json"), "input": str(series_path), "mask": str(mask_path),
-         "angles": str(angles_path) if angles_path else None, "measured_fraction": float(mask.mean()),
+         "angles": str(angles_path) if angles_path else None,
+         "measured_fraction": float(mask.mean()),
          "geometry": series.geometry.to_dict()},
         {"volume": str(output_path)}, name=record_path.name,
     )
