@@ -31,13 +31,32 @@ from cryowedge.spa.cryogan.outputs import write_outputs
 from cryowedge.spa.simulate import simulate_spa
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(ap: argparse.ArgumentParser, *, n_particles: int = 4000) -> None:
+    """The simulated data set's options, shared by the CryoGAN results scripts (one recipe)."""
     ap.add_argument("--density", default="ribosome")
     ap.add_argument("--box", type=int, default=32)
-    ap.add_argument("--n-particles", type=int, default=4000)
+    ap.add_argument("--n-particles", type=int, default=n_particles)
     ap.add_argument("--snr", type=float, default=0.3, help="energy ratio; <= 0 for no noise")
     ap.add_argument("--no-ctf", action="store_true")
+
+
+def simulate_data(
+    args: argparse.Namespace, *, n_particles: int | None = None, seed: int | None = None
+):
+    """The data set of :func:`add_data_arguments`' options (``n_particles``/``seed`` override)."""
+    return simulate_spa(
+        args.density,
+        box_size=args.box,
+        n_particles=args.n_particles if n_particles is None else n_particles,
+        snr=args.snr if args.snr > 0 else None,
+        ctf=not args.no_ctf,
+        seed=args.seed if seed is None else seed,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(ap)
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--preset", default="cpu-small")
     ap.add_argument("--gp-lambda", type=float, default=None)
@@ -78,14 +97,7 @@ def main() -> None:
             ap.error(f"--set expects FIELD=VALUE, got {item!r}")
         changes[key] = yaml.safe_load(value)
     cfg = preset_config(args.preset, **changes)
-    sim = simulate_spa(
-        args.density,
-        box_size=args.box,
-        n_particles=args.n_particles,
-        snr=args.snr if args.snr > 0 else None,
-        ctf=not args.no_ctf,
-        seed=args.seed,
-    )
+    sim = simulate_data(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cryogan.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     t0 = time.perf_counter()

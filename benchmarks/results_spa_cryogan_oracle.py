@@ -13,34 +13,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cryowedge.metrics.fourier import fourier_shell_correlation
 from cryowedge.metrics.report import FSC_RESOLUTION_RULE
-from cryowedge.spa import half_map_reconstruction, simulate_spa
+from cryowedge.spa import half_map_reconstruction
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_spa_cryogan import add_data_arguments, simulate_data  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--density", default="ribosome")
-    ap.add_argument("--box", type=int, default=32)
-    ap.add_argument("--n-particles", type=int, default=2000)
-    ap.add_argument("--snr", type=float, default=0.3)
+    add_data_arguments(ap, n_particles=2000)
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sim = simulate_spa(
-        args.density,
-        box_size=args.box,
-        n_particles=args.n_particles,
-        snr=args.snr,
-        ctf=True,
-        seed=args.seed,
-    )
+    sim = simulate_data(args)
     px = sim.pixel_size_angstrom
     hm = half_map_reconstruction(sim.with_true_poses(), lam=args.lam, seed=args.seed)
     res = hm.fsc.resolution_angstrom(0.143, px, rule=FSC_RESOLUTION_RULE)

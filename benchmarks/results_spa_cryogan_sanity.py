@@ -20,13 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cryowedge.config.spa_cryogan import preset_config
 from cryowedge.spa.cryogan import CryoGan
-from cryowedge.spa.simulate import simulate_spa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_spa_cryogan import add_data_arguments, simulate_data  # noqa: E402
 
 
 @torch.no_grad()
@@ -46,10 +50,7 @@ def _estimate(gan: CryoGan, images: np.ndarray, n_eval: int, seed: int) -> float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--density", default="ribosome")
-    ap.add_argument("--box", type=int, default=32)
-    ap.add_argument("--n-particles", type=int, default=2000)
-    ap.add_argument("--snr", type=float, default=0.3)
+    add_data_arguments(ap, n_particles=2000)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--preset", default="cpu-small")
     ap.add_argument("--n-eval", type=int, default=512)
@@ -57,9 +58,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    kw = dict(box_size=args.box, snr=args.snr, ctf=True)
-    data = simulate_spa(args.density, n_particles=args.n_particles, seed=args.seed, **kw)
-    held = simulate_spa(args.density, n_particles=args.n_eval, seed=args.seed + 1000, **kw)
+    data = simulate_data(args)
+    held = simulate_data(args, n_particles=args.n_eval, seed=args.seed + 1000)
     st = data.stack.with_random_halves(args.seed) if data.stack.half_sets is None else data.stack
     idx = np.flatnonzero(st.half_sets == 1)
     cfg = preset_config(args.preset, epochs=args.epochs, seed=args.seed)
