@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cryowedge.io.mrc import write_mrc
-from cryowedge.spa.cryogan.train import CryoGanResult, EpochRecord
+from cryowedge.spa.cryogan.train import CryoGanResult, EpochRecord, _fraction
 
 __all__ = ["epoch_table_markdown", "resolution_plot", "write_outputs"]
 
@@ -53,12 +53,6 @@ def epoch_table_markdown(history: list[EpochRecord], pixel_size_angstrom: float)
     return "\n".join(lines) + "\n"
 
 
-def _fraction_of_nyquist(resolution_angstrom: float, pixel_size_angstrom: float | None) -> float:
-    if pixel_size_angstrom is None or not np.isfinite(resolution_angstrom):
-        return float("nan")
-    return 2.0 * pixel_size_angstrom / resolution_angstrom
-
-
 def resolution_plot(
     history: list[EpochRecord], path: str | Path, pixel_size_angstrom: float | None = None
 ) -> Path:
@@ -75,10 +69,12 @@ def resolution_plot(
     tc = np.array([r.truth_correlation for r in history])
     if np.isfinite(tc).any():
         ax.plot(ep[np.isfinite(tc)], tc[np.isfinite(tc)], "s--", label="cc with truth (aligned)")
-        tr = np.array([r.truth_resolution_angstrom for r in history])
-        tf = np.array([_fraction_of_nyquist(r, pixel_size_angstrom) for r in tr])
-        okt = np.isfinite(tf)
-        ax.plot(ep[okt], tf[okt], "^-.", label="FSC 0.5 vs truth (fraction of Nyquist)")
+        if pixel_size_angstrom is not None:
+            tf = np.array(
+                [_fraction(r.truth_resolution_angstrom, pixel_size_angstrom) for r in history]
+            )
+            okt = np.isfinite(tf)
+            ax.plot(ep[okt], tf[okt], "^-.", label="FSC 0.5 vs truth (fraction of Nyquist)")
     ax.axhline(0.336, color="grey", lw=0.8, ls=":", label="thesis 0.34 Nyquist (180³, GPU)")
     ax.set_xlabel("epoch")
     ax.set_ylim(0, 1)

@@ -166,24 +166,21 @@ class CryoGan:
             self.discriminator = Discriminator(
                 self.n, config.channels, config.n_blocks, config.hidden
             ).to(self.device)
-        betas = (config.beta1, config.beta2)
-        self.opt_d = torch.optim.Adam(
-            self.discriminator.parameters(),
-            lr=config.lr_discriminator,
-            betas=betas,
-            eps=config.adam_eps,
-        )
-        self.opt_g = torch.optim.Adam(
-            self.simulator.parameters(), lr=config.lr_volume, betas=betas, eps=config.adam_eps
-        )
-        gamma = 1.0 - config.lr_decay
-        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
-        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
+        self.opt_d, self.sched_d = self._adam(self.discriminator, config.lr_discriminator)
+        self.opt_g, self.sched_g = self._adam(self.simulator, config.lr_volume)
         self.epoch = 0
         self.iteration = 0
         self._perm: torch.Tensor | None = None
         self._cursor = 0
         self.last: dict[str, float] = {}
+
+    def _adam(
+        self, module: torch.nn.Module, lr: float
+    ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.ExponentialLR]:
+        """Adam on ``module``'s parameters with the config's β, ε and per-epoch decay."""
+        c = self.config
+        opt = torch.optim.Adam(module.parameters(), lr=lr, betas=(c.beta1, c.beta2), eps=c.adam_eps)
+        return opt, torch.optim.lr_scheduler.ExponentialLR(opt, 1.0 - c.lr_decay)
 
     # ---------------------------------------------------------------- schedule
     @property
@@ -312,13 +309,7 @@ class CryoGan:
         c = self.config
         if c.stage1_epochs > 0 and self.epoch == c.stage1_epochs:
             logger.info("CryoGAN stage 2 from epoch %d: shifts on, high-pass updates", self.epoch)
-            self.opt_g = torch.optim.Adam(
-                self.simulator.parameters(),
-                lr=c.lr_volume,
-                betas=(c.beta1, c.beta2),
-                eps=c.adam_eps,
-            )
-            self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, 1.0 - c.lr_decay)
+            self.opt_g, self.sched_g = self._adam(self.simulator, c.lr_volume)
         one_stage = c.stage1_epochs == 0
         self.simulator.max_shift_px = c.max_shift_px if one_stage or self.in_stage2 else 0.0
         self._perm = torch.randperm(self.n_images, generator=self.generator)
